@@ -1,0 +1,27 @@
+"""Errors a user can act on. Each maps to a CLI exit code; the message is one line."""
+
+from __future__ import annotations
+
+
+class DvdError(Exception):
+    """Base class: a problem with a clear one-line message and an exit code."""
+
+    exit_code = 1
+
+
+class InputError(DvdError):
+    """Bad footage, bad arguments, unwritable output (exit code 2)."""
+
+    exit_code = 2
+
+
+class WeightsError(DvdError):
+    """Missing, corrupt or mismatched model weights (exit code 3)."""
+
+    exit_code = 3
+
+
+class Cancelled(DvdError):
+    """The user or host asked to stop (exit code 130)."""
+
+    exit_code = 130
