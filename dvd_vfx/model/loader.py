@@ -1,0 +1,187 @@
+"""Build the DVD networks (diffusers' own Wan classes) from a weights folder, offline.
+
+The transformer is built on the meta device and filled tensor by tensor straight from the
+memory-mapped safetensors file, merging each LoRA pair on the way (W' = W + B @ A, scale 1),
+so peak RAM stays near one copy of the model. Key names go through diffusers' own converters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from dvd_vfx.errors import WeightsError
+from dvd_vfx.model import checkpoint as ck
+from dvd_vfx.model.weights import WeightFiles, check_config_agrees
+
+log = logging.getLogger("dvd_vfx.model")
+
+BASE_CONFIG = "wan2.1-t2v-1.3b"
+
+
+def shipped_config(name: str) -> dict:
+    """The Wan2.1-T2V-1.3B configs shipped in the package (never fetched from the Hub)."""
+    text = resources.files("dvd_vfx.model").joinpath("configs", BASE_CONFIG, f"{name}.json").read_text()
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def merge_lora(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """W' = W + scale * B @ A, computed in float32 (DVD trains with alpha == rank: scale 1)."""
+    merged = weight.float() + scale * (lora_b.float() @ lora_a.float())
+    return merged.to(weight.dtype)
+
+
+def _dit_key_map(original_names: list[str]) -> dict[str, str]:
+    """diffusers name -> original Wan name, by running diffusers' converter on the names."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    converted = convert_wan_transformer_to_diffusers({n: n for n in original_names})
+    return {new: old for new, old in converted.items()}
+
+
+def _keep_fp32(model: torch.nn.Module, name: str) -> bool:
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    parts = name.split(".")
+    return any(k in parts for k in keep)
+
+
+def load_transformer(files: WeightFiles, dtype: torch.dtype) -> tuple[torch.nn.Module, dict]:
+    """The DVD transformer on CPU in `dtype`; returns (model, info)."""
+    from diffusers import WanTransformer3DModel
+
+    if files.dit is None:
+        return _load_diffusers(WanTransformer3DModel, files.diffusers_transformer, dtype), {"lora": "merged (diffusers)"}
+    path = files.dit
+    tensors = ck.read_safetensors_header(path)
+    layout = ck.dit_layout(tensors, path)
+    inferred = ck.infer_dit_config(layout, path)
+    config = shipped_config("transformer")
+    if files.dit_config is not None:
+        user = check_config_agrees(inferred, files.dit_config, path)
+        config.update({k: v for k, v in user.items() if k in config})
+    config.update(inferred)
+    if not layout.has_lora:
+        log.warning("%s has no LoRA keys: loading it as a plain Wan backbone, not DVD; its depth will be "
+                    "meaningless", path)
+    key_map = _dit_key_map(sorted(layout.base))
+
+    with torch.device("meta"):
+        model = WanTransformer3DModel(**config)
+    expected = model.state_dict()
+    unexpected = sorted(set(key_map) - set(expected))
+    missing = sorted(set(expected) - set(key_map))
+    if unexpected or missing:
+        raise WeightsError(f"{path}: tensors do not match a Wan T2V transformer "
+                           f"(missing {missing[:3]}, unexpected {[key_map[k] for k in unexpected[:3]]}); "
+                           "not a DVD checkpoint")
+    from safetensors import safe_open
+
+    state: dict[str, torch.Tensor] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            for new_name, old_name in key_map.items():
+                t = fh.get_tensor(layout.base_keys[old_name])
+                module, _, param = old_name.rpartition(".")
+                if param == "weight" and module in layout.lora:
+                    key_a, key_b = layout.lora[module]
+                    t = merge_lora(t, fh.get_tensor(key_a), fh.get_tensor(key_b))
+                if tuple(t.shape) != tuple(expected[new_name].shape):
+                    raise WeightsError(f"{path}: {layout.base_keys[old_name]} has shape {list(t.shape)}, the "
+                                       f"architecture needs {list(expected[new_name].shape)}")
+                target = torch.float32 if _keep_fp32(model, new_name) else dtype
+                state[new_name] = t.to(target)
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise WeightsError(f"{path}: cannot read tensors ({str(exc).splitlines()[0]}); the file is corrupt, "
+                           "re-download it") from None
+    model.load_state_dict(state, strict=True, assign=True)
+    del state
+    _rebuild_non_persistent_buffers(model)
+    model.eval().requires_grad_(False)
+    info = {"lora": f"{len(layout.lora)} modules, rank {layout.lora_rank}" if layout.has_lora else "none",
+            "config": config, "full_size": ck.is_full_size(inferred)}
+    return model, info
+
+
+def _rebuild_non_persistent_buffers(model: torch.nn.Module) -> None:
+    """Buffers that are not in a state dict (the RoPE tables) are rebuilt off the meta device."""
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    cfg = model.config
+    model.rope = WanRotaryPosEmbed(cfg.attention_head_dim, tuple(cfg.patch_size), cfg.rope_max_seq_len)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left on the meta device after loading: {left[:5]}")
+
+
+def read_vae_state(path: Path) -> dict[str, torch.Tensor]:
+    """Wan2.1_VAE.pth (a pickle): loaded with weights_only=True, memory-mapped where possible."""
+    try:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle / zip errors of many kinds
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]}); "
+                           "re-download Wan2.1_VAE.pth") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path}: holds no tensor table; not a Wan VAE, re-download Wan2.1_VAE.pth")
+    if all(k.startswith("model.") for k in sd):
+        sd = {k[len("model."):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_vae_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in read_vae_state(path).items()}
+
+
+def load_vae(files: WeightFiles, dtype: torch.dtype) -> torch.nn.Module:
+    from diffusers import AutoencoderKLWan
+
+    if files.vae is None:
+        return _load_diffusers(AutoencoderKLWan, files.diffusers_vae, dtype)
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    path = files.vae
+    sd = read_vae_state(path)
+    inferred = ck.infer_vae_config({k: tuple(v.shape) for k, v in sd.items()}, path)
+    config = shipped_config("vae")
+    config.update(inferred)
+    converted = convert_wan_vae_to_diffusers(sd)
+    with torch.device("meta"):
+        vae = AutoencoderKLWan(**config)
+    expected = vae.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(f"{path}: tensors do not match a Wan 2.1 VAE (missing {missing[:3]}, unexpected "
+                           f"{unexpected[:3]}); re-download Wan2.1_VAE.pth")
+    for k, v in converted.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise WeightsError(f"{path}: {k} has shape {list(v.shape)}, expected {list(expected[k].shape)}")
+    vae.load_state_dict({k: v.to(dtype) for k, v in converted.items()}, strict=True, assign=True)
+    left = [n for n, t in list(vae.named_parameters()) + list(vae.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"VAE tensors left on the meta device after loading: {left[:5]}")
+    return vae.eval().requires_grad_(False)
+
+
+def _load_diffusers(cls, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = cls.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{folder}: cannot load diffusers-format {cls.__name__} "
+                           f"({str(exc).splitlines()[0][:200]})") from None
+    return model.eval().requires_grad_(False)

@@ -1,0 +1,195 @@
+"""The DVD predictor: one window of frames -> disparity, in ONE transformer pass.
+
+Official semantics (ARCHITECTURE.md, "The DVD model"):
+  x = 2*frames - 1                      [1,3,T,H,W]
+  z = (VAE posterior mean - mean)/std   [1,16,t,h,w]   t = (T-1)/4 + 1, h = H/8, w = W/8
+  out = DiT(z, timestep 500, zero text context [1,512,text_dim])   the depth latent (target "x")
+  video = VAE decode(out*std + mean), clamp [-1,1], (x+1)/2, mean over RGB -> [T,H,W] in [0,1]
+No sampler loop, no scheduler step, no text encoder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dvd_vfx.errors import InputError
+from dvd_vfx.model.weights import WeightFiles, find_weight_files, resolve_weights_dir, weights_sha256
+
+log = logging.getLogger("dvd_vfx.model")
+
+TIMESTEP = 500.0  # = 1000 * denoise_step 0.5, DVD's "structural anchor"
+TEXT_TOKENS = 512
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+           "fp32": torch.float32, "float32": torch.float32}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise InputError(f"unknown --device {device!r}; use auto, cuda, cuda:N, cpu or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this PyTorch has no CUDA device; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: Metal is not available in this PyTorch; use --device cpu or auto")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 elsewhere, unless asked."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"unknown --dtype {dtype!r}; use auto, bf16, fp16 or fp32")
+    return _DTYPES[dtype]
+
+
+def check_window(frames: np.ndarray) -> None:
+    """The predictor's input contract; the pipeline above pads windows to satisfy it."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", type(frames).__name__)
+        raise InputError(f"frames must be a float32 array [T,H,W,3], got {shape}")
+    t, h, w, _ = frames.shape
+    if t < 1 or (t - 1) % 4:
+        raise InputError(f"window has {t} frames; DVD needs 4n+1 frames (1, 5, 9, ... 81): pad the window")
+    if h < 16 or w < 16 or h % 16 or w % 16:
+        raise InputError(f"frame size {w}x{h} is not a multiple of 16; resize or pad to multiples of 16")
+
+
+@dataclass
+class DVDNetworks:
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    latents_mean: torch.Tensor  # [1,16,1,1,1] float32
+    latents_std: torch.Tensor
+
+    @classmethod
+    def from_modules(cls, transformer: torch.nn.Module, vae: torch.nn.Module) -> "DVDNetworks":
+        z = vae.config.z_dim
+        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1)
+        std = torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1)
+        return cls(transformer, vae, mean, std)
+
+
+# Loaded networks are shared across predictors, windows and shots of one process.
+_LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+class DVDPredictor:
+    """Maps a window float32 [T,H,W,3] in [0,1] to disparity float32 [T,H,W] in [0,1] (larger = nearer)."""
+
+    name = "dvd"
+
+    def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
+                 vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.vae_tiling = vae_tiling
+        self.offload = offload and self.device.type != "cpu"
+        self._networks = networks
+        self._files: WeightFiles | None = None
+        self._info: dict = {}
+        if networks is None:
+            self._files = find_weight_files(resolve_weights_dir(weights))
+
+    # -- identity (what goes into cache keys and EXR headers) ---------------------------------
+    @property
+    def model_id(self) -> str:
+        return self._files.model_id if self._files else "in-memory"
+
+    def identity(self) -> dict:
+        return {
+            "predictor": self.name,
+            "model_id": self.model_id,
+            "weights_sha256": weights_sha256(self._files) if self._files else "in-memory",
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device_class": self.device.type,
+        }
+
+    # -- loading ------------------------------------------------------------------------------
+    def load(self) -> DVDNetworks:
+        if self._networks is not None:
+            return self._networks
+        stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files.files())
+        key = (stats, self.dtype, str(self.device), self.offload)
+        with _LOAD_LOCK:
+            if key not in _LOADED:
+                from dvd_vfx.model.loader import load_transformer, load_vae
+
+                transformer, info = load_transformer(self._files, self.dtype)
+                vae = load_vae(self._files, self.dtype)
+                nets = DVDNetworks.from_modules(transformer, vae)
+                if not self.offload:
+                    nets.transformer.to(self.device)
+                    nets.vae.to(self.device)
+                _LOADED[key] = (nets, info)
+            self._networks, self._info = _LOADED[key]
+        return self._networks
+
+    @property
+    def is_full_size(self) -> bool:
+        self.load()
+        return bool(self._info.get("full_size", True))
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, frames: np.ndarray) -> np.ndarray:
+        check_window(frames)
+        nets = self.load()
+        dev, dtype = self.device, self.dtype
+        t, h, w, _ = frames.shape
+        tiling = self.vae_tiling if self.vae_tiling is not None else (h * w > 720 * 1280)
+        if tiling:
+            nets.vae.enable_tiling()
+        else:
+            nets.vae.disable_tiling()
+        mean, std = nets.latents_mean.to(dev), nets.latents_std.to(dev)
+
+        # 1. Frames -> [-1, 1]                                      [1,3,T,H,W]
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
+        x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
+
+        # 2. Encode: posterior mean, Wan latent normalisation       [1,16,t,h/8,w/8]
+        with self._on_device(nets.vae):
+            mu = nets.vae.encode(x).latent_dist.mean
+        z = ((mu.float() - mean) / std).to(dtype)
+
+        # 3. ONE transformer pass at timestep 500, zero text context: the output IS the depth latent
+        context = torch.zeros(1, TEXT_TOKENS, nets.transformer.config.text_dim, dtype=dtype, device=dev)
+        timestep = torch.full((1,), TIMESTEP, device=dev)
+        with self._on_device(nets.transformer):
+            out = nets.transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context,
+                                   return_dict=False)[0]
+
+        # 4. Decode: de-normalise, VAE decode, clamp, [0,1], mean of RGB   [T,H,W]
+        latents = (out.float() * std + mean).to(dtype)
+        with self._on_device(nets.vae):
+            video = nets.vae.decode(latents, return_dict=False)[0]
+        video = (video.float().clamp(-1.0, 1.0) + 1.0) / 2.0
+        disparity = video.mean(dim=1)[0]
+        return disparity.cpu().numpy().astype(np.float32, copy=False)
+
+    @contextlib.contextmanager
+    def _on_device(self, module: torch.nn.Module):
+        """Model offload: keep a network on the GPU only while it runs (small-VRAM cards)."""
+        if not self.offload:
+            yield
+            return
+        module.to(self.device)
+        try:
+            yield
+        finally:
+            module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
