@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from dvd_vfx import __version__
-from dvd_vfx.errors import DvdError
+from dvd_vfx.errors import DvdError, InputError
 
 log = logging.getLogger("dvd_vfx")
 
@@ -44,7 +45,45 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("folder", nargs="?", help="destination (default: the user data dir)")
     wf.add_argument("--version", dest="dvd_version", choices=("1.0", "1.1"), default="1.1")
 
+    i = sub.add_parser("info", help="print what dvd-vfx sees in a movie file or image sequence")
+    i.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
+    i.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
+
+    r = sub.add_parser("render", help="render a shot's depth pass (EXR sequence)")
+    r.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
+    _add_render_args(r)
+    _add_model_args(r)
+
+    d = sub.add_parser("demo", help="render a generated sample shot end to end (works offline)")
+    d.add_argument("-o", "--output", default="demo_out", help="output folder (default ./demo_out)")
+    _add_model_args(d)
     return parser
+
+
+def _add_render_args(r: argparse.ArgumentParser) -> None:
+    r.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder for SHOT.depth.####.exr")
+    r.add_argument("--shot", help="output name (default: the source's name)")
+    r.add_argument("--frames", metavar="A-B", help="inclusive source frame range (default: all)")
+    r.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
+    r.add_argument("--fps", help="frame rate of an image sequence, e.g. 24 or 24000/1001 (default: from EXR or 24)")
+    r.add_argument("--hold-missing", action="store_true", help="repeat the previous frame over gaps in a sequence")
+    r.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
+    r.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
+    g = r.add_argument_group("windows")
+    g.add_argument("--resolution", type=int, default=480, metavar="SHORT_SIDE", help="working short side (default 480)")
+    g.add_argument("--window", type=int, default=81, help="frames per window, 4n+1 (default 81)")
+    g.add_argument("--overlap", type=int, default=21, help="frames shared by consecutive windows (default 21)")
+    g = r.add_argument_group("output")
+    g.add_argument("--mode", choices=("depth", "disparity"), default="depth",
+                   help="depth: z in [near, far] scene units; disparity: normalised, near = 1 (default depth)")
+    g.add_argument("--near", type=float, default=1.0, help="depth of the nearest 2%% of the shot (default 1)")
+    g.add_argument("--far", type=float, default=100.0, help="depth of the farthest 2%% of the shot (default 100)")
+    g.add_argument("--invert", action="store_true", help="swap near and far")
+    g.add_argument("--upsample", choices=("bilinear", "guided"), default="bilinear",
+                   help="to plate resolution: bilinear, or guided by the plate for sharper edges")
+    g.add_argument("--compression", default="zip", help="EXR compression: zip | zips | piz | none (lossless only)")
+    g.add_argument("--preview", action="store_true", help="also write half R,G,B preview channels")
+    g.add_argument("--predictor", default="dvd", choices=("dvd",), help="depth predictor (default dvd)")
 
 
 def _cmd_weights(args) -> int:
@@ -66,7 +105,115 @@ def _cmd_weights(args) -> int:
     return 0
 
 
-_HANDLERS = {"weights": _cmd_weights}
+def _cmd_info(args) -> int:
+    from dvd_vfx.footage import open_footage
+
+    print(open_footage(args.source, start_frame=args.start_frame).info.describe())
+    return 0
+
+
+def _make_predictor(args):
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    return DVDPredictor(args.weights, device=args.device, dtype=args.dtype, vae_tiling=args.vae_tiling,
+                        offload=args.offload)
+
+
+def _render_options(args):
+    from fractions import Fraction
+
+    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.footage import parse_frame_range
+
+    fps = None
+    if args.fps:
+        try:
+            fps = Fraction(args.fps)
+        except (ValueError, ZeroDivisionError):
+            raise InputError(f"--fps {args.fps!r} is not a frame rate; use e.g. 24, 25 or 24000/1001") from None
+        if fps <= 0:
+            raise InputError(f"--fps {args.fps!r} must be positive")
+    return RenderOptions(
+        out_dir=Path(args.output), shot=args.shot, frames=parse_frame_range(args.frames) if args.frames else None,
+        start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
+        mode=args.mode, near=args.near, far=args.far, invert=args.invert, upsample=args.upsample,
+        compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
+        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps)
+
+
+class _Progress:
+    """tqdm bars per stage: windows while predicting, frames while stitching and writing."""
+
+    LABELS = {"predict": "predict (windows)", "stitch": "stitch (frames)", "write": "write (frames)"}
+
+    def __init__(self, shot: str):
+        self.shot, self.bar, self.stage = shot, None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{self.shot}: {self.LABELS.get(stage, stage)}", unit="",
+                            dynamic_ncols=True, leave=True, file=sys.stderr)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_summary(result) -> None:
+    lo, hi = result.percentiles
+    depth = f"depth {result.near:g}..{result.far:g}" if result.mode == "depth" else "disparity 0..1 (near = 1)"
+    print(f"""
+  shot        {result.shot}
+  frames      {result.frame_numbers[0]}-{result.frame_numbers[1]} ({result.frame_count} frames, {result.windows} windows)
+  time        {result.seconds:.1f} s ({result.fps:.2f} fps)
+  size        plate {result.plate_size[0]}x{result.plate_size[1]}, working {result.working_size[0]}x{result.working_size[1]}
+  values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity)
+  output      {result.pattern}""")
+
+
+def _run_render(source, options, predictor) -> int:
+    from dvd_vfx.engine import render_shot
+
+    bar = _Progress(options.shot or Path(str(source)).name)
+    try:
+        result = render_shot(source, options, predictor, progress=bar)
+    finally:
+        bar.close()
+    _print_summary(result)
+    return 0
+
+
+def _cmd_render(args) -> int:
+    predictor = _make_predictor(args)
+    _warn_if_test_model(predictor)
+    return _run_render(args.source, _render_options(args), predictor)
+
+
+def _warn_if_test_model(predictor) -> None:
+    files = getattr(predictor, "_files", None)
+    if files is not None and files.dit is not None:
+        from dvd_vfx.model import checkpoint as ck
+
+        layout = ck.dit_layout(ck.read_safetensors_header(files.dit), files.dit)
+        if not ck.is_full_size(ck.infer_dit_config(layout, files.dit)):
+            log.warning("the weights in %s are a tiny/custom test model, not DVD 1.3B: the depth will be "
+                        "meaningless; run `dvd-vfx weights fetch` for the real model", files.folder)
+
+
+def _cmd_demo(args) -> int:
+    from dvd_vfx import demo
+
+    return demo.run(args, make_predictor=_make_predictor, run_render=_run_render, warn=_warn_if_test_model)
+
+
+_HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,294 @@
+"""render_shot(): footage in, windowed prediction, ONE global scale per shot, EXR depth passes out.
+
+The narrative (ARCHITECTURE.md, "Data flow of one shot"):
+  1. probe the footage and validate everything before any output exists
+  2. plan the working resolution and the windows
+  3. predict window by window (frames stream; raw predictions go to a window store)
+  4. solve every window's affine jointly from bounded overlap samples
+  5. one pass over the stitched shot for its robust 2nd/98th percentiles
+  6. a second pass: normalise with the shot's numbers, convert, upsample, write (atomic per shot)
+Memory does not grow with shot length: at most one window of frames and one stitched frame
+(plus bounded samples) are held; predictions are re-read from the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from dvd_vfx import __version__, stitch
+from dvd_vfx.errors import Cancelled, InputError
+from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
+
+log = logging.getLogger("dvd_vfx.engine")
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+MODES = ("depth", "disparity")
+UPSAMPLE_METHODS = ("bilinear", "guided")
+
+
+@dataclass
+class RenderOptions:
+    """Everything that shapes one render. Near/far/mode/format do not change the predictions."""
+
+    out_dir: Path
+    shot: str | None = None  # output name; default: the source's name
+    frames: tuple[int, int] | None = None  # inclusive source frame range
+    start_frame: int | None = None  # first frame number of a movie (default 1)
+    resolution: int = 480  # working short side
+    window: int = 81
+    overlap: int = 21
+    mode: str = "depth"
+    near: float = 1.0
+    far: float = 100.0
+    invert: bool = False
+    upsample: str = "bilinear"
+    compression: str = "zip"
+    preview: bool = False
+    hold_missing: bool = False
+    colorspace: str = "auto"
+    ocio_colorspace: str | None = None
+    fps: Fraction | None = None
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.upsample not in UPSAMPLE_METHODS:
+            raise InputError(f"--upsample {self.upsample!r} is not one of {', '.join(UPSAMPLE_METHODS)}")
+        if self.mode == "depth" and not (0 < self.near < self.far):
+            raise InputError(f"--near {self.near} / --far {self.far}: need 0 < near < far (scene units)")
+        if self.resolution < 16:
+            raise InputError(f"--resolution {self.resolution}: the working short side must be at least 16")
+        plan_windows(1, self.window, self.overlap)  # validates window (4n+1) and overlap
+
+
+@dataclass
+class RenderResult:
+    out_dir: Path
+    shot: str
+    pattern: str  # e.g. /out/shot.depth.####.exr
+    frame_numbers: tuple[int, int]
+    paths: list[Path]
+    seconds: float
+    working_size: tuple[int, int]
+    plate_size: tuple[int, int]
+    windows: int
+    percentiles: tuple[float, float]
+    scales: list[float]
+    shifts: list[float]
+    mode: str
+    near: float | None
+    far: float | None
+    predictor_calls: int = 0
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.paths)
+
+    @property
+    def fps(self) -> float:
+        return self.frame_count / self.seconds if self.seconds > 0 else 0.0
+
+
+class WindowStore:
+    """Raw per-window predictions at working resolution, float16 on disk (memory-mapped back).
+
+    Every later stage reads predictions through the store, so a render computed from stored
+    windows is identical to one computed straight from the predictor.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._open: dict[int, np.ndarray] = {}
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"window.{k:05d}.npy"
+
+    def has(self, k: int) -> bool:
+        return self.path(k).is_file()
+
+    def put(self, k: int, pred: np.ndarray) -> None:
+        tmp = self.folder / f".window.{k:05d}.tmp.npy"
+        np.save(tmp, np.asarray(pred, dtype=np.float16))
+        tmp.replace(self.path(k))
+        self._open.pop(k, None)
+
+    def get(self, k: int) -> np.ndarray:
+        if k not in self._open:
+            self._open[k] = np.load(self.path(k), mmap_mode="r")
+        return self._open[k]
+
+    def release_before(self, k: int) -> None:
+        for j in [j for j in self._open if j < k]:
+            del self._open[j]
+
+
+def _default_shot_name(info) -> str:
+    name = Path(info.path).name
+    for token in ("%", "#", "@"):
+        name = name.split(token)[0]
+    stem = name.rsplit(".", 1)[0] if info.kind == "video" else name
+    stem = stem.rstrip("._- ")
+    return stem or "shot"
+
+
+def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
+    """Group a frame stream into padded model windows, holding at most one window of frames."""
+    buffer: dict[int, np.ndarray] = {}
+    index = 0
+    for w in plan:
+        while index < w.stop:
+            _, frame = next(frames)
+            buffer[index] = frame
+            index += 1
+        stack = [buffer[i] for i in range(w.start, w.stop)]
+        stack += [stack[-1]] * w.pad
+        yield w, np.stack(stack)
+        next_start = plan[w.index + 1].start if w.index + 1 < len(plan) else index
+        for i in [i for i in buffer if i < next_start]:
+            del buffer[i]
+
+
+def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
+                should_cancel: Callable[[], bool] | None = None, store_dir: Path | None = None) -> RenderResult:
+    """Render one shot's depth pass. Raises InputError/WeightsError/Cancelled; leaves no partial output."""
+    from dvd_vfx.footage import open_footage
+    from dvd_vfx.passes.exr import DepthPassWriter, pass_filename
+    from dvd_vfx.passes.upsample import upsample
+
+    t_start = time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+
+    def check_cancel():
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("render cancelled; finished windows are kept")
+
+    # 1. Probe and validate before any output exists
+    options.validate()
+    footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
+                           hold_missing=options.hold_missing, colorspace=options.colorspace,
+                           ocio_colorspace=options.ocio_colorspace)
+    info = footage.info
+    numbers = list(info.frame_numbers)
+    if options.frames is not None:
+        first, last = options.frames
+        if first > last or first < info.first_frame or last > info.last_frame:
+            raise InputError(f"{info.source}: frame range {first}-{last} is outside the source's frames "
+                             f"{info.first_frame}-{info.last_frame}; pass --frames within that range")
+        numbers = [n for n in numbers if first <= n <= last]
+    frame_range = (numbers[0], numbers[-1])
+    shot = options.shot or _default_shot_name(info)
+
+    # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
+    par = float(info.pixel_aspect or 1)
+    work_w, work_h = working_size(max(1, round(info.width * par)), info.height, options.resolution)
+    plan = plan_windows(len(numbers), options.window, options.overlap)
+    identity = predictor.identity()
+
+    attributes = {
+        "version": __version__, "mode": options.mode, "invert": int(options.invert),
+        "window": options.window, "overlap": options.overlap, "workingSize": f"{work_w}x{work_h}",
+        "predictor": identity.get("predictor", getattr(predictor, "name", "?")),
+        "modelId": identity.get("model_id", "?"), "weightsSha256": identity.get("weights_sha256", "?"),
+        "source": str(info.path), "upsample": options.upsample,
+    }
+    if options.mode == "depth":
+        attributes.update(near=float(options.near), far=float(options.far))
+    writer = DepthPassWriter(options.out_dir, shot, fps=info.fps, attributes=attributes,
+                             compression=options.compression, preview=options.preview,
+                             pixel_aspect=par, display_window=info.display_window)
+    own_store = store_dir is None
+    store = WindowStore(Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")) if own_store else store_dir)
+    timings = {}
+    calls = 0
+    try:
+        # 3. Predict window by window; overlap samples as soon as the later window exists
+        t0 = time.perf_counter()
+        pairs = overlap_pairs(plan)
+        samples: list[tuple[int, int, stitch.OverlapSamples]] = []
+        frames = footage.read(size=(work_w, work_h), frames=frame_range)
+        progress("predict", 0, len(plan))
+        for w, window_frames in _window_frames(frames, plan):
+            check_cancel()
+            if not store.has(w.index):
+                pred = predictor.predict(window_frames)
+                calls += 1
+                if pred.shape != (w.length, work_h, work_w):
+                    raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
+                                     f"window of {(w.length, work_h, work_w)}")
+                store.put(w.index, pred[: w.n_real])
+            for i, j, lo, hi in pairs:
+                if j == w.index:
+                    a, b = plan[i], plan[j]
+                    samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
+                                                                 store.get(j)[lo - b.start:hi - b.start])))
+            store.release_before(w.index - 1)
+            progress("predict", w.index + 1, len(plan))
+        frames.close()
+        timings["predict_s"] = time.perf_counter() - t0
+
+        # 4. Joint affines
+        scales, shifts = stitch.solve_affines(len(plan), samples)
+
+        def stitched(index: int) -> np.ndarray:
+            contrib = stitch.frame_contributions(plan, index)
+            store.release_before(contrib[0][0])
+            return stitch.stitch_frame(contrib, lambda k, t: store.get(k)[t], scales, shifts)
+
+        # 5. Shot-global percentiles (one pass, bounded sample)
+        t0 = time.perf_counter()
+        acc = stitch.PercentileAccumulator(2.0, 98.0)
+        for index in range(len(numbers)):
+            check_cancel()
+            acc.add(stitched(index))
+            progress("stitch", index + 1, len(numbers))
+        p_lo, p_hi = acc.result()
+        timings["stitch_s"] = time.perf_counter() - t0
+
+        # 6. Normalise, convert, upsample, write
+        t0 = time.perf_counter()
+        guides = footage.read(size=None, frames=frame_range) if options.upsample == "guided" else None
+        frame_attrs_common = {"percentiles": [p_lo, p_hi],
+                              "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)]}
+        for index, number in enumerate(numbers):
+            check_cancel()
+            d = stitch.normalise(stitched(index), p_lo, p_hi)
+            if options.invert:
+                d = 1.0 - d
+            guide = next(guides)[1] if guides is not None else None
+            d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)
+            d_plate = np.clip(d_plate, 0.0, 1.0)
+            value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
+                if options.mode == "depth" else d_plate.astype(np.float32)
+            preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
+            writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
+            progress("write", index + 1, len(numbers))
+        if guides is not None:
+            guides.close()
+        paths = writer.commit()
+        timings["write_s"] = time.perf_counter() - t0
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if own_store:
+            shutil.rmtree(store.folder, ignore_errors=True)
+
+    pattern = str(Path(options.out_dir) / pass_filename(shot, 0).replace(".0000.", ".####."))
+    return RenderResult(
+        out_dir=Path(options.out_dir), shot=shot, pattern=pattern, frame_numbers=frame_range, paths=paths,
+        seconds=time.perf_counter() - t_start, working_size=(work_w, work_h), plate_size=(info.width, info.height),
+        windows=len(plan), percentiles=(p_lo, p_hi), scales=[float(a) for a in scales],
+        shifts=[float(b) for b in shifts], mode=options.mode,
+        near=options.near if options.mode == "depth" else None, far=options.far if options.mode == "depth" else None,
+        predictor_calls=calls, timings=timings)

@@ -1,0 +1,520 @@
+"""Numbered image sequences (EXR, PNG, JPEG, TIFF, DPX, TGA, BMP).
+
+Accepted spellings of a sequence (the frame-number token is in the file name):
+  shot.%04d.exr   printf; %d = unpadded
+  shot.####.exr   '#' runs: one '#' = 4 digits (Shake/RV), N '#'s = N digits (Nuke)
+  shot.@@@@.exr   '@' = one digit each
+  shot.$F4.exr    Houdini ($F = unpadded)
+  shot.1001-1100#.exr, shot.1001-1100####.exr   a range in front of the token limits the frames
+  "shot.%04d.exr 1001-1100"                      Nuke's "file first-last" form
+  a folder        the one sequence in it (an error lists them if there are several, or none)
+  shot.1001.exr   a single existing numbered file means just that one frame (pass the folder
+                  or a pattern for the whole sequence); an unnumbered image is one frame,
+                  numbered start_frame (default 1).
+Frame numbers come from the file names and are kept. Hidden files (".name") are ignored.
+
+EXR plates are read with the OpenEXR bindings; the other formats with ffmpeg's image2 demuxer
+(converted and resized by ffmpeg as for movies, see ffmpeg_tools: 10-bit DPX and 16-bit
+PNG/TIFF keep their precision).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from dvd_vfx.errors import InputError
+
+from .base import Footage, FootageInfo, format_frame_list, log
+from .colour import BadPixels, OcioConversion, to_display
+from .exr import BIT_DEPTHS, ExrLayout, choose_layout, read_exr_frame, read_exr_header
+from .ffmpeg_tools import (
+    Conversion,
+    RawStream,
+    ffmpeg_reason,
+    add_conversion,
+    find_ffmpeg,
+    passthrough_args,
+    probe_media,
+    stream_frames,
+)
+
+IMAGE_EXTS = frozenset({"exr", "png", "jpg", "jpeg", "tif", "tiff", "dpx", "tga", "bmp"})
+MAX_BAD_PIXEL_WARNINGS = 5  # per read; then one summary line at the end
+
+_TOKEN_RE = re.compile(
+    r"(?:(?P<a>\d+)-(?P<b>\d+))?(?P<tok>%(?P<pw>\d*)d|#+|@+|\$F(?P<fw>\d*))"
+)
+_NUMBERED_RE = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")
+
+
+@dataclass
+class SequenceSpec:
+    """A resolved sequence: where its files are and which frame numbers exist."""
+
+    directory: str
+    prefix: str
+    suffix: str
+    pad: int | None  # digits; 0 = unpadded; None = a single unnumbered image
+    files: dict[int, str]  # frame number -> absolute path
+    frame_range: tuple[int, int] | None = None  # limits given with the source
+    single: bool = False  # the user named one existing file: just that frame
+
+    @property
+    def ext(self) -> str:
+        return self.suffix.rsplit(".", 1)[-1].lower()
+
+    @property
+    def pattern(self) -> str:
+        """printf-style path (/x/shot.%04d.exr); the file itself for an unnumbered image."""
+        if self.single:
+            return next(iter(self.files.values()))
+        token = f"%0{self.pad}d" if self.pad > 1 else "%d"
+        return os.path.join(self.directory, self.prefix + token + self.suffix)
+
+    def summary(self) -> str:
+        nums = sorted(self.files)
+        span = format_frame_list(nums, limit=3)
+        return f"{os.path.basename(self.pattern)} ({span}; {len(nums)} file{'s' if len(nums) != 1 else ''})"
+
+
+# ---------------------------------------------------------------------------------------------
+# resolving what the user gave
+
+
+def _pad_matches(digits: str, pad: int) -> bool:
+    if pad <= 1:
+        return digits == "0" or not digits.startswith("0")
+    return len(digits) == pad or (len(digits) > pad and not digits.startswith("0"))
+
+
+def _listdir(directory: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(directory) if not n.startswith("."))
+    except FileNotFoundError:
+        raise InputError(f"folder {directory} does not exist; check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot list folder {directory}: {exc.strerror or exc}; check its permissions") from None
+
+
+def _check_ext(spec_name: str, ext: str) -> None:
+    if ext not in IMAGE_EXTS:
+        raise InputError(
+            f"{spec_name}: '.{ext}' is not an image format for sequences; use EXR, PNG, JPEG, TIFF, "
+            "DPX, TGA or BMP frames"
+        )
+
+
+def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> SequenceSpec | None:
+    """A sequence spec for a path whose file name holds a frame token, or None if it has none."""
+    directory, name = os.path.split(path)
+    matches = list(_TOKEN_RE.finditer(name))
+    if not matches:
+        return None
+    if len(matches) > 1:
+        raise InputError(
+            f"{path} has more than one frame-number token; use one, e.g. shot.%04d.exr or shot.####.exr"
+        )
+    m = matches[0]
+    tok = m.group("tok")
+    if tok.startswith("%"):
+        pad = int(m.group("pw") or 0)
+    elif tok.startswith("#"):
+        pad = 4 if len(tok) == 1 else len(tok)
+    elif tok.startswith("@"):
+        pad = len(tok)
+    else:
+        pad = int(m.group("fw") or 0)
+    if m.group("a") is not None:
+        first, last = int(m.group("a")), int(m.group("b"))
+        if first > last:
+            raise InputError(f"{path}: frame range {first}-{last} is empty; write FIRST-LAST with FIRST <= LAST")
+        if frame_range is None:
+            frame_range = (first, last)
+    prefix, suffix = name[: m.start()], name[m.end():]
+    if "%" in prefix or "%" in suffix:
+        prefix, suffix = prefix.replace("%%", "%"), suffix.replace("%%", "%")
+    _check_ext(path, suffix.rsplit(".", 1)[-1].lower() if "." in suffix else "")
+    regex = re.compile("^" + re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    files = {}
+    for entry in _listdir(directory):
+        fm = regex.match(entry)
+        if fm and _pad_matches(fm.group(1), pad):
+            files[int(fm.group(1))] = os.path.join(directory, entry)
+    spec = SequenceSpec(directory, prefix, suffix, pad, files, frame_range)
+    if not files:
+        raise InputError(
+            f"no frames match {spec.pattern}; {_folder_contents(directory)}"
+        )
+    return spec
+
+
+def spec_from_file(path: str, start_frame: int | None) -> SequenceSpec:
+    """One existing image file: its own frame number if it has one, else start_frame (1)."""
+    directory, name = os.path.split(path)
+    m = _NUMBERED_RE.match(name)
+    if m:
+        digits = m.group("num")
+        pad = len(digits) if digits.startswith("0") or len(digits) > 1 else 0
+        return SequenceSpec(directory, m.group("prefix"), m.group("suffix"), pad, {int(digits): path}, single=True)
+    number = 1 if start_frame is None else int(start_frame)
+    stem, ext = os.path.splitext(name)
+    return SequenceSpec(directory, stem, ext, None, {number: path}, single=True)
+
+
+def find_sequences(directory: str) -> tuple[list[SequenceSpec], list[str]]:
+    """All numbered image sequences in a folder, and the names of the other entries."""
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    others = []
+    for entry in _listdir(directory):
+        full = os.path.join(directory, entry)
+        m = _NUMBERED_RE.match(entry)
+        if m and m.group("suffix")[1:].lower() in IMAGE_EXTS and os.path.isfile(full):
+            groups.setdefault((m.group("prefix"), m.group("suffix")), {})[m.group("num")] = full
+        else:
+            others.append(entry + ("/" if os.path.isdir(full) else ""))
+    specs = []
+    for (prefix, suffix), by_digits in sorted(groups.items()):
+        padded_widths = sorted({len(d) for d in by_digits if d.startswith("0") and len(d) > 1})
+        buckets: dict[int, dict[int, str]] = {}
+        for digits, full in by_digits.items():
+            if digits.startswith("0") and len(digits) > 1:
+                width = len(digits)
+            else:
+                fitting = [w for w in padded_widths if w <= len(digits)]
+                width = fitting[-1] if fitting else 0
+            buckets.setdefault(width, {})[int(digits)] = full
+        for width, files in sorted(buckets.items()):
+            if width == 0:
+                lengths = {len(str(n)) for n in files}
+                width = lengths.pop() if len(lengths) == 1 else 0
+            specs.append(SequenceSpec(directory, prefix, suffix, width, files))
+    return specs, others
+
+
+def _folder_contents(directory: str) -> str:
+    try:
+        specs, others = find_sequences(directory)
+    except InputError:
+        return "the folder cannot be listed"
+    items = [s.summary() for s in specs] + others
+    if not items:
+        return f"folder {directory} is empty"
+    shown = ", ".join(items[:6]) + (f", ... ({len(items) - 6} more)" if len(items) > 6 else "")
+    return f"{directory} has: {shown}"
+
+
+def spec_from_folder(directory: str) -> SequenceSpec:
+    specs, others = find_sequences(directory)
+    if len(specs) == 1:
+        return specs[0]
+    if not specs:
+        found = ", ".join(others[:6]) + (f", ... ({len(others) - 6} more)" if len(others) > 6 else "")
+        raise InputError(
+            f"no numbered image frames in folder {directory} "
+            f"({'found: ' + found if others else 'it is empty'}); "
+            "pass a movie file or a folder of frames like shot.1001.exr"
+        )
+    listed = "; ".join(s.summary() for s in specs[:6]) + ("; ..." if len(specs) > 6 else "")
+    raise InputError(
+        f"folder {directory} holds {len(specs)} image sequences: {listed}; pass one of them as a pattern"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# cheap size checks for non-EXR frames
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """Stored width, height from the file header (DPX parsed here, others via Pillow); None if unknown."""
+    try:
+        if path.lower().endswith(".dpx"):
+            with open(path, "rb") as f:
+                head = f.read(780)
+            if len(head) < 780 or head[:4] not in (b"SDPX", b"XPDS"):
+                return None
+            endian = ">" if head[:4] == b"SDPX" else "<"
+            w, h = struct.unpack(endian + "II", head[772:780])
+            return int(w), int(h)
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return img.size
+    except Exception:  # unknown variants: ffmpeg still decodes them; skip the cheap check
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the footage
+
+
+def _frame_label(number: int, path: str) -> str:
+    return f"frame {number} ({path})"
+
+
+class SequenceFootage(Footage):
+    """A numbered image sequence (or a single image)."""
+
+    def __init__(
+        self,
+        source: str,
+        spec: SequenceSpec,
+        *,
+        start_frame: int | None = None,
+        fps: Fraction | None = None,
+        hold_missing: bool = False,
+        colorspace: str = "auto",
+        ocio: OcioConversion | None = None,
+    ):
+        self.spec = spec
+        self._ocio = ocio
+        pattern = spec.pattern
+        if start_frame is not None and spec.pad is not None:
+            log.warning(
+                "%s: start_frame %s ignored; image sequences keep the frame numbers of their file names",
+                pattern, start_frame,
+            )
+        files = spec.files
+        if spec.frame_range is not None:
+            first, last = spec.frame_range
+            inside = [n for n in files if first <= n <= last]
+            if not inside:
+                raise InputError(
+                    f"no frames of {pattern} are in the range {first}-{last}; it has frames "
+                    f"{format_frame_list(files)}"
+                )
+        else:
+            first, last = min(files), max(files)
+        missing = [n for n in range(first, last + 1) if n not in files]
+        if missing and not hold_missing:
+            raise InputError(
+                f"missing frames {format_frame_list(missing)} in {pattern} "
+                f"(frames {first}-{last}); fill them or pass --hold-missing"
+            )
+        # source file used for each frame: itself, else the previous existing one (else the next)
+        self._source_of: dict[int, int] = {}
+        previous = None
+        for n in range(first, last + 1):
+            if n in files:
+                previous = n
+            self._source_of[n] = previous
+        following = None
+        for n in range(last, first - 1, -1):
+            if n in files:
+                following = n
+            if self._source_of[n] is None:
+                self._source_of[n] = following
+        if missing:
+            log.warning(
+                "%s: missing frames %s are filled by repeating the previous frame (--hold-missing)",
+                pattern, format_frame_list(missing),
+            )
+        existing = [n for n in range(first, last + 1) if n in files]
+        if spec.ext == "exr":
+            fields = self._probe_exr(existing, fps)
+            default_cs = "linear"
+        else:
+            fields = self._probe_image(existing, fps)
+            default_cs = "display"
+        self.info = FootageInfo(
+            source=source,
+            path=pattern,
+            kind="sequence",
+            frame_numbers=tuple(range(first, last + 1)),
+            colorspace=default_cs if colorspace == "auto" else colorspace,
+            ocio_colorspace=ocio.colorspace if ocio else None,
+            held_frames=tuple(missing),
+            **fields,
+        )
+
+    # -- probing ----------------------------------------------------------------------------
+
+    def _probe_exr(self, existing: list[int], fps: Fraction | None) -> dict:
+        files = self.spec.files
+        first = existing[0]
+        header = read_exr_header(files[first])
+        layout = choose_layout(header, _frame_label(first, files[first]))
+        self._layout = layout
+        for n in existing[1:]:
+            self._frame_layout(n, read_exr_header(files[n]))
+        width, height = layout.size
+        return dict(
+            width=width,
+            height=height,
+            fps=fps or layout.fps or Fraction(24),
+            pixel_format=layout.pixel_type if len(layout.names) == 3 else f"{layout.pixel_type} (Y)",
+            bit_depth=BIT_DEPTHS.get(layout.pixel_type, 32),
+            pixel_aspect=Fraction(layout.pixel_aspect).limit_denominator(10000) if layout.pixel_aspect > 0 else Fraction(1),
+            codec="exr",
+            data_window=tuple(layout.data_window),
+            display_window=tuple(layout.display_window),
+        )
+
+    def _frame_layout(self, number: int, header) -> ExrLayout:
+        """This frame's layout (its own data window), checked against the first frame."""
+        ref = self._layout
+        path = self.spec.files[number]
+        label = _frame_label(number, path)
+        if ref.part_index >= len(header.parts):
+            raise InputError(f"{label} has fewer image parts than the first frame; re-render it")
+        part = header.parts[ref.part_index]
+        if part.display_window != ref.display_window:
+            x0, y0, x1, y1 = part.display_window
+            raise InputError(
+                f"{label} is {x1 - x0 + 1}x{y1 - y0 + 1} but the sequence is "
+                f"{ref.size[0]}x{ref.size[1]} (display window differs); all frames must have the same "
+                "size: re-render it"
+            )
+        missing = [n for n in ref.names if n not in part.channels]
+        if missing:
+            found = ", ".join(sorted(part.channels)[:16]) or "none"
+            raise InputError(
+                f"{label} lacks channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(found: {found}); re-render it with the same channels as the other frames"
+            )
+        return ExrLayout(
+            part_index=ref.part_index,
+            names=ref.names,
+            pixel_type=ref.pixel_type,
+            data_window=part.data_window,
+            display_window=part.display_window,
+            pixel_aspect=ref.pixel_aspect,
+            fps=ref.fps,
+        )
+
+    def _probe_image(self, existing: list[int], fps: Fraction | None) -> dict:
+        files = self.spec.files
+        first = existing[0]
+        probe = probe_media(files[first], count_frames=False)
+        self._probe = probe
+        self._stored_size = (probe.width, probe.height)
+        for n in existing[1:]:
+            self._check_image_size(n)
+        width, height = probe.display_size
+        return dict(
+            width=width,
+            height=height,
+            fps=fps or Fraction(24),
+            pixel_format=probe.pix_fmt,
+            bit_depth=probe.bit_depth,
+            pixel_aspect=probe.sar,
+            rotation=probe.rotation,
+            codec=probe.codec,
+        )
+
+    def _check_image_size(self, number: int) -> None:
+        path = self.spec.files[number]
+        size = image_size(path)
+        if size is None:
+            if not os.path.isfile(path):
+                raise InputError(f"{_frame_label(number, path)} has disappeared; restore it or pass --hold-missing")
+            return
+        if size != self._stored_size:
+            raise InputError(
+                f"{_frame_label(number, path)} is {size[0]}x{size[1]} but the sequence is "
+                f"{self._stored_size[0]}x{self._stored_size[1]}; all frames must have the same size: "
+                "re-render it"
+            )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read(self, width: int, height: int, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        plan = [(n, self._source_of[n]) for n in range(first, last + 1)]
+        warned = {"count": 0, "suppressed": 0}
+        held = None  # private copy of the last frame, kept only when a hold follows
+        last_src = None
+        i = 0
+        while i < len(plan):
+            number, src = plan[i]
+            if src == last_src:
+                yield number, held.copy()
+                i += 1
+                continue
+            j = i  # a run of consecutive source files
+            while j + 1 < len(plan) and plan[j + 1][1] == plan[j][1] + 1:
+                j += 1
+            sources = [s for _, s in plan[i:j + 1]]
+            for k, frame in enumerate(self._read_files(sources, width, height, warned)):
+                number = plan[i + k][0]
+                if k == len(sources) - 1 and j + 1 < len(plan) and plan[j + 1][1] == sources[-1]:
+                    held = frame.copy()
+                yield number, frame
+            last_src = sources[-1]
+            i = j + 1
+        if warned["suppressed"]:
+            log.warning(
+                "%s: %d more frame%s had NaN/Inf/negative pixels (sanitised, not reported one by one)",
+                self.info.path, warned["suppressed"], "s" if warned["suppressed"] > 1 else "",
+            )
+
+    def _read_files(self, sources: list[int], width: int, height: int, warned: dict) -> Iterator[np.ndarray]:
+        if self.spec.ext == "exr":
+            yield from self._read_exr(sources, width, height, warned)
+        else:
+            yield from self._read_ffmpeg(sources, width, height)
+
+    def _read_exr(self, sources: list[int], width: int, height: int, warned: dict) -> Iterator[np.ndarray]:
+        info = self.info
+        for n in sources:
+            path = self.spec.files[n]
+            label = _frame_label(n, path)
+            layout = self._frame_layout(n, read_exr_header(path))
+            rgb, bad = read_exr_frame(path, layout, width, height, label)
+            if bad:
+                self._warn_bad(label, bad, warned)
+            yield to_display(rgb, info.colorspace, self._ocio)
+
+    @staticmethod
+    def _warn_bad(label: str, bad: BadPixels, warned: dict) -> None:
+        if warned["count"] < MAX_BAD_PIXEL_WARNINGS:
+            warned["count"] += 1
+            log.warning(
+                "%s has %s pixel values; set NaN and negatives to 0 and +Inf to 1", label, bad.describe()
+            )
+        else:
+            warned["suppressed"] += 1
+
+    def ffmpeg_args(self, start: int, count: int, width: int, height: int) -> tuple[list[str], Conversion]:
+        """ffmpeg command that decodes `count` files from frame `start`."""
+        import ffmpeg
+
+        spec = self.spec
+        exe = find_ffmpeg()
+        if spec.single or spec.pad is None:
+            inp = ffmpeg.input("file:" + spec.files[start], f="image2", pattern_type="none")
+        else:
+            pattern = os.path.join(
+                spec.directory, spec.prefix.replace("%", "%%") + (f"%0{spec.pad}d" if spec.pad > 1 else "%d")
+                + spec.suffix.replace("%", "%%")
+            )
+            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=start)
+        stream, conv = add_conversion(inp["0"], self._probe, (self.info.width, self.info.height), (width, height), exe)
+        sync = passthrough_args(exe)
+        out = ffmpeg.output(stream, "pipe:", format="rawvideo", **{"frames:v": count, sync[0][1:]: sync[1]})
+        # -xerror: stop at a broken frame instead of skipping it (which would shift numbering)
+        args = out.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-xerror").compile(cmd=exe)
+        return args, conv
+
+    def _read_ffmpeg(self, sources: list[int], width: int, height: int) -> Iterator[np.ndarray]:
+        info = self.info
+        for n in sources:
+            self._check_image_size(n)  # cheap; the scaler would silently resize a stray frame
+        status = RawStream()
+        args, conv = self.ffmpeg_args(sources[0], len(sources), width, height)
+        for frame in stream_frames(args, conv, len(sources), status):
+            yield to_display(frame, info.colorspace, self._ocio)
+        if status.frames < len(sources):
+            n = sources[status.frames]
+            path = self.spec.files[n]
+            reason = ffmpeg_reason(status.stderr, path) if status.stderr else f"ffmpeg exit status {status.returncode}"
+            raise InputError(
+                f"cannot decode {_frame_label(n, path)}: {reason}; the file may be truncated or damaged, "
+                "re-render it"
+            )
+
