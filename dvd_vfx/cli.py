@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_args(r)
     _add_model_args(r)
 
+    c = sub.add_parser("cache", help="list, inspect or clear the per-shot cache")
+    csub = c.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    cl = csub.add_parser("ls", help="cached shots: source, frames, size, age, complete/partial")
+    ci = csub.add_parser("info", help="one entry in detail")
+    ci.add_argument("target", metavar="KEY|SOURCE", help="cache key (or its first characters) or the source path")
+    cc = csub.add_parser("clear", help="remove entries (all, or filtered)")
+    cc.add_argument("--older-than", metavar="AGE", help="only entries unused for AGE (e.g. 7d, 12h)")
+    cc.add_argument("--shot", help="only entries of this shot name")
+    for sp in (cl, ci, cc):
+        sp.add_argument("--cache-dir", help="cache folder (default: $DVD_VFX_CACHE_DIR, else the user cache dir)")
+
     d = sub.add_parser("demo", help="render a generated sample shot end to end (works offline)")
     d.add_argument("-o", "--output", default="demo_out", help="output folder (default ./demo_out)")
     _add_model_args(d)
@@ -84,6 +95,14 @@ def _add_render_args(r: argparse.ArgumentParser) -> None:
     g.add_argument("--compression", default="zip", help="EXR compression: zip | zips | piz | none (lossless only)")
     g.add_argument("--preview", action="store_true", help="also write half R,G,B preview channels")
     g.add_argument("--predictor", default="dvd", choices=("dvd",), help="depth predictor (default dvd)")
+    _add_cache_args(r)
+
+
+def _add_cache_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cache")
+    g.add_argument("--cache-dir", help="per-shot cache folder (default: $DVD_VFX_CACHE_DIR, else the user cache dir)")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    g.add_argument("--cache-max-gb", type=float, help="cache size cap, least recently used shots evicted (default 20)")
 
 
 def _cmd_weights(args) -> int:
@@ -175,15 +194,29 @@ def _print_summary(result) -> None:
   time        {result.seconds:.1f} s ({result.fps:.2f} fps)
   size        plate {result.plate_size[0]}x{result.plate_size[1]}, working {result.working_size[0]}x{result.working_size[1]}
   values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity)
+  cache       {_CACHE_WORDS[result.cache]}{f" ({result.cache_key[:12]})" if result.cache_key else ""}
   output      {result.pattern}""")
 
 
-def _run_render(source, options, predictor) -> int:
+_CACHE_WORDS = {"off": "off", "miss": "miss (all windows predicted)", "partial": "partial hit (resumed)",
+                "hit": "hit (no predictor call)"}
+
+
+def _make_cache(args):
+    """The shot cache the flags ask for, or None (--no-cache)."""
+    if getattr(args, "no_cache", False):
+        return None
+    from dvd_vfx.cache import ShotCache
+
+    return ShotCache(getattr(args, "cache_dir", None), max_gb=getattr(args, "cache_max_gb", None))
+
+
+def _run_render(source, options, predictor, cache=None) -> int:
     from dvd_vfx.engine import render_shot
 
     bar = _Progress(options.shot or Path(str(source)).name)
     try:
-        result = render_shot(source, options, predictor, progress=bar)
+        result = render_shot(source, options, predictor, progress=bar, cache=cache)
     finally:
         bar.close()
     _print_summary(result)
@@ -193,7 +226,7 @@ def _run_render(source, options, predictor) -> int:
 def _cmd_render(args) -> int:
     predictor = _make_predictor(args)
     _warn_if_test_model(predictor)
-    return _run_render(args.source, _render_options(args), predictor)
+    return _run_render(args.source, _render_options(args), predictor, _make_cache(args))
 
 
 def _warn_if_test_model(predictor) -> None:
@@ -213,7 +246,46 @@ def _cmd_demo(args) -> int:
     return demo.run(args, make_predictor=_make_predictor, run_render=_run_render, warn=_warn_if_test_model)
 
 
-_HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo}
+def _cmd_cache(args) -> int:
+    import time
+
+    from dvd_vfx.cache import ShotCache, parse_age
+
+    cache = ShotCache(args.cache_dir)
+    if args.cache_command == "ls":
+        entries = cache.entries()
+        print(f"cache: {cache.root} ({sum(e.size for e in entries) / 1e9:.2f} GB of {cache.max_bytes / 1e9:.0f} GB)")
+        for e in entries:
+            m = e.manifest
+            age_h = (time.time() - e.last_used) / 3600
+            state = "complete" if e.complete else f"partial {e.windows_done}/{e.windows_total} windows"
+            print(f"  {e.key[:12]}  {m.get('shot', '?'):<16} {m.get('frames', ['?', '?'])[0]}-"
+                  f"{m.get('frames', ['?', '?'])[1]}  {e.size / 1e6:8.1f} MB  {age_h:7.1f} h ago  {state}  "
+                  f"{m.get('source_arg', '')}")
+        if not entries:
+            print("  (empty)")
+        return 0
+    if args.cache_command == "info":
+        found = cache.find(args.target)
+        if not found:
+            raise InputError(f"no cache entry matches {args.target!r}; see `dvd-vfx cache ls`")
+        for e in found:
+            m = e.manifest
+            print(f"key        {e.key}\nfolder     {e.folder}\nshot       {m.get('shot')}\n"
+                  f"source     {m.get('source_arg')}\nframes     {m.get('frames')}\n"
+                  f"windows    {e.windows_done}/{e.windows_total} ({'complete' if e.complete else 'partial'})\n"
+                  f"model      {m.get('identity')}\nparams     {m.get('params')}\n"
+                  f"stitch     {m.get('stitch') and {k: m['stitch'][k] for k in ('percentiles',)}}\n"
+                  f"size       {e.size / 1e6:.1f} MB\ntimings    {m.get('timings')}")
+        return 0
+    removed = cache.clear(older_than_s=parse_age(args.older_than) if args.older_than else None, shot=args.shot)
+    print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} "
+          f"({sum(e.size for e in removed) / 1e6:.1f} MB) from {cache.root}")
+    return 0
+
+
+_HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
+             "cache": _cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,4 +63,6 @@ def run(args, *, make_predictor, run_render, warn) -> int:
                             window=9 if tiny else 33, overlap=4 if tiny else 8, mode="depth", near=1.0, far=50.0,
                             preview=True)
     print(f"demo plate: {plate}")
-    return run_render(plate, options, predictor)
+    from dvd_vfx.cache import ShotCache
+
+    return run_render(plate, options, predictor, ShotCache())

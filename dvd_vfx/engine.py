@@ -3,10 +3,11 @@
 The narrative (ARCHITECTURE.md, "Data flow of one shot"):
   1. probe the footage and validate everything before any output exists
   2. plan the working resolution and the windows
-  3. predict window by window (frames stream; raw predictions go to a window store)
-  4. solve every window's affine jointly from bounded overlap samples
-  5. one pass over the stitched shot for its robust 2nd/98th percentiles
-  6. a second pass: normalise with the shot's numbers, convert, upsample, write (atomic per shot)
+  3. open the shot's cache entry (or a private temp store)
+  4. predict the windows not cached yet (frames stream; raw predictions go to the store)
+  5. solve every window's affine jointly from bounded overlap samples
+  6. one pass over the stitched shot for its robust 2nd/98th percentiles
+  7. a second pass: normalise with the shot's numbers, convert, upsample, write (atomic per shot)
 Memory does not grow with shot length: at most one window of frames and one stitched frame
 (plus bounded samples) are held; predictions are re-read from the store.
 """
@@ -14,7 +15,6 @@ Memory does not grow with shot length: at most one window of frames and one stit
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx import __version__, stitch
+from dvd_vfx.cache import ShotCache, WindowStore, cache_key, source_fingerprint
 from dvd_vfx.errors import Cancelled, InputError
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
 
@@ -88,6 +89,8 @@ class RenderResult:
     near: float | None
     far: float | None
     predictor_calls: int = 0
+    cache: str = "off"  # off | miss | partial | hit
+    cache_key: str | None = None
     timings: dict = field(default_factory=dict)
 
     @property
@@ -97,40 +100,6 @@ class RenderResult:
     @property
     def fps(self) -> float:
         return self.frame_count / self.seconds if self.seconds > 0 else 0.0
-
-
-class WindowStore:
-    """Raw per-window predictions at working resolution, float16 on disk (memory-mapped back).
-
-    Every later stage reads predictions through the store, so a render computed from stored
-    windows is identical to one computed straight from the predictor.
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._open: dict[int, np.ndarray] = {}
-
-    def path(self, k: int) -> Path:
-        return self.folder / f"window.{k:05d}.npy"
-
-    def has(self, k: int) -> bool:
-        return self.path(k).is_file()
-
-    def put(self, k: int, pred: np.ndarray) -> None:
-        tmp = self.folder / f".window.{k:05d}.tmp.npy"
-        np.save(tmp, np.asarray(pred, dtype=np.float16))
-        tmp.replace(self.path(k))
-        self._open.pop(k, None)
-
-    def get(self, k: int) -> np.ndarray:
-        if k not in self._open:
-            self._open[k] = np.load(self.path(k), mmap_mode="r")
-        return self._open[k]
-
-    def release_before(self, k: int) -> None:
-        for j in [j for j in self._open if j < k]:
-            del self._open[j]
 
 
 def _default_shot_name(info) -> str:
@@ -160,8 +129,12 @@ def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window])
 
 
 def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
-                should_cancel: Callable[[], bool] | None = None, store_dir: Path | None = None) -> RenderResult:
-    """Render one shot's depth pass. Raises InputError/WeightsError/Cancelled; leaves no partial output."""
+                should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None) -> RenderResult:
+    """Render one shot's depth pass. Raises InputError/WeightsError/Cancelled; leaves no partial output.
+
+    With a `cache`, raw window predictions are kept per shot: a re-render with other near/far,
+    mode or format runs no predictor call, and a killed render resumes from its finished windows.
+    """
     from dvd_vfx.footage import open_footage
     from dvd_vfx.passes.exr import DepthPassWriter, pass_filename
     from dvd_vfx.passes.upsample import upsample
@@ -207,55 +180,82 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     writer = DepthPassWriter(options.out_dir, shot, fps=info.fps, attributes=attributes,
                              compression=options.compression, preview=options.preview,
                              pixel_aspect=par, display_window=info.display_window)
-    own_store = store_dir is None
-    store = WindowStore(Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")) if own_store else store_dir)
+    # 3. The window store: the shot's cache entry (locked), or a private temp folder
+    store, key, status = None, None, "off"
+    if cache is not None and cache.writable():
+        params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
+                  "colorspace": options.colorspace, "ocio": options.ocio_colorspace,
+                  "hold_missing": options.hold_missing}
+        source_id = source_fingerprint(info, numbers)
+        key = cache_key(source_id, identity, params)
+        store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),
+                                 "frames": list(frame_range), "plan": [[w.start, w.stop, w.length] for w in plan],
+                                 "identity": identity, "params": params, "fps": str(info.fps),
+                                 "plate_size": [info.width, info.height]})
+    if store is None:
+        store = WindowStore(Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
     timings = {}
     calls = 0
+    complete = False
     try:
-        # 3. Predict window by window; overlap samples as soon as the later window exists
+        # 4. Predict window by window (skipping cached ones); decode only if something is missing
         t0 = time.perf_counter()
-        pairs = overlap_pairs(plan)
-        samples: list[tuple[int, int, stitch.OverlapSamples]] = []
-        frames = footage.read(size=(work_w, work_h), frames=frame_range)
-        progress("predict", 0, len(plan))
-        for w, window_frames in _window_frames(frames, plan):
-            check_cancel()
-            if not store.has(w.index):
+        cached = [w.index for w in plan if store.has(w.index)]
+        if key is not None:
+            status = "hit" if len(cached) == len(plan) else "partial" if cached else "miss"
+        progress("predict", len(cached), len(plan))
+        if len(cached) < len(plan):
+            frames = footage.read(size=(work_w, work_h), frames=frame_range)
+            for w, window_frames in _window_frames(frames, plan):
+                check_cancel()
+                if store.has(w.index):
+                    continue
+                t_window = time.perf_counter()
                 pred = predictor.predict(window_frames)
                 calls += 1
                 if pred.shape != (w.length, work_h, work_w):
                     raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
                                      f"window of {(w.length, work_h, work_w)}")
-                store.put(w.index, pred[: w.n_real])
-            for i, j, lo, hi in pairs:
-                if j == w.index:
-                    a, b = plan[i], plan[j]
-                    samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
-                                                                 store.get(j)[lo - b.start:hi - b.start])))
-            store.release_before(w.index - 1)
-            progress("predict", w.index + 1, len(plan))
-        frames.close()
+                store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window)
+                progress("predict", sum(store.has(k) for k in range(len(plan))), len(plan))
+            frames.close()
         timings["predict_s"] = time.perf_counter() - t0
 
-        # 4. Joint affines
-        scales, shifts = stitch.solve_affines(len(plan), samples)
+        # 5. Joint affines from bounded overlap samples (all read back from the store)
+        saved = store.stitch()
+        if saved is not None:
+            scales, shifts = np.array(saved["scales"]), np.array(saved["shifts"])
+        else:
+            samples = []
+            for i, j, lo, hi in overlap_pairs(plan):
+                a, b = plan[i], plan[j]
+                samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
+                                                             store.get(j)[lo - b.start:hi - b.start])))
+                store.release_before(i)
+            scales, shifts = stitch.solve_affines(len(plan), samples)
 
         def stitched(index: int) -> np.ndarray:
             contrib = stitch.frame_contributions(plan, index)
             store.release_before(contrib[0][0])
             return stitch.stitch_frame(contrib, lambda k, t: store.get(k)[t], scales, shifts)
 
-        # 5. Shot-global percentiles (one pass, bounded sample)
+        # 6. Shot-global percentiles (one pass, bounded sample)
         t0 = time.perf_counter()
-        acc = stitch.PercentileAccumulator(2.0, 98.0)
-        for index in range(len(numbers)):
-            check_cancel()
-            acc.add(stitched(index))
-            progress("stitch", index + 1, len(numbers))
-        p_lo, p_hi = acc.result()
+        if saved is not None:
+            p_lo, p_hi = saved["percentiles"]
+            progress("stitch", len(numbers), len(numbers))
+        else:
+            acc = stitch.PercentileAccumulator(2.0, 98.0)
+            for index in range(len(numbers)):
+                check_cancel()
+                acc.add(stitched(index))
+                progress("stitch", index + 1, len(numbers))
+            p_lo, p_hi = acc.result()
+            store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
+                              percentiles=[float(p_lo), float(p_hi)])
         timings["stitch_s"] = time.perf_counter() - t0
 
-        # 6. Normalise, convert, upsample, write
+        # 7. Normalise, convert, upsample, write
         t0 = time.perf_counter()
         guides = footage.read(size=None, frames=frame_range) if options.upsample == "guided" else None
         frame_attrs_common = {"percentiles": [p_lo, p_hi],
@@ -277,12 +277,14 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             guides.close()
         paths = writer.commit()
         timings["write_s"] = time.perf_counter() - t0
+        complete = True
     except BaseException:
         writer.abort()
         raise
     finally:
-        if own_store:
-            shutil.rmtree(store.folder, ignore_errors=True)
+        store.close(complete=complete, timings=timings)  # a cache entry keeps its finished windows
+    if key is not None:
+        cache.enforce_cap(keep=key)
 
     pattern = str(Path(options.out_dir) / pass_filename(shot, 0).replace(".0000.", ".####."))
     return RenderResult(
@@ -291,4 +293,4 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         windows=len(plan), percentiles=(p_lo, p_hi), scales=[float(a) for a in scales],
         shifts=[float(b) for b in shifts], mode=options.mode,
         near=options.near if options.mode == "depth" else None, far=options.far if options.mode == "depth" else None,
-        predictor_calls=calls, timings=timings)
+        predictor_calls=calls, cache=status, cache_key=key, timings=timings)

@@ -19,7 +19,8 @@ Header
 Standard attributes: ``framesPerSecond`` (rational, e.g. 24000/1001 kept exactly),
 ``owner`` ("dvd-vfx"), ``comments`` (one human line, e.g.
 ``DVD depth pass, mode=depth near=0.1 far=100``), ``capDate`` (local time,
-``YYYY:MM:DD HH:MM:SS``) with ``utcOffset`` (seconds, UTC = local + utcOffset),
+``YYYY:MM:DD HH:MM:SS``; UTC from ``$SOURCE_DATE_EPOCH`` when set, for reproducible files) with
+``utcOffset`` (seconds, UTC = local + utcOffset),
 ``pixelAspectRatio``, ``displayWindow``, ``dataWindow``.
 
 Every item of ``attributes`` (per writer) and ``frame_attributes`` (per frame, wins on a
@@ -444,7 +445,11 @@ class DepthPassWriter:
             raise ValueError("workers and max_pending must be >= 1")
         self._attributes = _convert_attributes(attributes)
         self._comments = _comments(dict(attributes or {}))
-        now = datetime.datetime.now().astimezone()
+        # SOURCE_DATE_EPOCH (the reproducible-builds convention) pins capDate, so two renders
+        # of the same shot can be compared byte for byte.
+        epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+        now = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch.isdigit()
+               else datetime.datetime.now().astimezone())
         self._cap_date = now.strftime("%Y:%m:%d %H:%M:%S")
         offset = now.utcoffset()
         self._utc_offset = (-offset.total_seconds() + 0.0) if offset is not None else 0.0

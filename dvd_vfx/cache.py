@@ -1,0 +1,364 @@
+"""Per-shot cache: raw window predictions + a manifest, so re-renders are instant and resumable.
+
+Layout: ``<root>/<key[:2]>/<key>/``  with ``manifest.json``, ``window.NNNNN.npy`` (float16,
+working resolution, padding dropped) and ``lock``. The key (sha256) covers exactly what changes
+the predictions: the source (path, size, mtime, frame range, bytes sampled from the media), the
+model (predictor identity: name, weights sha256, dtype, device class) and the inference
+parameters (working size, window, overlap, colour handling, engine version). Near/far, mode,
+format and upsampling are applied after the cache and never change the key.
+
+Safety: every file is written to a temp name and renamed; the manifest (written last) lists
+each window with its sha256, and a window whose bytes do not match is discarded and
+recomputed; one file lock per entry serialises renders of the same shot across processes; a
+cache folder that cannot be written degrades to no cache with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dvd_vfx import __version__
+
+log = logging.getLogger("dvd_vfx.cache")
+
+ENV_DIR = "DVD_VFX_CACHE_DIR"
+ENV_MAX_GB = "DVD_VFX_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 20.0
+SCHEMA = 1
+_SAMPLE_BYTES = 1 << 20
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(ENV_DIR)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dvd-vfx", appauthor=False)) / "shots"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sample_bytes(path: str, h) -> None:
+    """Feed the first, middle and last MiB of a file: notices a re-export under the same name."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)}):
+            fh.seek(offset)
+            h.update(fh.read(_SAMPLE_BYTES))
+
+
+def source_fingerprint(info, frame_numbers: list[int]) -> dict:
+    """What identifies the source's pixels for a frame range (cheap: stats + sampled bytes)."""
+    h = hashlib.sha256()
+    first_index = list(info.frame_numbers).index(frame_numbers[0])
+    if info.kind == "video":
+        st = os.stat(info.path)
+        h.update(f"{os.path.realpath(info.path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        _sample_bytes(info.path, h)
+    else:
+        files = []
+        for n in frame_numbers:
+            path = info.path % n
+            try:
+                st = os.stat(path)
+                files.append(path)
+                h.update(f"{n}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{n}|missing\n".encode())
+        for path in {files[0], files[len(files) // 2], files[-1]} if files else ():
+            _sample_bytes(path, h)
+    return {"path": os.path.realpath(info.path) if info.kind == "video" else info.path, "kind": info.kind,
+            "first_index": first_index, "frames": len(frame_numbers), "content_sha256": h.hexdigest()}
+
+
+def cache_key(source: dict, identity: dict, params: dict) -> str:
+    blob = json.dumps({"source": source, "model": identity, "params": params, "engine": __version__,
+                       "schema": SCHEMA}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class WindowStore:
+    """Raw per-window predictions, float16 on disk, memory-mapped back (a private temp folder)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._open: dict[int, np.ndarray] = {}
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"window.{k:05d}.npy"
+
+    def has(self, k: int) -> bool:
+        return self.path(k).is_file()
+
+    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
+        tmp = self.folder / f".window.{k:05d}.{os.getpid()}.tmp.npy"
+        np.save(tmp, np.asarray(pred, dtype=np.float16))
+        os.replace(tmp, self.path(k))
+        self._open.pop(k, None)
+
+    def get(self, k: int) -> np.ndarray:
+        if k not in self._open:
+            self._open[k] = np.load(self.path(k), mmap_mode="r")
+        return self._open[k]
+
+    def release_before(self, k: int) -> None:
+        for j in [j for j in self._open if j < k]:
+            del self._open[j]
+
+    def stitch(self) -> dict | None:
+        return None
+
+    def save_stitch(self, **numbers) -> None:
+        pass
+
+    def close(self, *, complete: bool = False, timings: dict | None = None) -> None:
+        self._open.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class CacheEntry(WindowStore):
+    """One shot's entry: windows verified against the manifest's checksums, under a file lock."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        import filelock
+
+        self._verified: set[int] = set()
+        super().__init__(folder)
+        self._lock = filelock.FileLock(str(self.folder / "lock"))
+        self.manifest = manifest
+
+    # -- locking ----------------------------------------------------------------------------
+    def acquire(self) -> None:
+        import filelock
+
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            log.warning("another render of this shot holds %s; waiting for it to finish", self.folder)
+            self._lock.acquire()
+        on_disk = _read_manifest(self.folder)
+        if on_disk is not None and on_disk.get("schema") == SCHEMA:
+            on_disk.update({k: v for k, v in self.manifest.items() if k in ("shot", "out_dir")})
+            self.manifest = on_disk
+
+    def close(self, *, complete: bool = False, timings: dict | None = None) -> None:
+        self._open.clear()
+        self.manifest["last_used"] = time.time()
+        if complete:
+            self.manifest["complete"] = True
+        if timings:
+            self.manifest.setdefault("timings", {}).update({k: round(v, 3) for k, v in timings.items()})
+        try:
+            self._save()
+        finally:
+            if self._lock.is_locked:
+                self._lock.release()
+
+    # -- windows ----------------------------------------------------------------------------
+    def has(self, k: int) -> bool:
+        if k in self._verified:
+            return True
+        entry = self.manifest["windows"].get(str(k))
+        path = self.path(k)
+        if entry is None or not path.is_file():
+            return False
+        if path.stat().st_size != entry["bytes"] or _sha256_file(path) != entry["sha256"]:
+            log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it", k, self.folder)
+            path.unlink(missing_ok=True)
+            del self.manifest["windows"][str(k)]
+            self.manifest["stitch"] = None
+            self._save()
+            return False
+        self._verified.add(k)
+        return True
+
+    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
+        super().put(k, pred)
+        path = self.path(k)
+        self.manifest["windows"][str(k)] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size,
+                                             "seconds": round(seconds, 3)}
+        self.manifest["stitch"] = None
+        self._verified.add(k)
+        self._save()  # the manifest is written after the window: a window it lists is whole
+
+    def stitch(self) -> dict | None:
+        return self.manifest.get("stitch")
+
+    def save_stitch(self, **numbers) -> None:
+        self.manifest["stitch"] = numbers
+        self._save()
+
+    def _save(self) -> None:
+        _atomic_write_bytes(self.folder / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class EntrySummary:
+    key: str
+    folder: Path
+    manifest: dict
+    size: int
+
+    @property
+    def windows_done(self) -> int:
+        return len(self.manifest.get("windows", {}))
+
+    @property
+    def windows_total(self) -> int:
+        return len(self.manifest.get("plan", []))
+
+    @property
+    def complete(self) -> bool:
+        return self.windows_total > 0 and self.windows_done == self.windows_total
+
+    @property
+    def last_used(self) -> float:
+        return float(self.manifest.get("last_used") or self.manifest.get("created") or 0)
+
+
+class ShotCache:
+    """The cache root: opens entries, lists, clears and keeps the total under its cap."""
+
+    def __init__(self, root: str | os.PathLike | None = None, *, max_gb: float | None = None):
+        self.root = Path(root).expanduser() if root else default_cache_dir()
+        if max_gb is None:
+            try:
+                max_gb = float(os.environ.get(ENV_MAX_GB, DEFAULT_MAX_GB))
+            except ValueError:
+                max_gb = DEFAULT_MAX_GB
+        self.max_bytes = int(max_gb * 1e9)
+
+    def writable(self) -> bool:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):
+                pass
+            return True
+        except OSError as exc:
+            log.warning("cache folder %s is not writable (%s); rendering without the cache", self.root,
+                        exc.strerror or exc)
+            return False
+
+    def folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def open(self, key: str, manifest: dict) -> CacheEntry:
+        folder = self.folder(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = {"schema": SCHEMA, "key": key, "created": time.time(), "windows": {}, "stitch": None,
+                "complete": False, **manifest}
+        entry = CacheEntry(folder, base)
+        entry.acquire()
+        return entry
+
+    def entries(self) -> list[EntrySummary]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for manifest_path in self.root.glob("*/*/manifest.json"):
+            folder = manifest_path.parent
+            manifest = _read_manifest(folder)
+            if manifest is None:
+                continue
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            out.append(EntrySummary(folder.name, folder, manifest, size))
+        return sorted(out, key=lambda e: e.last_used, reverse=True)
+
+    def find(self, key_or_source: str) -> list[EntrySummary]:
+        entries = self.entries()
+        if os.path.exists(key_or_source):
+            real = os.path.realpath(key_or_source)
+            return [e for e in entries if os.path.realpath(e.manifest.get("source", {}).get("path", "")) == real
+                    or e.manifest.get("source_arg") == key_or_source]
+        return [e for e in entries if e.key.startswith(key_or_source.lower())]
+
+    def remove(self, entry: EntrySummary) -> bool:
+        import filelock
+
+        lock = filelock.FileLock(str(entry.folder / "lock"))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False  # in use by a render: leave it
+        try:
+            shutil.rmtree(entry.folder, ignore_errors=True)
+        finally:
+            lock.release()
+        return True
+
+    def clear(self, *, older_than_s: float | None = None, shot: str | None = None) -> list[EntrySummary]:
+        now = time.time()
+        removed = []
+        for e in self.entries():
+            if older_than_s is not None and now - e.last_used < older_than_s:
+                continue
+            if shot is not None and e.manifest.get("shot") != shot:
+                continue
+            if self.remove(e):
+                removed.append(e)
+        return removed
+
+    def enforce_cap(self, keep: str | None = None) -> list[EntrySummary]:
+        """Evict least-recently-used entries until the cache fits under its cap."""
+        entries = self.entries()
+        total = sum(e.size for e in entries)
+        removed = []
+        for e in sorted(entries, key=lambda e: e.last_used):
+            if total <= self.max_bytes:
+                break
+            if e.key == keep:
+                continue
+            if self.remove(e):
+                total -= e.size
+                removed.append(e)
+                log.info("cache: evicted %s (%s, %.1f MB) to stay under %.1f GB", e.key[:12],
+                         e.manifest.get("shot"), e.size / 1e6, self.max_bytes / 1e9)
+        return removed
+
+
+def parse_age(text: str) -> float:
+    """'7d', '12h', '30m', '45s' -> seconds."""
+    from dvd_vfx.errors import InputError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip().lower()
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text) * 86400
+    except (ValueError, IndexError):
+        raise InputError(f"--older-than {text!r} is not an age; use e.g. 7d, 12h or 30m") from None
