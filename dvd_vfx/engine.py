@@ -15,6 +15,7 @@ Memory does not grow with shot length: at most one window of frames and one stit
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -112,20 +113,34 @@ def _default_shot_name(info) -> str:
 
 
 def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
-    """Group a frame stream into padded model windows, holding at most one window of frames."""
-    buffer: dict[int, np.ndarray] = {}
-    index = 0
+    """Group a frame stream into padded model windows.
+
+    Each window is filled in place in one array; the frames it shares with the next window are
+    copied over, so at most one window (plus the shared frames) is held at a time.
+    """
+    prev: tuple[Window, np.ndarray] | None = None
     for w in plan:
-        while index < w.stop:
+        block = None
+        filled = w.start
+        if prev is not None:
+            pw, parr = prev
+            shared = max(0, pw.stop - w.start)
+            if shared:
+                block = np.empty((w.length, *parr.shape[1:]), dtype=np.float32)
+                block[:shared] = parr[w.start - pw.start:pw.stop - pw.start]
+                filled = w.start + shared
+            prev = None
+            del parr
+        while filled < w.stop:
             _, frame = next(frames)
-            buffer[index] = frame
-            index += 1
-        stack = [buffer[i] for i in range(w.start, w.stop)]
-        stack += [stack[-1]] * w.pad
-        yield w, np.stack(stack)
-        next_start = plan[w.index + 1].start if w.index + 1 < len(plan) else index
-        for i in [i for i in buffer if i < next_start]:
-            del buffer[i]
+            if block is None:
+                block = np.empty((w.length, *frame.shape), dtype=np.float32)
+            block[filled - w.start] = frame
+            filled += 1
+        block[w.n_real:] = block[w.n_real - 1]  # padding repeats the last real frame
+        yield w, block
+        prev = (w, block)
+        del block
 
 
 def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
@@ -179,7 +194,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         attributes.update(near=float(options.near), far=float(options.far))
     writer = DepthPassWriter(options.out_dir, shot, fps=info.fps, attributes=attributes,
                              compression=options.compression, preview=options.preview,
-                             pixel_aspect=par, display_window=info.display_window)
+                             pixel_aspect=par, display_window=info.display_window,
+                             workers=max(2, min(8, os.cpu_count() or 2)))
     # 3. The window store: the shot's cache entry (locked), or a private temp folder
     store, key, status = None, None, "off"
     if cache is not None and cache.writable():

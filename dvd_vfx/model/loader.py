@@ -70,15 +70,8 @@ def load_transformer(files: WeightFiles, dtype: torch.dtype) -> tuple[torch.nn.M
                     "meaningless", path)
     key_map = _dit_key_map(sorted(layout.base))
 
-    with torch.device("meta"):
-        model = WanTransformer3DModel(**config)
-    expected = model.state_dict()
-    unexpected = sorted(set(key_map) - set(expected))
-    missing = sorted(set(expected) - set(key_map))
-    if unexpected or missing:
-        raise WeightsError(f"{path}: tensors do not match a Wan T2V transformer "
-                           f"(missing {missing[:3]}, unexpected {[key_map[k] for k in unexpected[:3]]}); "
-                           "not a DVD checkpoint")
+    model, expected = _build_on_meta(WanTransformer3DModel, config, key_map, path,
+                                     "a Wan T2V transformer", "not a DVD checkpoint")
     from safetensors import safe_open
 
     state: dict[str, torch.Tensor] = {}
@@ -109,15 +102,32 @@ def load_transformer(files: WeightFiles, dtype: torch.dtype) -> tuple[torch.nn.M
     return model, info
 
 
+def _build_on_meta(cls, config: dict, provided, path: Path, what: str, hint: str):
+    """An empty model (no memory) and its expected state dict; the file's keys must match it exactly."""
+    with torch.device("meta"):
+        model = cls(**config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(provided))
+    unexpected = sorted(set(provided) - set(expected))
+    if missing or unexpected:
+        shown = [provided[k] if isinstance(provided[k], str) else k for k in unexpected[:3]]
+        raise WeightsError(f"{path}: tensors do not match {what} (missing {missing[:3]}, unexpected {shown}); {hint}")
+    return model, expected
+
+
+def _assert_materialised(model: torch.nn.Module) -> None:
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"{type(model).__name__}: tensors left on the meta device after loading: {left[:5]}")
+
+
 def _rebuild_non_persistent_buffers(model: torch.nn.Module) -> None:
     """Buffers that are not in a state dict (the RoPE tables) are rebuilt off the meta device."""
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
     cfg = model.config
     model.rope = WanRotaryPosEmbed(cfg.attention_head_dim, tuple(cfg.patch_size), cfg.rope_max_seq_len)
-    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if left:
-        raise RuntimeError(f"tensors left on the meta device after loading: {left[:5]}")
+    _assert_materialised(model)
 
 
 def read_vae_state(path: Path) -> dict[str, torch.Tensor]:
@@ -158,21 +168,13 @@ def load_vae(files: WeightFiles, dtype: torch.dtype) -> torch.nn.Module:
     config = shipped_config("vae")
     config.update(inferred)
     converted = convert_wan_vae_to_diffusers(sd)
-    with torch.device("meta"):
-        vae = AutoencoderKLWan(**config)
-    expected = vae.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    if missing or unexpected:
-        raise WeightsError(f"{path}: tensors do not match a Wan 2.1 VAE (missing {missing[:3]}, unexpected "
-                           f"{unexpected[:3]}); re-download Wan2.1_VAE.pth")
+    vae, expected = _build_on_meta(AutoencoderKLWan, config, converted, path, "a Wan 2.1 VAE",
+                                   "re-download Wan2.1_VAE.pth")
     for k, v in converted.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise WeightsError(f"{path}: {k} has shape {list(v.shape)}, expected {list(expected[k].shape)}")
     vae.load_state_dict({k: v.to(dtype) for k, v in converted.items()}, strict=True, assign=True)
-    left = [n for n, t in list(vae.named_parameters()) + list(vae.named_buffers()) if t.is_meta]
-    if left:
-        raise RuntimeError(f"VAE tensors left on the meta device after loading: {left[:5]}")
+    _assert_materialised(vae)
     return vae.eval().requires_grad_(False)
 
 
