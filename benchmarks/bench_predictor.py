@@ -29,8 +29,14 @@ from dvd_vfx.model.predictor import DVDNetworks, DVDPredictor, resolve_device
 def full_networks(dtype: torch.dtype, device: torch.device) -> DVDNetworks:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
+    from dvd_vfx.model.loader import _keep_fp32
+
     torch.manual_seed(0)
-    dit = WanTransformer3DModel(**shipped_config("transformer")).to(dtype)
+    dit = WanTransformer3DModel(**shipped_config("transformer"))
+    with torch.no_grad():  # as the production loader: keep diffusers' fp32 modules in fp32
+        for name, p in dit.named_parameters():
+            if not _keep_fp32(dit, name):
+                p.data = p.data.to(dtype)
     vae = AutoencoderKLWan(**shipped_config("vae")).to(dtype)
     return DVDNetworks.from_modules(dit.eval().requires_grad_(False).to(device), vae.eval().requires_grad_(False).to(device))
 

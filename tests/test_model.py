@@ -244,3 +244,21 @@ def test_weights_fetch_offline_fails_fast(tmp_path, capsys, monkeypatch):
 def test_predictor_rejects_bad_windows(tiny_weights_master, shape, match):
     with pytest.raises(InputError, match=match):
         DVDPredictor(str(tiny_weights_master), device="cpu").predict(np.zeros(shape, np.float32))
+
+
+def test_diffusers_format_folder_loads_the_same_model(tiny_weights_master, tmp_path):
+    dit, vae = _reference_networks(tiny_weights_master)
+    dit.save_pretrained(tmp_path / "transformer")
+    vae.save_pretrained(tmp_path / "vae")
+    frames = _frames()
+    out = DVDPredictor(str(tmp_path), device="cpu").predict(frames)
+    assert DVDPredictor(str(tmp_path), device="cpu").model_id == "dvd-diffusers"
+    assert np.abs(out - DVDPredictor(str(tiny_weights_master), device="cpu").predict(frames)).max() <= 1e-5
+
+
+def test_vae_tiling_on_large_frames(tiny_weights_master):
+    frames = _frames(t=1, h=288, w=304)
+    plain = DVDPredictor(str(tiny_weights_master), device="cpu", vae_tiling=False).predict(frames)
+    tiled = DVDPredictor(str(tiny_weights_master), device="cpu", vae_tiling=True).predict(frames)
+    assert tiled.shape == plain.shape == (1, 288, 304)
+    assert np.abs(tiled - plain).mean() < 0.05  # tiles blend to nearly the same map

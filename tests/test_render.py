@@ -273,3 +273,15 @@ def test_demo_runs_offline_with_the_tiny_model(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "MEANINGLESS" in res.stderr and "weights fetch" in res.stderr
     assert len(list((tmp_path / "demo").glob("dvd_demo.depth.*.exr"))) == 24
+
+
+def test_invert_swaps_near_and_far(h264, tiny_weights_master, tmp_path):
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    predictor = DVDPredictor(str(tiny_weights_master), device="cpu")
+    common = dict(resolution=48, window=5, overlap=2, mode="disparity")
+    plain = render_shot(h264, RenderOptions(out_dir=tmp_path / "a", **common), predictor)
+    inverted = render_shot(h264, RenderOptions(out_dir=tmp_path / "b", invert=True, **common), predictor)
+    a, b = read_depth(plain.paths[3])[1], read_depth(inverted.paths[3])[1]
+    np.testing.assert_allclose(a + b, 1.0, atol=1e-6)
+    assert read_pass_attributes(inverted.paths[3])["invert"] == 1

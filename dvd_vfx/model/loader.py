@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -179,11 +178,36 @@ def load_vae(files: WeightFiles, dtype: torch.dtype) -> torch.nn.Module:
 
 
 def _load_diffusers(cls, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """A diffusers-format folder (config.json + safetensors shards), streamed like the official files."""
+    from safetensors import safe_open
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = cls.from_pretrained(str(folder), torch_dtype=dtype, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise WeightsError(f"{folder}: cannot load diffusers-format {cls.__name__} "
-                           f"({str(exc).splitlines()[0][:200]})") from None
+        config = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if not k.startswith("_")}
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{folder / 'config.json'}: unreadable ({exc}); re-export the folder") from None
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise WeightsError(f"{folder}: no .safetensors weights beside config.json; re-export the folder")
+    where = {}
+    for shard in shards:
+        where.update({name: shard for name in ck.read_safetensors_header(shard)})
+    try:
+        model, expected = _build_on_meta(cls, config, where, folder, f"a diffusers {cls.__name__}",
+                                         "the folder holds another model")
+    except TypeError as exc:
+        raise WeightsError(f"{folder / 'config.json'}: not a {cls.__name__} config ({exc})") from None
+    state = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="pt", device="cpu") as fh:
+            for name in fh.keys():
+                t = fh.get_tensor(name)
+                if tuple(t.shape) != tuple(expected[name].shape):
+                    raise WeightsError(f"{shard}: {name} has shape {list(t.shape)}, the config needs "
+                                       f"{list(expected[name].shape)}")
+                state[name] = t.to(torch.float32 if _keep_fp32(model, name) else dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    if hasattr(model, "rope"):
+        _rebuild_non_persistent_buffers(model)
+    else:
+        _assert_materialised(model)
     return model.eval().requires_grad_(False)
