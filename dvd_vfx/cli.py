@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dvd_vfx import __version__
 from dvd_vfx.errors import DvdError, InputError
+from dvd_vfx.hookspecs import hookimpl
 
 log = logging.getLogger("dvd_vfx")
 
@@ -23,17 +24,20 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--weights", metavar="DIR", help="weights folder (default: $DVD_VFX_WEIGHTS, else the user data dir)")
-    g.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu | mps (default auto)")
-    g.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
+    g.add_argument("--device", help="auto | cuda | cuda:N | cpu | mps (default auto)")
+    g.add_argument("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
     g.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                    help="tile the VAE for large frames (default: automatic above 1280x720 working size)")
-    g.add_argument("--offload", action="store_true", help="keep networks on the GPU only while they run (small GPUs)")
+    g.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep networks on the GPU only while they run (small GPUs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dvd-vfx", description="Temporally stable depth passes (OpenEXR) for whole shots.")
     parser.add_argument("--version", action="version", version=f"dvd-vfx {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--plugins-dir", action="append", metavar="DIR",
+                        help="load every .py file in DIR as a plugin (repeatable; also $DVD_VFX_PLUGINS_DIR)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     w = sub.add_parser("weights", help="check or fetch the DVD model weights")
@@ -53,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
     _add_render_args(r)
     _add_model_args(r)
+    _add_job_args(r)
 
     c = sub.add_parser("cache", help="list, inspect or clear the per-shot cache")
     csub = c.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
@@ -68,7 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="render a generated sample shot end to end (works offline)")
     d.add_argument("-o", "--output", default="demo_out", help="output folder (default ./demo_out)")
     _add_model_args(d)
+
+    pl = sub.add_parser("plugins", help="list loaded plugins, predictors, readers, writers")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    ps = sub.add_parser("presets", help="list or show render presets")
+    pssub = ps.add_subparsers(dest="presets_command", required=True, parser_class=_Parser)
+    pssub.add_parser("ls", help="every preset: name, description, where it comes from")
+    pshow = pssub.add_parser("show", help="one preset's values")
+    pshow.add_argument("name")
     return parser
+
+
+def _add_job_args(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("presets and hosts")
+    g.add_argument("--preset", metavar="NAME", help="start from a preset (`dvd-vfx presets ls`); flags override it")
+    g.add_argument("--json-progress", action="store_true",
+                   help="write job events as JSON lines on stdout (schema dvd-vfx.job/1; for hosts)")
+    g.add_argument("--job-id", help="id of the job in events and hooks (default: random)")
 
 
 def _add_render_args(r: argparse.ArgumentParser) -> None:
@@ -81,20 +102,21 @@ def _add_render_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
     r.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
     g = r.add_argument_group("windows")
-    g.add_argument("--resolution", type=int, default=480, metavar="SHORT_SIDE", help="working short side (default 480)")
-    g.add_argument("--window", type=int, default=81, help="frames per window, 4n+1 (default 81)")
-    g.add_argument("--overlap", type=int, default=21, help="frames shared by consecutive windows (default 21)")
+    g.add_argument("--resolution", type=int, metavar="SHORT_SIDE", help="working short side (default 480)")
+    g.add_argument("--window", type=int, help="frames per window, 4n+1 (default 81)")
+    g.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default 21)")
     g = r.add_argument_group("output")
-    g.add_argument("--mode", choices=("depth", "disparity"), default="depth",
+    g.add_argument("--mode", choices=("depth", "disparity"),
                    help="depth: z in [near, far] scene units; disparity: normalised, near = 1 (default depth)")
-    g.add_argument("--near", type=float, default=1.0, help="depth of the nearest 2%% of the shot (default 1)")
-    g.add_argument("--far", type=float, default=100.0, help="depth of the farthest 2%% of the shot (default 100)")
-    g.add_argument("--invert", action="store_true", help="swap near and far")
-    g.add_argument("--upsample", choices=("bilinear", "guided"), default="bilinear",
+    g.add_argument("--near", type=float, help="depth of the nearest 2%% of the shot (default 1)")
+    g.add_argument("--far", type=float, help="depth of the farthest 2%% of the shot (default 100)")
+    g.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None, help="swap near and far")
+    g.add_argument("--upsample", choices=("bilinear", "guided"),
                    help="to plate resolution: bilinear, or guided by the plate for sharper edges")
-    g.add_argument("--compression", default="zip", help="EXR compression: zip | zips | piz | none (lossless only)")
-    g.add_argument("--preview", action="store_true", help="also write half R,G,B preview channels")
-    g.add_argument("--predictor", default="dvd", choices=("dvd",), help="depth predictor (default dvd)")
+    g.add_argument("--compression", help="EXR compression: zip | zips | piz | none (lossless only)")
+    g.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write half R,G,B preview channels")
+    g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
     _add_cache_args(r)
 
 
@@ -131,11 +153,42 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _make_predictor(args):
-    from dvd_vfx.model.predictor import DVDPredictor
+def _engine(args):
+    """One Engine (one PluginManager) per command."""
+    from dvd_vfx.plugins import Engine
 
-    return DVDPredictor(args.weights, device=args.device, dtype=args.dtype, vae_tiling=args.vae_tiling,
-                        offload=args.offload)
+    engine = getattr(args, "_engine", None)
+    if engine is None:
+        engine = Engine(plugins_dirs=getattr(args, "plugins_dir", None) or ())
+        if args is not None:
+            args._engine = engine
+    return engine
+
+
+def _model_settings(args):
+    from dvd_vfx.plugins import ModelSettings
+    from dvd_vfx.presets import DEFAULTS
+
+    def pick(key):
+        value = getattr(args, key, None)
+        return DEFAULTS[key] if value is None else value
+
+    return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
+                         vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")))
+
+
+def _make_predictor(args):
+    return _engine(args).make_predictor(getattr(args, "predictor", None) or "dvd", _model_settings(args))
+
+
+def _apply_preset(args) -> None:
+    """Fill unset flags: explicit flag > --preset value > default."""
+    from dvd_vfx import presets
+
+    preset = presets.get(_engine(args), args.preset) if getattr(args, "preset", None) else None
+    explicit = {key: getattr(args, key, None) for key in presets.DEFAULTS}
+    for key, value in presets.merge(preset, explicit).items():
+        setattr(args, key, value)
 
 
 def _render_options(args):
@@ -211,22 +264,58 @@ def _make_cache(args):
     return ShotCache(getattr(args, "cache_dir", None), max_gb=getattr(args, "cache_max_gb", None))
 
 
-def _run_render(source, options, predictor, cache=None) -> int:
-    from dvd_vfx.engine import render_shot
+class _ProgressPlugin:
+    """The tqdm bars, fed by the job's progress hook like any host's."""
 
-    bar = _Progress(options.shot or Path(str(source)).name)
+    def __init__(self, bar: _Progress):
+        self.bar = bar
+
+    @hookimpl
+    def dvd_vfx_job_progress(self, stage, done, total):
+        self.bar(stage, done, total)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _run_render(source, options, predictor, cache=None, *, args=None, model=None) -> int:
+    """Render through the Engine so plugins see the job. predictor: a registered name or an object."""
+    import contextlib
+    import signal
+
+    engine = _engine(args)
+    json_mode = bool(getattr(args, "json_progress", False))
+    bar = None
+    previous_sigterm = None
+    if json_mode:  # stdout carries only events; a host's cancel (SIGTERM) unwinds like Ctrl-C
+        from dvd_vfx.jobs import JsonLinesEmitter
+
+        plugin = JsonLinesEmitter(sys.stdout)
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    else:
+        bar = _Progress(options.shot or Path(str(source)).name)
+        plugin = _ProgressPlugin(bar)
+    name = engine.register(plugin)
     try:
-        result = render_shot(source, options, predictor, progress=bar, cache=cache)
+        result = engine.render(source, options, predictor, model=model, job_id=getattr(args, "job_id", None),
+                               on_predictor=_warn_if_test_model, cache=cache)
     finally:
-        bar.close()
-    _print_summary(result)
+        engine.unregister(name)
+        if bar is not None:
+            bar.close()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    with contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext():
+        _print_summary(result)
     return 0
 
 
 def _cmd_render(args) -> int:
-    predictor = _make_predictor(args)
-    _warn_if_test_model(predictor)
-    return _run_render(args.source, _render_options(args), predictor, _make_cache(args))
+    _apply_preset(args)
+    return _run_render(args.source, _render_options(args), args.predictor, _make_cache(args), args=args,
+                       model=_model_settings(args))
 
 
 def _warn_if_test_model(predictor) -> None:
@@ -243,7 +332,10 @@ def _warn_if_test_model(predictor) -> None:
 def _cmd_demo(args) -> int:
     from dvd_vfx import demo
 
-    return demo.run(args, make_predictor=_make_predictor, run_render=_run_render, warn=_warn_if_test_model)
+    import functools
+
+    return demo.run(args, make_predictor=_make_predictor, run_render=functools.partial(_run_render, args=args),
+                    warn=_warn_if_test_model)
 
 
 def _cmd_cache(args) -> int:
@@ -284,8 +376,52 @@ def _cmd_cache(args) -> int:
     return 0
 
 
+def _cmd_plugins(args) -> int:
+    import json
+
+    engine = _engine(args)
+    plugins, predictors = engine.plugins(), engine.predictors()
+    readers, writers, presets = engine.readers(), engine.writers(), engine.presets()
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({
+            "plugins": [asdict(p) for p in plugins],
+            "predictors": [{"name": f.name, "description": f.description} for f in predictors.values()],
+            "readers": [asdict(r) for r in readers], "writers": [asdict(w) for w in writers],
+            "presets": [{"name": p.name, "source": p.source} for p in presets.values()],
+        }, indent=2))
+        return 0
+    print(f"plugins ({len(plugins)}):")
+    for p in plugins:
+        print(f"  {p.name}  [{p.kind}]" + (f"  {p.location}" if p.location != p.name else ""))
+        print(f"      hooks: {', '.join(h.removeprefix('dvd_vfx_') for h in p.hooks) or '(none)'}")
+    print("predictors: " + "; ".join(f"{f.name} ({f.description})" if f.description else f.name
+                                     for f in predictors.values()))
+    print("readers:    " + "; ".join(f"{r.name} ({', '.join(r.extensions)})" for r in readers))
+    print("writers:    " + "; ".join(f"{w.name} ({w.pattern})" for w in writers))
+    print("presets:    " + ", ".join(presets))
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from dvd_vfx import presets as pr
+
+    engine = _engine(args)
+    if args.presets_command == "ls":
+        found = engine.presets()
+        width = max((len(n) for n in found), default=4)
+        for preset in found.values():
+            print(f"{preset.name:<{width}}  {preset.description}")
+            print(f"{'':<{width}}  {preset.source}")
+        print(f"(user presets: {pr.user_presets_dir()}/NAME.toml)")
+        return 0
+    print(pr.to_toml(pr.get(engine, args.name)))
+    return 0
+
+
 _HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
-             "cache": _cmd_cache}
+             "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,3 +25,9 @@ class Cancelled(DvdError):
     """The user or host asked to stop (exit code 130)."""
 
     exit_code = 130
+
+
+class PluginError(DvdError):
+    """A plugin raised an unexpected exception; the message names the plugin (exit code 1)."""
+
+    exit_code = 1

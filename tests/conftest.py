@@ -6,6 +6,7 @@ import pytest
 
 # Tests never touch the user's real cache/config/data dirs.
 os.environ.setdefault("XDG_CACHE_HOME", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "xdg-cache"))
+os.environ.setdefault("XDG_CONFIG_HOME", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "xdg-config"))
 
 
 @pytest.fixture(scope="session")
