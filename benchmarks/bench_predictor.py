@@ -41,6 +41,31 @@ def full_networks(dtype: torch.dtype, device: torch.device) -> DVDNetworks:
     return DVDNetworks.from_modules(dit.eval().requires_grad_(False).to(device), vae.eval().requires_grad_(False).to(device))
 
 
+def _time_stages(nets: DVDNetworks, device: torch.device) -> dict[str, list[float]]:
+    """Wrap VAE encode, the DiT and VAE decode to time each stage of a prediction."""
+    times: dict[str, list[float]] = {}
+
+    def wrap(obj, attr, label):
+        inner = getattr(obj, attr)
+
+        def timed(*a, **k):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = inner(*a, **k)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.setdefault(label, []).append(time.perf_counter() - t0)
+            return out
+
+        setattr(obj, attr, timed)
+
+    wrap(nets.vae, "encode", "vae_encode")
+    wrap(nets.transformer, "forward", "dit")
+    wrap(nets.vae, "decode", "vae_decode")
+    return times
+
+
 def count_flops(frames: int, height: int, width: int) -> dict:
     """FLOPs of one window, counted by torch's FlopCounterMode on the meta device (no memory used)."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -78,6 +103,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed predictions first (default 1)")
     ap.add_argument("--flops", action="store_true", help="only count the FLOPs of one window (meta device)")
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="accelerator bf16 peak for the bound (H100 ~790)")
     args = ap.parse_args()
@@ -105,7 +131,10 @@ def main() -> None:
         predictor = DVDPredictor(networks=full_networks(dtype, device), device=str(device), dtype=args.dtype)
         print(f"built full-size networks with random weights in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     frames = np.random.default_rng(0).random((args.frames, args.height, args.width, 3), dtype=np.float32)
-    predictor.predict(frames)  # warm-up (and lazy load)
+    stages = _time_stages(predictor.load(), device)
+    for _ in range(args.warmup):
+        predictor.predict(frames)
+    stages.clear()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -124,6 +153,7 @@ def main() -> None:
         "fps": round(args.frames / med, 2), "times_s": [round(t, 3) for t in times],
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "torch_threads": torch.get_num_threads(),
+        "stage_median_s": {k: round(statistics.median(v), 3) for k, v in stages.items()},
     }
     if device.type == "cuda":
         result["peak_vram_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
