@@ -91,7 +91,8 @@ def source_fingerprint(info, frame_numbers: list[int]) -> dict:
                 h.update(f"{n}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             except OSError:
                 h.update(f"{n}|missing\n".encode())
-        for path in {files[0], files[len(files) // 2], files[-1]} if files else ():
+        # sorted: a set's order of str varies per process (hash seed), and the key must not
+        for path in sorted({files[0], files[len(files) // 2], files[-1]}) if files else ():
             _sample_bytes(path, h)
     return {"path": os.path.realpath(info.path) if info.kind == "video" else info.path, "kind": info.kind,
             "first_index": first_index, "frames": len(frame_numbers), "content_sha256": h.hexdigest()}

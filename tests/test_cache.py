@@ -195,3 +195,16 @@ def test_cache_cli_ls_info_clear(tiny_weights_master, tmp_path, capsys):
     assert "removed 0 entries" in out
     code, out = run("clear")
     assert "removed 1 entry" in out and not ShotCache(cache_dir).entries()
+
+
+def test_sequence_fingerprint_is_the_same_in_every_process(tmp_path):
+    """The sampled files were iterated as a set: their order (and the key) changed with the hash seed."""
+    for n in (1, 2, 3):
+        (tmp_path / f"f.{n:04d}.png").write_bytes(bytes([n]) * 1000)
+    code = ("import sys, types; from dvd_vfx.cache import source_fingerprint; "
+            "info = types.SimpleNamespace(kind='sequence', path=sys.argv[1], frame_numbers=[1, 2, 3]); "
+            "print(source_fingerprint(info, [1, 2, 3])['content_sha256'])")
+    digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.%04d.png")], capture_output=True,
+                              text=True, check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+               for seed in range(6)}
+    assert len(digests) == 1, digests
