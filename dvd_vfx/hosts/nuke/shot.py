@@ -1,0 +1,276 @@
+"""What a DVD Depth node renders, worked out from plain values (no `nuke` here, so it is tested directly).
+
+Nuke speaks of a Read's file knob (``plate.####.exr``, ``plate.%04d.exr``, ``plate.#.exr``,
+``plate.mov``), its frame range (``first``/``last``, file frame numbers) and its frame offset
+(``frame_mode`` + ``frame``: where those file frames sit on the comp's timeline). The engine
+speaks of a source, ``--frames A-B`` in file frame numbers, ``-o DIR --shot NAME``. This
+module translates one into the other:
+
+    source = ReadSource.from_knobs(file="/plates/sh010.####.exr", first=1001, last=1100,
+                                   frame_mode="offset", frame="-1000")
+    request = plan_render(source, NodeSettings(...), script_dir="/comp/sh010")
+    request.args  # -> ["/plates/sh010.%04d.exr", "-o", ..., "--frames", "1001-1100", ...]
+
+Frame ranges on the node are in comp (timeline) frames, what the compositor sees in the
+viewer; the EXRs carry the source's file frame numbers (engine rule), and the Read that
+loads them gets the plate Read's offset back, so the depth lines up with the plate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from dvd_vfx.errors import InputError
+
+MOVIE_EXTS = frozenset({".mov", ".mp4", ".m4v", ".mxf", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".mts",
+                        ".m2ts", ".ts", ".wmv", ".gif"})
+MODES = ("depth", "disparity")
+FRAME_MODES = ("expression", "start at", "offset")
+
+_HASHES_RE = re.compile(r"#+")
+_PRINTF_RE = re.compile(r"%(\d*)d")
+_VIEW_RE = re.compile(r"%[Vv]")
+_FRAME_EXPR_RE = re.compile(r"^\s*(?:frame|x|t)?\s*(?:(?P<sign>[+-])\s*(?P<k>\d+))?\s*$")
+_OUTPUT_NAME_RE = re.compile(r"^(?P<shot>.+)\.depth\.(?:####|%04d)\.exr$")
+_SHOT_TRIM_RE = re.compile(r"[._\-\s]+$")
+_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# -- the plate ------------------------------------------------------------------------------------
+
+
+def engine_pattern(file: str) -> str:
+    """A Read's file knob as the engine reads it: Nuke's N '#'s (N digits) -> %0Nd; movies unchanged.
+
+    The engine reads a lone '#' as 4 digits (Shake/RV); in Nuke it means 1 digit (unpadded),
+    so every '#' run is rewritten to printf before the engine sees it.
+    """
+    text = (file or "").strip()
+    if not text:
+        raise InputError("the Read's file knob is empty; point the Read at a movie or an image sequence")
+    if "[" in text:
+        raise InputError(f"the Read's file knob {text!r} holds a TCL expression; the DVD Depth node needs a "
+                         f"plain path (bake the expression into the file knob)")
+    if _VIEW_RE.search(text):
+        raise InputError(f"the Read's file knob {text!r} is a stereo (%V/%v) path; render one view: put the "
+                         f"view's name in the path")
+    directory, name = os.path.split(text)
+    tokens = _HASHES_RE.findall(name) + _PRINTF_RE.findall(name)
+    if len(tokens) > 1:
+        raise InputError(f"the Read's file {text!r} has more than one frame-number token; use one, e.g. "
+                         f"plate.####.exr")
+    name = _HASHES_RE.sub(lambda m: "%d" if len(m.group()) == 1 else f"%0{len(m.group())}d", name)
+    return os.path.join(directory, name) if directory else name
+
+
+def is_movie(file: str) -> bool:
+    return os.path.splitext(file.strip())[1].lower() in MOVIE_EXTS
+
+
+def shot_name(file: str) -> str:
+    """The plate's name without frame token and extension: /p/sh010_plate.####.exr -> sh010_plate."""
+    name = os.path.basename(file.strip())
+    stem = os.path.splitext(name)[0]
+    stem = _PRINTF_RE.split(_HASHES_RE.split(stem)[0])[0] if _HASHES_RE.search(stem) or _PRINTF_RE.search(stem) \
+        else stem
+    stem = _SHOT_TRIM_RE.sub("", stem)
+    stem = _UNSAFE_RE.sub("_", stem).strip("._") or "shot"
+    return stem
+
+
+def frame_offset(frame_mode: str, frame: str, first: int) -> int:
+    """Comp frame minus file frame for a Read's ``frame_mode``/``frame`` knobs.
+
+    "start at" N: the Read's first frame shows at N. "offset" N: file frame + N.
+    "expression": empty, "frame", "frame+K" or "frame-K" (file frame = comp frame +/- K).
+    """
+    mode = (frame_mode or "expression").strip().lower()
+    value = (frame or "").strip()
+    if mode not in FRAME_MODES:
+        raise InputError(f"the Read's frame_mode {frame_mode!r} is not one of {', '.join(FRAME_MODES)}")
+    if mode in ("start at", "offset"):
+        if not value:
+            return 0
+        try:
+            number = int(float(value))
+        except ValueError:
+            raise InputError(f"the Read's frame knob {value!r} is not a number ({mode})") from None
+        return number - int(first) if mode == "start at" else number
+    m = _FRAME_EXPR_RE.match(value)
+    if m is None:
+        raise InputError(f"the Read's frame expression {value!r} is not a plain offset (frame+K or frame-K); "
+                         f"set frame mode to 'offset' or 'start at'")
+    k = int(m.group("k") or 0) * (-1 if m.group("sign") == "-" else 1)
+    return -k
+
+
+@dataclass(frozen=True)
+class ReadSource:
+    """The plate as its Read node describes it."""
+
+    file: str  # the file knob as typed (####, %04d, # or a movie)
+    first: int  # file frame numbers (movies: 1..N, as Nuke numbers them)
+    last: int
+    offset: int = 0  # comp frame - file frame
+    frame_mode: str = "expression"  # copied to the depth Read so it lines up
+    frame: str = ""
+    read_name: str = ""
+
+    @classmethod
+    def from_knobs(cls, *, file: str, first, last, frame_mode: str = "expression", frame: str = "",
+                   read_name: str = "") -> "ReadSource":
+        first, last = int(first), int(last)
+        if last < first:
+            raise InputError(f"Read {read_name or file}: last frame {last} is before first frame {first}")
+        return cls(file=file.strip(), first=first, last=last, offset=frame_offset(frame_mode, frame, first),
+                   frame_mode=frame_mode or "expression", frame=frame or "", read_name=read_name)
+
+    @property
+    def movie(self) -> bool:
+        return is_movie(self.file)
+
+    @property
+    def engine_source(self) -> str:
+        return self.file if self.movie else engine_pattern(self.file)
+
+    @property
+    def comp_range(self) -> tuple[int, int]:
+        return self.first + self.offset, self.last + self.offset
+
+
+# -- the node's settings and the render it asks for ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The DVD Depth node's knobs, as plain values."""
+
+    preset: str = ""
+    mode: str = "depth"
+    near: float = 1.0
+    far: float = 100.0
+    use_read_range: bool = True
+    first: int = 1  # comp frames; used when use_read_range is False
+    last: int = 1
+    output: str = ""  # empty: <script dir>/depth/<shot>/<shot>.depth.####.exr
+    engine_python: str = ""
+    weights: str = ""
+    extra_args: str = ""  # more `dvd-vfx render` flags, shell-quoted
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One render, fully resolved on the main thread; the worker only reads this."""
+
+    source: ReadSource
+    shot: str
+    out_dir: str
+    comp_range: tuple[int, int]
+    file_range: tuple[int, int]
+    mode: str
+    near: float
+    far: float
+    engine_python: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def pattern(self) -> str:
+        return os.path.join(self.out_dir, f"{self.shot}.depth.####.exr")
+
+
+def default_output(script_dir: str, shot: str) -> str:
+    if not script_dir:
+        raise InputError("the script is not saved, so there is no folder to put the depth pass next to; save the "
+                         "script or set 'output' on the DVD Depth node")
+    return os.path.join(script_dir, "depth", shot, f"{shot}.depth.####.exr")
+
+
+def split_output(output: str, script_dir: str = "") -> tuple[str, str]:
+    """(out_dir, shot) of an output knob value ``DIR/SHOT.depth.####.exr`` (relative to the script)."""
+    text = os.path.expanduser(output.strip())
+    directory, name = os.path.split(text)
+    m = _OUTPUT_NAME_RE.match(name)
+    if m is None:
+        raise InputError(f"output {output!r} must name the sequence as DIR/SHOT.depth.####.exr (the engine writes "
+                         f"SHOT.depth.<frame>.exr, 4-digit frames)")
+    if not os.path.isabs(directory):
+        if not script_dir:
+            raise InputError(f"output {output!r} is relative and the script is not saved; use an absolute path")
+        directory = os.path.join(script_dir, directory)
+    return os.path.normpath(directory), m.group("shot")
+
+
+def resolve_engine_python(knob_value: str, *, environ=os.environ, configured: str | None = None) -> str:
+    """The engine's interpreter: the knob, else $DVD_VFX_PYTHON, else what `dvd-vfx install nuke` recorded."""
+    for candidate in (knob_value, environ.get("DVD_VFX_PYTHON", ""), configured or ""):
+        if candidate and candidate.strip():
+            return os.path.expanduser(candidate.strip())
+    raise InputError("no engine Python: set 'engine Python' on the DVD Depth node (or $DVD_VFX_PYTHON) to the "
+                     "python of the environment where dvd-vfx and torch are installed, or run "
+                     "`dvd-vfx install nuke` from that environment")
+
+
+def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str = "",
+                configured_python: str | None = None, environ=os.environ) -> RenderRequest:
+    """Check the node's settings against the plate and build the `dvd-vfx render` arguments."""
+    if settings.mode not in MODES:
+        raise InputError(f"mode {settings.mode!r} is not one of {', '.join(MODES)}")
+    near, far = float(settings.near), float(settings.far)
+    if settings.mode == "depth" and not (0 < near < far):
+        raise InputError(f"near {near:g} and far {far:g}: depth mode needs 0 < near < far")
+    comp = source.comp_range if settings.use_read_range else (int(settings.first), int(settings.last))
+    if comp[1] < comp[0]:
+        raise InputError(f"frame range {comp[0]}-{comp[1]}: the last frame is before the first")
+    lo, hi = source.comp_range
+    if comp[0] < lo or comp[1] > hi:
+        raise InputError(f"frame range {comp[0]}-{comp[1]} is outside the Read's frames {lo}-{hi} (comp frames)")
+    files = (comp[0] - source.offset, comp[1] - source.offset)
+    if settings.output.strip():
+        out_dir, shot = split_output(settings.output, script_dir)
+    else:
+        shot = shot_name(source.file)
+        out_dir = os.path.dirname(default_output(script_dir, shot))
+    python = resolve_engine_python(settings.engine_python, environ=environ, configured=configured_python)
+    try:
+        extra = shlex.split(settings.extra_args or "")
+    except ValueError as exc:
+        raise InputError(f"extra engine flags {settings.extra_args!r}: {exc}") from None
+    args = [source.engine_source, "-o", out_dir, "--shot", shot, "--frames", f"{files[0]}-{files[1]}"]
+    if source.movie:
+        args += ["--start-frame", "1"]  # Nuke numbers a movie's frames from 1
+    if settings.preset.strip():
+        args += ["--preset", settings.preset.strip()]
+    args += ["--mode", settings.mode]
+    if settings.mode == "depth":
+        args += ["--near", repr(near), "--far", repr(far)]
+    if settings.weights.strip():
+        args += ["--weights", os.path.expanduser(settings.weights.strip())]
+    args += extra
+    return RenderRequest(source=source, shot=shot, out_dir=out_dir, comp_range=comp, file_range=files,
+                         mode=settings.mode, near=near, far=far, engine_python=python, args=args)
+
+
+# -- helpers' maths ---------------------------------------------------------------------------------
+
+
+def zdefocus_math(mode: str) -> str:
+    """ZDefocus' `math` for our pass: real depth is "depth"; disparity (near = 1, far -> 0) is 1/z-like, "far = 0"."""
+    return {"depth": "depth", "disparity": "far = 0"}[mode]
+
+
+def fog_amount_expression(mode: str, near: float, far: float) -> str:
+    """Nuke expression for fog amount in [0, 1] from depth.Z: 0 at the nearest 2 %, 1 at the farthest 2 %."""
+    if mode == "depth":
+        return f"clamp((depth.Z - {near:g}) / ({far:g} - {near:g}))"
+    return "clamp(1 - depth.Z)"
+
+
+def progress_percent(stage: str, done: int, total: int) -> int:
+    """One bar over the stages: predict 0-80 %, stitch 80-90 %, write 90-100 %."""
+    spans = {"predict": (0, 80), "stitch": (80, 90), "write": (90, 100)}
+    a, b = spans.get(stage, (0, 100))
+    fraction = min(max(done / total, 0.0), 1.0) if total else 0.0
+    return int(a + (b - a) * fraction)

@@ -1,0 +1,106 @@
+"""The render worker: a thread that runs `dvd-vfx render` out of process and reports back.
+
+It owns a ``nuke.ProgressTask`` (progress and its Cancel button) and the engine job; it never
+touches a node or a knob. Everything for the node graph is queued with
+``nuke.executeInMainThread`` and carried out by node.py on Nuke's main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from dvd_vfx.errors import DvdError
+from dvd_vfx.hookspecs import hookimpl
+
+from . import shot
+
+
+def _nuke():
+    import nuke
+
+    return nuke
+
+
+class _JobEvents:
+    """Host plugin: the engine's job events (replayed on the worker thread) -> progress task + status line."""
+
+    def __init__(self, worker: "RenderWorker", task):
+        self.worker, self.task = worker, task
+        self._last_status = None
+
+    @hookimpl
+    def dvd_vfx_job_progress(self, stage, done, total):
+        self.task.setProgress(shot.progress_percent(stage, done, total))
+        text = f"{stage} {done}/{total}"
+        self.task.setMessage(text)
+        if text != self._last_status:  # one main-thread call per visible change
+            self._last_status = text
+            self.worker.to_main("show_progress", self.worker.node_name, f"rendering {self.worker.request.shot}: {text}")
+
+    @hookimpl
+    def dvd_vfx_job_log(self, level, message):
+        if level in ("warning", "error"):
+            self.task.setMessage(message.splitlines()[0] if message else level)
+
+    @hookimpl
+    def dvd_vfx_should_cancel(self):
+        return self.worker.cancel_requested or bool(self.task.isCancelled())
+
+
+class RenderWorker:
+    """One render of one DVD Depth node (request: shot.RenderRequest, resolved on the main thread)."""
+
+    poll_interval_s = 0.1
+
+    def __init__(self, node_name: str, request: shot.RenderRequest):
+        self.node_name = node_name
+        self.request = request
+        self.job = None
+        self.result = None
+        self.error: DvdError | None = None
+        self._cancel = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"dvd-depth-{node_name}", daemon=True)
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Thread-safe: the worker's next poll stops the engine (SIGTERM to its process group)."""
+        self._cancel.set()
+
+    def to_main(self, function: str, *args) -> None:
+        """Queue node.<function>(*args) on Nuke's main thread."""
+        from . import node
+
+        _nuke().executeInMainThread(getattr(node, function), args)
+
+    def _run(self) -> None:
+        nuke = _nuke()
+        task = nuke.ProgressTask(f"DVD Depth: {self.request.shot}")
+        task.setMessage("starting the engine")
+        try:
+            from dvd_vfx.plugins import Engine
+
+            engine = Engine(plugins=[_JobEvents(self, task)])
+            self.job = engine.subprocess_job(python=self.request.engine_python, args=self.request.args)
+            while self.job.poll(timeout=self.poll_interval_s):
+                pass
+            outcome = self.job.wait()
+            self.result, self.error = outcome.result, outcome.error
+            if self.error is None and self.result is None:
+                self.error = DvdError(f"the engine exited with code {outcome.exit_code} and no result")
+        except DvdError as exc:  # bad engine Python, host plugin failure, ...
+            self.error = exc
+        except Exception as exc:  # a bug here must still end the render visibly
+            self.error = DvdError(f"{type(exc).__name__}: {exc}")
+        finally:
+            task.setProgress(100)
+            del task  # Nuke removes a progress task when the object goes away
+            self.to_main("render_ended", self.node_name, self, self.result, self.error)
+
+    def join(self, timeout: float | None = None) -> None:
+        self.thread.join(timeout)

@@ -1,0 +1,442 @@
+"""The Nuke host: plain logic directly; the Nuke layer against tests/fake_nuke.py (threading rules enforced).
+
+A real render with the tiny model runs through the node's Render button, in a worker thread,
+out of process (SubprocessJob); the test's main thread plays Nuke's event loop (fake_nuke.pump).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dvd_vfx.errors import InputError
+from dvd_vfx.hosts.nuke import shot
+from dvd_vfx.hosts.nuke.shot import NodeSettings, ReadSource
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+PLUGIN_DIR = REPO / "plugins" / "nuke"
+PACKAGE_NUKE_PATH = REPO / "dvd_vfx" / "hosts" / "nuke" / "nuke_path"
+FAST = "--resolution 48 --window 5 --overlap 2 --device cpu"
+
+
+# -- plain logic: file knobs, offsets, paths, flags ----------------------------------------------------
+
+
+@pytest.mark.parametrize("knob, expected", [
+    ("/p/sh010.####.exr", "/p/sh010.%04d.exr"),
+    ("/p/sh010.%04d.exr", "/p/sh010.%04d.exr"),
+    ("/p/sh010.#.exr", "/p/sh010.%d.exr"),  # Nuke: one '#' = one digit (the engine would read 4)
+    ("/p/sh010_######.dpx", "/p/sh010_%06d.dpx"),
+    ("/p/sh010.%d.png", "/p/sh010.%d.png"),
+])
+def test_file_knob_padding_becomes_printf(knob, expected):
+    assert shot.engine_pattern(knob) == expected
+
+
+@pytest.mark.parametrize("knob, words", [
+    ("", "empty"), ("[getenv PLATE]/a.####.exr", "TCL"), ("/p/a.%V.####.exr", "stereo"),
+    ("/p/a_####.####.exr", "more than one"),
+])
+def test_file_knobs_the_engine_cannot_take_are_named(knob, words):
+    with pytest.raises(InputError, match=words):
+        shot.engine_pattern(knob)
+
+
+def test_shot_name_and_movie_detection():
+    assert shot.shot_name("/p/sh010_plate.####.exr") == "sh010_plate"
+    assert shot.shot_name("/p/sh010_plate_%04d.exr") == "sh010_plate"
+    assert shot.shot_name("/p/my plate.mov") == "my_plate"
+    assert shot.is_movie("/p/a.MOV") and shot.is_movie("a.mp4") and not shot.is_movie("/p/a.####.exr")
+    movie = ReadSource.from_knobs(file="/p/a.mov", first=1, last=48)
+    assert movie.engine_source == "/p/a.mov"  # a movie path is passed unchanged
+
+
+@pytest.mark.parametrize("mode, frame, first, offset", [
+    ("expression", "", 1001, 0), ("expression", "frame", 1001, 0), ("expression", "frame+1000", 1, -1000),
+    ("expression", "frame - 24", 1, 24), ("offset", "-1000", 1001, -1000), ("offset", "", 1001, 0),
+    ("start at", "1", 1001, -1000), ("start at", "1001", 1, 1000),
+])
+def test_frame_offsets_of_a_read(mode, frame, first, offset):
+    assert shot.frame_offset(mode, frame, first) == offset
+
+
+def test_unsupported_frame_expression_says_what_to_do():
+    with pytest.raises(InputError, match="offset"):
+        shot.frame_offset("expression", "frame*2", 1)
+
+
+def test_plan_for_a_sequence_with_an_offset_uses_file_frames_and_the_default_output():
+    source = ReadSource.from_knobs(file="/plates/sh010.####.exr", first=1001, last=1100, frame_mode="offset",
+                                   frame="-1000")
+    assert source.comp_range == (1, 100)
+    request = shot.plan_render(source, NodeSettings(engine_python="/venv/bin/python", weights="/w", near=2, far=50,
+                                                    extra_args="--device 'cuda:1'"),
+                               script_dir="/comp/sh010")
+    assert request.comp_range == (1, 100) and request.file_range == (1001, 1100)
+    assert request.out_dir == "/comp/sh010/depth/sh010" and request.shot == "sh010"
+    assert request.pattern == "/comp/sh010/depth/sh010/sh010.depth.####.exr"
+    assert request.args == ["/plates/sh010.%04d.exr", "-o", "/comp/sh010/depth/sh010", "--shot", "sh010",
+                            "--frames", "1001-1100", "--mode", "depth", "--near", "2.0", "--far", "50.0",
+                            "--weights", "/w", "--device", "cuda:1"]
+    # a sub-range in comp frames
+    part = shot.plan_render(source, NodeSettings(use_read_range=False, first=10, last=20, engine_python="py",
+                                                 mode="disparity", preset="preview"), script_dir="/c")
+    assert part.file_range == (1010, 1020)
+    assert "--near" not in part.args and part.args[part.args.index("--preset") + 1] == "preview"
+    with pytest.raises(InputError, match="outside the Read's frames 1-100"):
+        shot.plan_render(source, NodeSettings(use_read_range=False, first=0, last=20, engine_python="py"),
+                         script_dir="/c")
+
+
+def test_plan_for_a_movie_numbers_frames_from_one():
+    source = ReadSource.from_knobs(file="/plates/take3.mov", first=1, last=48, frame_mode="start at", frame="1001")
+    request = shot.plan_render(source, NodeSettings(engine_python="py"), script_dir="/c")
+    assert request.comp_range == (1001, 1048) and request.file_range == (1, 48)
+    assert request.args[:8] == ["/plates/take3.mov", "-o", "/c/depth/take3", "--shot", "take3", "--frames", "1-48",
+                                "--start-frame"]
+
+
+def test_output_knob_rules_and_engine_python_resolution():
+    source = ReadSource.from_knobs(file="/p/a.####.exr", first=1, last=5)
+    custom = shot.plan_render(source, NodeSettings(output="renders/hero.depth.%04d.exr", engine_python="py"),
+                              script_dir="/comp")
+    assert (custom.out_dir, custom.shot) == ("/comp/renders", "hero")
+    with pytest.raises(InputError, match="SHOT.depth.####.exr"):
+        shot.plan_render(source, NodeSettings(output="/o/hero.####.exr", engine_python="py"))
+    with pytest.raises(InputError, match="not saved"):
+        shot.plan_render(source, NodeSettings(engine_python="py"), script_dir="")
+    with pytest.raises(InputError, match="near < far"):
+        shot.plan_render(source, NodeSettings(near=5, far=5, engine_python="py"), script_dir="/c")
+    assert shot.resolve_engine_python("", environ={"DVD_VFX_PYTHON": "/env/py"}, configured="/cfg/py") == "/env/py"
+    assert shot.resolve_engine_python("", environ={}, configured="/cfg/py") == "/cfg/py"
+    with pytest.raises(InputError, match="dvd-vfx install nuke"):
+        shot.resolve_engine_python("", environ={}, configured=None)
+
+
+def test_helper_maths_match_the_mode():
+    assert shot.zdefocus_math("depth") == "depth"  # real distance: large = far
+    assert shot.zdefocus_math("disparity") == "far = 0"  # 1/z-like: near = 1, far -> 0
+    assert shot.fog_amount_expression("depth", 2, 50) == "clamp((depth.Z - 2) / (50 - 2))"
+    assert shot.fog_amount_expression("disparity", 2, 50) == "clamp(1 - depth.Z)"
+    assert [shot.progress_percent(*e) for e in (("predict", 0, 4), ("predict", 2, 4), ("stitch", 5, 10),
+                                                ("write", 10, 10))] == [0, 40, 85, 100]
+
+
+# -- the fake Nuke -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nuke(monkeypatch, tmp_path):
+    import fake_nuke
+
+    script_dir = tmp_path / "comp"
+    script_dir.mkdir()
+    fake_nuke.reset(script_directory=str(script_dir))
+    monkeypatch.setitem(sys.modules, "nuke", fake_nuke)
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))  # as NUKE_PATH would
+    monkeypatch.delitem(sys.modules, "dvd_nuke", raising=False)
+    yield fake_nuke
+    assert fake_nuke.violations == [], "a node, knob or dialog was touched off the main thread"
+
+
+def test_fake_nuke_enforces_the_main_thread_rule(nuke):
+    read = nuke.nodes.Read(file="/p/a.####.exr")
+    first = read["first"]
+    errors = []
+
+    def worker():
+        for touch in (lambda: read["file"].value(), lambda: read["first"].setValue(3), lambda: nuke.message("x"),
+                      lambda: nuke.nodes.Grade()):
+            try:
+                touch()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        nuke.executeInMainThread(first.setValue, (7,))  # the allowed way
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert len(errors) == 4 and len(nuke.violations) == 4
+    assert read["first"].value() == 0  # queued, not run yet
+    assert nuke.pump() == 1 and read["first"].value() == 7
+    with pytest.raises(RuntimeError):
+        nuke.executeInMainThread(print, ())  # from the main thread: not allowed either
+    nuke.violations.clear()
+
+
+def _plate_read(nuke, file, first, last, frame_mode="expression", frame=""):
+    read = nuke.nodes.Read(file=str(file), first=first, last=last, origfirst=first, origlast=last)
+    read["frame_mode"].setValue(frame_mode)
+    read["frame"].setValue(frame)
+    return read
+
+
+def test_menu_creates_the_dvd_depth_group_with_its_knobs(nuke):
+    init_globals = {"nuke": nuke}
+    exec((PLUGIN_DIR / "init.py").read_text(), init_globals)
+    exec((PLUGIN_DIR / "menu.py").read_text(), {"nuke": nuke})
+    command = nuke.menu("Nodes").findItem("DVD").findItem("DVD Depth")
+    assert callable(command)  # a callable, not a code string
+    node = command()
+    assert node.Class() == "Group"
+    for name in ("preset", "mode", "near", "far", "use_read_range", "first", "last", "output", "engine_python",
+                 "weights", "render", "cancel", "status", "add_zdefocus", "add_fog"):
+        assert name in node.knobs(), name
+    assert node["mode"].values() == ["depth", "disparity"]
+    assert node["preset"].values()[0] == "standard" and "preview" in node["preset"].values()
+    assert (node["near"].value(), node["far"].value()) == (1.0, 100.0)
+    assert [n.Class() for n in node.nodes()] == ["Input", "Output"]
+    assert nuke.undo_log == ["begin Create DVD Depth", "end"]
+
+
+def test_read_found_upstream_and_offsets_planned(nuke):
+    import dvd_nuke
+
+    read = _plate_read(nuke, "/plates/sh020.####.exr", 1001, 1010, "start at", "1")
+    grade = nuke.nodes.Grade()
+    grade.setInput(0, read)
+    node = dvd_nuke.create_node()
+    node.setInput(0, grade)
+    node["engine_python"].setValue("/venv/bin/python")
+    assert dvd_nuke.find_read(node) is read
+    request = dvd_nuke.plan(node)
+    assert request.file_range == (1001, 1010) and request.comp_range == (1, 10)
+    assert (node["first"].value(), node["last"].value()) == (1, 10)  # the knobs show the Read's range
+    assert request.args[0] == "/plates/sh020.%04d.exr"
+
+
+def test_render_without_a_read_explains_in_a_message(nuke):
+    import dvd_nuke
+
+    node = dvd_nuke.create_node()
+    node["render"].execute()
+    assert not dvd_nuke.is_rendering(node)
+    assert len(nuke.messages) == 1 and "no Read upstream" in nuke.messages[0]
+    assert node["status"].value().startswith("not rendered:")
+
+
+@pytest.fixture(scope="module")
+def png_plate(tmp_path_factory):
+    from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg
+
+    folder = tmp_path_factory.mktemp("plates")
+    subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24",
+                    "-frames:v", "6", "-start_number", "1001", str(folder / "sh030.%04d.png")], check=True)
+    return folder / "sh030.####.png"
+
+
+def _dvd_node(nuke, dvd_nuke, plate, weights, *, extra=FAST, **knobs):
+    read = _plate_read(nuke, plate, 1001, 1006, "offset", "-1000")
+    node = dvd_nuke.create_node()
+    node.setInput(0, read)
+    node["engine_python"].setValue(sys.executable)
+    node["weights"].setValue(str(weights))
+    node["extra_args"].setValue(extra)
+    for name, value in knobs.items():
+        node[name].setValue(value)
+    return node
+
+
+def _wait(nuke, dvd_nuke, node, timeout=120):
+    nuke.pump_until(lambda: not dvd_nuke.is_rendering(node), timeout=timeout)
+
+
+@pytest.mark.slow
+def test_render_button_renders_in_a_worker_and_loads_the_depth_pass(nuke, png_plate, tiny_weights_master, tmp_path,
+                                                                   monkeypatch):
+    import OpenEXR
+
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    node = _dvd_node(nuke, dvd_nuke, png_plate, tiny_weights_master, mode="disparity", add_zdefocus=True,
+                     add_fog=True)
+    node["render"].execute()  # the button, on the main thread
+    assert dvd_nuke.is_rendering(node) and node["status"].value().startswith("rendering sh030 frames 1-6")
+    _wait(nuke, dvd_nuke, node)
+    assert nuke.messages == [], nuke.messages
+    assert node["status"].value().startswith("done: sh030 frames 1001-1006 (rendered"), node["status"].value()
+
+    # the Read of the depth pass: real EXRs, the right frames, raw, lined up with the plate's offset
+    read = nuke.toNode(node["depth_read"].value())
+    assert read.Class() == "Read"
+    pattern = read["file"].value()
+    assert pattern == str(Path(nuke.script_directory()) / "depth" / "sh030" / "sh030.depth.####.exr")
+    assert (read["first"].value(), read["last"].value()) == (1001, 1006)
+    assert (read["frame_mode"].value(), read["frame"].value()) == ("offset", "-1000")
+    assert read["raw"].value() is True
+    for frame in range(1001, 1007):
+        path = pattern.replace("####", f"{frame:04d}")
+        with OpenEXR.File(path) as exr:
+            assert list(exr.channels()) == ["depth.Z"]
+    assert not os.path.exists(pattern.replace("####", "1007"))
+
+    # helpers: a Copy brings depth.Z next to the plate; ZDefocus math for disparity; fog from depth.Z
+    copy = nuke.toNode(node["depth_copy"].value())
+    assert copy.input(0) is node and copy.input(1) is read and copy["from0"].value() == "depth.Z"
+    defocus = nuke.toNode(node["depth_zdefocus"].value())
+    assert defocus["math"].value() == "far = 0" and defocus["z_channel"].value() == "depth.Z"
+    assert defocus.input(0) is copy
+    fog = nuke.toNode(node["depth_fog"].value())
+    assert fog["temp_expr0"].value() == "clamp(1 - depth.Z)" and fog.input(0) is copy
+
+    # the worker reported through a ProgressTask and changed the graph only via executeInMainThread
+    task = nuke.progress_tasks[-1]
+    assert task.name == "DVD Depth: sh030" and task.progress[-1] == 100 and max(task.progress) <= 100
+    assert task.threads == {f"dvd-depth-{node.fullName()}"}
+    assert "show_progress" in nuke.main_thread_calls and nuke.main_thread_calls[-1] == "render_ended"
+
+    # re-render, unchanged shot, depth mode now: a cache hit; the same Read and helpers are updated in place
+    count = len(nuke.root().nodes())
+    node["mode"].setValue("depth")
+    t0 = time.monotonic()
+    node["render"].execute()
+    _wait(nuke, dvd_nuke, node)
+    assert "cache hit" in node["status"].value(), node["status"].value()
+    assert time.monotonic() - t0 < 30
+    assert len(nuke.root().nodes()) == count
+    assert defocus["math"].value() == "depth" and nuke.toNode(node["depth_read"].value()) is read
+    assert read["label"].value() == "depth.Z (depth)"
+
+
+@pytest.mark.slow
+def test_engine_error_reaches_nuke_message_as_one_line(nuke, png_plate, tmp_path, monkeypatch):
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    node = _dvd_node(nuke, dvd_nuke, png_plate, tmp_path / "no-weights-here")
+    node["render"].execute()
+    _wait(nuke, dvd_nuke, node)
+    assert len(nuke.messages) == 1
+    message = nuke.messages[0]
+    assert message.startswith(f"DVD Depth {node.name()} failed:\n")
+    engine_line = message.split("\n", 1)[1]
+    assert "\n" not in engine_line and "no-weights-here" in engine_line
+    assert node["status"].value() == f"failed: {engine_line}"
+    assert not node["depth_read"].value()  # nothing loaded
+
+
+def test_bad_engine_python_is_reported_without_touching_nodes_from_the_worker(nuke, png_plate, tmp_path):
+    import dvd_nuke
+
+    node = _dvd_node(nuke, dvd_nuke, png_plate, tmp_path)
+    node["engine_python"].setValue(str(tmp_path / "nope" / "python"))
+    node["render"].execute()
+    _wait(nuke, dvd_nuke, node, timeout=30)
+    assert len(nuke.messages) == 1 and "engine Python" in nuke.messages[0] and "does not exist" in nuke.messages[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["cancel button", "progress task"])
+def test_cancel_stops_the_engine_and_says_so(nuke, png_plate, tiny_weights_master, tmp_path, monkeypatch, how):
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    node = _dvd_node(nuke, dvd_nuke, png_plate, tiny_weights_master, extra=FAST + " --no-cache")
+    worker = dvd_nuke.render(node)
+    if how == "cancel button":
+        node["cancel"].execute()
+        assert node["status"].value() == "cancelling ..."
+    else:
+        nuke.pump_until(lambda: nuke.progress_tasks, timeout=10)
+        nuke.progress_tasks[-1].cancel()  # the user clicks Cancel on Nuke's progress bar
+    _wait(nuke, dvd_nuke, node, timeout=60)
+    assert worker.job is not None and worker.job.proc.poll() is not None  # the engine is gone
+    assert node["status"].value().startswith("cancelled"), node["status"].value()
+    assert nuke.messages == [] and not node["depth_read"].value()
+
+
+# -- what ships: NUKE_PATH folder, import without torch/numpy, install -----------------------------------
+
+
+def test_plugins_nuke_is_the_shipped_nuke_path_folder():
+    names = ["init.py", "menu.py", "dvd_nuke/__init__.py"]
+    for name in names:
+        assert filecmp.cmp(PLUGIN_DIR / name, PACKAGE_NUKE_PATH / name, shallow=False), name
+    for name in ("init.py", "menu.py"):
+        code = [l for l in (PLUGIN_DIR / name).read_text().splitlines() if l.strip() and not l.startswith("#")]
+        assert len(code) <= 3, f"{name} should stay a few lines that call into dvd_nuke"
+
+
+_NO_HEAVY = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"torch", "numpy", "diffusers", "OpenEXR", "safetensors", "PIL", "ffmpeg"}:
+                raise ImportError(f"blocked in this test: {name} (a host's Python has no such module)")
+    sys.meta_path.insert(0, Block())
+    sys.path[:0] = [sys.argv[1], sys.argv[2]]
+    import fake_nuke
+    sys.modules["nuke"] = fake_nuke
+    fake_nuke.reset(script_directory=sys.argv[3])
+    exec(open(sys.argv[1] + "/init.py").read(), {"nuke": fake_nuke})
+    exec(open(sys.argv[1] + "/menu.py").read(), {"nuke": fake_nuke})
+    node = fake_nuke.menu("Nodes").findItem("DVD").findItem("DVD Depth")()
+    read = fake_nuke.nodes.Read(file="/p/a.####.exr", first=1, last=9)
+    node.setInput(0, read)
+    node["engine_python"].setValue("/x/python")
+    import dvd_nuke
+    request = dvd_nuke.plan(node)
+    print(request.args[0], request.file_range)
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "numpy", "diffusers", "OpenEXR"})
+    print("heavy:", heavy)
+""")
+
+
+def test_nuke_layer_imports_without_torch_or_numpy(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", _NO_HEAVY, str(PLUGIN_DIR), str(TESTS), str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "/p/a.%04d.exr (1, 9)" in out.stdout and "heavy: []" in out.stdout
+
+
+def test_install_nuke_is_idempotent_and_works_from_a_bare_python(tmp_path, capsys):
+    from dvd_vfx.cli import main
+    from dvd_vfx.hosts.nuke import install
+
+    dest = tmp_path / "dot_nuke"
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exc:
+            main(["install", "nuke", "--dest", str(dest), "--add-to-init"])
+        assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    folder = dest / install.FOLDER_NAME
+    line = f'nuke.pluginAddPath("{folder.as_posix()}")'
+    assert line in printed and "Nodes > DVD > DVD Depth" in printed
+    assert (dest / "init.py").read_text().splitlines().count(line) == 1  # added once
+    for name in ("init.py", "menu.py", "dvd_nuke/__init__.py"):
+        assert filecmp.cmp(folder / name, PACKAGE_NUKE_PATH / name, shallow=False)
+    config = json.loads((folder / "dvd_nuke_config.json").read_text())
+    assert config["engine_python"] == sys.executable
+    assert (folder / "_dvd_lib" / "dvd_vfx" / "jobs.py").is_file()
+
+    # Nuke's Python: no site-packages at all (-S), only the installed folder (as NUKE_PATH) and the fake nuke
+    probe = textwrap.dedent("""
+        import sys
+        sys.path[:0] = [sys.argv[1], sys.argv[2]]
+        import fake_nuke; sys.modules["nuke"] = fake_nuke
+        import dvd_nuke, dvd_vfx, dvd_vfx.hosts.nuke.config as c
+        assert "numpy" not in sys.modules and "torch" not in sys.modules
+        print(dvd_vfx.__file__); print(c.engine_python())
+    """)
+    out = subprocess.run([sys.executable, "-S", "-c", probe, str(folder), str(TESTS)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=60, env={**os.environ, "PYTHONPATH": ""})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(str(folder / "_dvd_lib")) and lines[1] == sys.executable
+
+    # someone else's folder of that name is left alone
+    (tmp_path / "other" / install.FOLDER_NAME).mkdir(parents=True)
+    with pytest.raises(InputError, match="not made by"):
+        install.install_nuke(tmp_path / "other")
