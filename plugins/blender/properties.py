@@ -1,0 +1,55 @@
+"""The add-on's per-scene settings: one PropertyGroup at ``scene.dvd_vfx``."""
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, PointerProperty, StringProperty
+
+
+def _is_sequence(self, image):
+    return image.source == "SEQUENCE"
+
+
+class DVD_PG_settings(bpy.types.PropertyGroup):
+    source: EnumProperty(name="Source", items=(
+        ("CLIP", "Movie Clip", "The scene's active movie clip (or the Movie Clip editor's clip)"),
+        ("IMAGE", "Image Sequence", "An image-sequence Image")), default="CLIP")
+    image: PointerProperty(name="Image", type=bpy.types.Image, poll=_is_sequence,
+                           description="Image sequence to render a depth pass for")
+    preset: StringProperty(name="Preset", default="",
+                           description="dvd-vfx preset (`dvd-vfx presets ls`); empty: the preferences' default")
+    mode: EnumProperty(name="Mode", items=(
+        ("depth", "Depth", "Scene units from Near to Far (for Defocus with Use Z-Buffer)"),
+        ("disparity", "Disparity", "Normalised 0..1, near = 1")), default="depth")
+    near: FloatProperty(name="Near", default=1.0, min=1e-4, soft_max=1000, description="Depth of the nearest 2%")
+    far: FloatProperty(name="Far", default=100.0, min=1e-3, soft_max=100000, description="Depth of the farthest 2%")
+    use_frame_range: BoolProperty(name="Frame Range", default=False,
+                                  description="Render only these source frames (default: the whole clip)")
+    frame_first: IntProperty(name="First", default=1)
+    frame_last: IntProperty(name="Last", default=100)
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//depth/<clip>/",
+                               description="Folder for <clip>.depth.####.exr; // is the .blend's folder")
+    f_stop: FloatProperty(name="F-Stop", default=2.8, min=0.0, soft_max=128.0,
+                          description="Defocus aperture (smaller: more blur)")
+    use_fog: BoolProperty(name="Fog", default=False, description="Add depth fog after the defocus")
+    fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0)
+    fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0)
+    fog_density: FloatProperty(name="Density", default=2.0, min=0.0, soft_max=20.0)
+    fog_colour: FloatVectorProperty(name="Fog Colour", subtype="COLOR", size=4, min=0.0, soft_max=1.0,
+                                    default=(0.7, 0.75, 0.8, 1.0))
+    # runtime display (written only on the main thread, by the running job)
+    status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
+
+
+classes = (DVD_PG_settings,)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.dvd_vfx = PointerProperty(type=DVD_PG_settings)
+
+
+def unregister():
+    del bpy.types.Scene.dvd_vfx
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

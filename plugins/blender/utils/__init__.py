@@ -1,0 +1,1 @@
+"""Pure helpers of the Blender add-on: no bpy, so they are unit-tested in any Python."""

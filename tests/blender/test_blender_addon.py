@@ -1,0 +1,268 @@
+"""The add-on in real Blender (the `bpy` wheel), driving the real engine out of process with the tiny model.
+
+Skipped where bpy is not importable (the main venv); .ci/blender-tests runs it in bpy 4.5 and 5.0 venvs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+import time
+
+import pytest
+
+from conftest import run_engine
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402  (ships with bpy)
+
+MODULE = "bl_ext.user_default.dvd_vfx"
+FAST = "--resolution 48 --window 5 --overlap 2 --device cpu"
+IS_5 = bpy.app.version >= (5, 0, 0)
+
+
+def ffmpeg_exe(engine_py) -> str:
+    return shutil.which("ffmpeg") or run_engine(
+        "from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg; print(find_ffmpeg())").strip()
+
+
+def make_clip(engine_py, path, frames):
+    subprocess.run([ffmpeg_exe(engine_py), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x48:rate=24", "-frames:v", str(frames), "-pix_fmt", "yuv420p", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def read_exr_depth(path) -> list:
+    """depth.Z of one EXR, read by the engine's OpenEXR (an independent reader), top row first."""
+    out = run_engine("import sys, json, OpenEXR; f = OpenEXR.File(sys.argv[1]); "
+                     "print(json.dumps(f.channels()['depth.Z'].pixels.tolist()))", str(path))
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, engine_py):
+    folder = tmp_path_factory.mktemp("blender-work")
+    weights = folder / "weights"
+    run_engine("import sys; from dvd_vfx.model.tiny import write_tiny_weights; write_tiny_weights(sys.argv[1], seed=0)",
+               str(weights))
+    return {"dir": folder, "weights": weights, "cache": folder / "cache",
+            "plate": make_clip(engine_py, folder / "plate.mp4", 9)}
+
+
+@pytest.fixture(scope="module")
+def addon(blender_home, engine_py, work):
+    """The extension zip from `dvd-vfx install blender`, installed and enabled the way a user does it."""
+    subprocess.run([engine_py, "-m", "dvd_vfx.cli", "install", "blender", "--zip-only", "--zip",
+                    str(work["dir"] / "dvd_vfx.zip"), "--engine-python", engine_py], check=True, capture_output=True)
+    result = bpy.ops.extensions.package_install_files(filepath=str(work["dir"] / "dvd_vfx.zip"),
+                                                      repo="user_default", enable_on_install=True)
+    assert result == {"FINISHED"}
+    configure(work)
+    import importlib
+
+    yield importlib.import_module(MODULE)
+    addon_utils.disable(MODULE, default_set=True)
+
+
+def configure(work):
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.weights_dir = str(work["weights"])
+    prefs.cache_dir = str(work["cache"])
+    prefs.default_preset = "preview"
+    prefs.extra_args = FAST
+
+
+def fresh_scene(work, *, clip_start=1):
+    scene = bpy.context.scene
+    clip = bpy.data.movieclips.load(str(work["plate"]))
+    clip.frame_start = clip_start
+    scene.active_clip = clip
+    s = scene.dvd_vfx
+    s.output_dir = str(work["dir"] / "out" / "<clip>")
+    s.near, s.far, s.f_stop = 2.0, 40.0, 4.0
+    s.use_fog, s.fog_start, s.fog_end, s.fog_density = True, 2.0, 40.0, 1.5
+    return scene, clip
+
+
+def tree_of(scene):
+    return scene.compositing_node_group if IS_5 else scene.node_tree
+
+
+def test_extension_registers_and_unregisters_cleanly(addon, work):
+    assert hasattr(bpy.types.Scene, "dvd_vfx")
+    for op in ("dvd_render", "dvd_cancel", "dvd_check_weights"):
+        assert hasattr(bpy.ops.node, op)
+    assert "NODE_PT_dvd_vfx" in dir(bpy.types) and "CLIP_PT_dvd_vfx" in dir(bpy.types)
+    addon_utils.disable(MODULE, default_set=True)
+    assert not hasattr(bpy.types.Scene, "dvd_vfx")
+    assert "NODE_PT_dvd_vfx" not in dir(bpy.types) and "dvd_render" not in dir(bpy.ops.node)
+    addon_utils.enable(MODULE, default_set=True)
+    assert hasattr(bpy.types.Scene, "dvd_vfx")
+    configure(work)  # Blender drops unsaved preferences of a disabled add-on
+
+
+def test_check_button_runs_weights_check(addon):
+    assert bpy.ops.node.dvd_check_weights() == {"FINISHED"}
+    assert "weights OK" in bpy.context.preferences.addons[MODULE].preferences.check_result
+
+
+@pytest.fixture(scope="module")
+def rendered(addon, work):
+    scene, clip = fresh_scene(work, clip_start=10)
+    started = time.monotonic()
+    assert bpy.ops.node.dvd_render() == {"FINISHED"}, scene.dvd_vfx.status
+    return scene, clip, time.monotonic() - started
+
+
+def test_render_loads_the_sequence_and_wires_defocus_and_fog(rendered, work):
+    scene, clip, _ = rendered
+    out = work["dir"] / "out" / "plate"
+    assert sorted(p.name for p in out.iterdir()) == [f"plate.depth.{n:04d}.exr" for n in range(1, 10)]
+    tree = tree_of(scene)
+    nodes = {n.name: n for n in tree.nodes if n.name.startswith("DVD ")}
+    assert set(nodes) == {"DVD Depth", "DVD Plate", "DVD Defocus", "DVD Fog Range", "DVD Fog Density",
+                          "DVD Fog Exp", "DVD Fog Amount", "DVD Fog Colour", "DVD Fog Mix"}
+    depth = nodes["DVD Depth"]
+    image = depth.image
+    assert image.name == "plate.depth" and image.source == "SEQUENCE"
+    assert bpy.path.abspath(image.filepath) == str(out / "plate.depth.0001.exr")
+    assert (depth.frame_start, depth.frame_offset, depth.frame_duration) == (10, 0, 9)  # clip starts at 10
+    assert nodes["DVD Plate"].clip == clip
+    defocus = nodes["DVD Defocus"]
+    assert defocus.use_zbuffer and defocus.scene == scene and defocus.f_stop == pytest.approx(4.0)
+
+    def links_into(node):
+        return {(l.from_node.name, l.from_socket.name, l.to_socket.identifier) for l in tree.links if l.to_node == node}
+
+    assert ("DVD Depth", "depth", "Z") in links_into(defocus)
+    assert ("DVD Plate", "Image", "Image") in links_into(defocus)
+    assert ("DVD Depth", "depth", "Value") in links_into(nodes["DVD Fog Range"])
+    mix = nodes["DVD Fog Mix"]
+    assert {l[0] for l in links_into(mix)} == {"DVD Fog Amount", "DVD Defocus", "DVD Fog Colour"}
+    output = next(n for n in tree.nodes if n.bl_idname == ("NodeGroupOutput" if IS_5 else "CompositorNodeComposite"))
+    assert {l[0] for l in links_into(output)} == {"DVD Fog Mix"}
+    assert nodes["DVD Fog Density"].inputs[1].default_value == pytest.approx(-1.5)
+    assert scene.dvd_vfx.progress == pytest.approx(1.0) and "done" in scene.dvd_vfx.status
+
+
+def test_rerun_replaces_in_place_and_is_served_by_the_cache(rendered, addon):
+    scene, clip, first_seconds = rendered
+    tree = tree_of(scene)
+    before = sorted(n.name for n in tree.nodes)
+    images_before = len(bpy.data.images)
+    scene.dvd_vfx.use_fog = False
+    assert bpy.ops.node.dvd_render() == {"FINISHED"}
+    run_status = scene.dvd_vfx.status
+    assert "cache hit" in run_status, run_status
+    assert len(bpy.data.images) == images_before  # the same Image, reloaded
+    after = sorted(n.name for n in tree.nodes)
+    assert after == [n for n in before if not n.startswith("DVD Fog")]  # fog nodes gone, nothing stacked
+    scene.dvd_vfx.use_fog = True
+    assert bpy.ops.node.dvd_render() == {"FINISHED"}
+    assert sorted(n.name for n in tree.nodes) == before
+
+
+def test_compositor_render_reads_the_engine_depth(rendered, work):
+    """Depth through the Image node and Blender's compositor equals the EXR the engine wrote."""
+    scene, clip, _ = rendered
+    tree = tree_of(scene)
+    depth = tree.nodes["DVD Depth"]
+    output = next(n for n in tree.nodes if n.bl_idname == ("NodeGroupOutput" if IS_5 else "CompositorNodeComposite"))
+    keep = output.inputs[0].links[0].from_socket
+    tree.links.new(depth.outputs["depth"], output.inputs[0])
+    r = scene.render
+    r.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.cycles.device = "CPU"
+    r.resolution_x, r.resolution_y, r.resolution_percentage = 64, 48, 100
+    r.image_settings.file_format = "OPEN_EXR"
+    r.image_settings.color_depth = "32"
+    r.use_compositing = True
+    frame = 13  # scene 13 = clip frame 4 (clip starts at 10)
+    scene.frame_set(frame)
+    r.filepath = str(work["dir"] / "comp.exr")
+    try:
+        bpy.ops.render.render(write_still=True)
+    finally:
+        tree.links.new(keep, output.inputs[0])
+    rendered_img = bpy.data.images.load(str(work["dir"] / "comp.exr"))
+    w, h = rendered_img.size
+    px = list(rendered_img.pixels)
+    got = [[px[((h - 1 - y) * w + x) * 4] for x in range(w)] for y in range(h)]  # Blender is bottom-up
+    want = read_exr_depth(work["dir"] / "out" / "plate" / "plate.depth.0004.exr")
+    assert (w, h) == (len(want[0]), len(want))
+    worst = max(abs(g - v) for gr, wr in zip(got, want) for g, v in zip(gr, wr))
+    assert worst < 1e-4 * max(abs(v) for row in want for v in row), worst
+    other = read_exr_depth(work["dir"] / "out" / "plate" / "plate.depth.0005.exr")
+    assert max(abs(g - v) for gr, wr in zip(got, other) for g, v in zip(gr, wr)) > worst  # the right frame
+
+
+SLOW_PLUGIN = textwrap.dedent('''
+    import time
+    import numpy as np
+    from dvd_vfx.hookspecs import hookimpl
+    from dvd_vfx.plugins import PredictorFactory
+
+    class Slow:
+        name = "slow"
+        def identity(self):
+            return {"predictor": "slow", "model_id": "slow-1", "weights_sha256": "0" * 64}
+        def predict(self, frames):
+            time.sleep(0.4)
+            return (frames.mean(axis=-1) * 0.8 + 0.1).astype(np.float32)
+
+    @hookimpl
+    def dvd_vfx_register_predictors():
+        return [PredictorFactory("slow", lambda settings: Slow(), "slow brightness (tests)")]
+''')
+
+
+@pytest.fixture
+def fast_prefs(addon, work):
+    yield
+    configure(work)
+
+
+def test_cancel_mid_job_leaves_blender_consistent(addon, work, engine_py, monkeypatch, fast_prefs):
+    plugins = work["dir"] / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "slow.py").write_text(SLOW_PLUGIN)
+    monkeypatch.setenv("DVD_VFX_PLUGINS_DIR", str(plugins))  # the engine process inherits it
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.extra_args = FAST + " --predictor slow --no-cache"  # the fixture `fast_prefs` puts it back
+    scene = bpy.context.scene
+    long_clip = bpy.data.movieclips.load(str(make_clip(engine_py, work["dir"] / "long.mp4", 41)))
+    scene.active_clip = long_clip
+    nodes_before = sorted(n.name for n in tree_of(scene).nodes) if tree_of(scene) else []
+    images_before = sorted(i.name for i in bpy.data.images)
+    run = addon.runtime.DepthRun.start(bpy.context)
+    deadline = time.monotonic() + 60
+    while run.tick() and not (run.stage == "predict" and run.done >= 1):
+        assert time.monotonic() < deadline, list(run.job.stderr_tail)
+        time.sleep(0.05)
+    assert not bpy.ops.node.dvd_render.poll()  # one job per scene
+    assert bpy.ops.node.dvd_cancel() == {"FINISHED"}
+    assert run.wait(timeout=30)
+    assert run.error == "cancelled" and run.job.proc.poll() is not None
+    assert addon.runtime.active_run(scene) is None and not bpy.ops.node.dvd_cancel.poll()
+    assert "cancelled" in scene.dvd_vfx.status
+    assert sorted(i.name for i in bpy.data.images) == images_before
+    assert (sorted(n.name for n in tree_of(scene).nodes) if tree_of(scene) else []) == nodes_before
+    out = work["dir"] / "out" / "long"
+    assert not out.exists() or not list(out.iterdir())
+    assert bpy.ops.node.dvd_render.poll()
+
+
+def test_engine_errors_reach_the_artist_as_one_line(addon, work, fast_prefs):
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.extra_args = FAST + " --window 6"
+    scene = bpy.context.scene
+    scene.active_clip = bpy.data.movieclips.load(str(work["plate"]), check_existing=True)
+    with pytest.raises(RuntimeError, match=r"window=6 is not 4n\+1 frames"):  # the operator's ERROR report
+        bpy.ops.node.dvd_render()
+    status = scene.dvd_vfx.status
+    assert status.startswith("dvd-vfx: failed:") and "window" in status and "\n" not in status
