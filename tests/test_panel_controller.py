@@ -1,0 +1,199 @@
+"""The panel's Qt-free core: no Qt import, queue/sources/output patterns, overrides, settings, queue files,
+pause, preview images. Renders use the luma plugin predictor (instant); test_panel.py drives the window."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from footage_helpers import make_testsrc, write_exr_rgb
+from plugin_helpers import LUMA_PLUGIN, write_plugin
+from dvd_vfx.errors import InputError
+from dvd_vfx_ui import preview, shots
+from dvd_vfx_ui.controller import BatchController
+from dvd_vfx_ui.settings import Settings, default_settings_path
+
+FAST = {"resolution": 48, "window": 5, "overlap": 2}
+
+
+def movie(path: Path, frames: int = 5) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_testsrc(path, frames=frames)
+
+
+def write_sequence(folder: Path, name="plate", first=1001, count=6, size=(40, 24)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(count):
+        rgb = np.stack([xx / w, yy / h, np.full_like(xx, (i + 1) / count)], axis=-1) * 0.8
+        write_exr_rgb(folder / f"{name}.{first + i:04d}.exr", rgb.astype(np.float16))
+    return folder / f"{name}.####.exr"
+
+
+@pytest.fixture
+def luma_controller(tmp_path):
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "luma", LUMA_PLUGIN)
+    settings = Settings(cache_dir=str(tmp_path / "cache"), plugins_dir=str(plugins))
+    c = BatchController(settings=settings, settings_path=tmp_path / "panel.json")
+    c.set_batch_defaults(predictor="luma", **FAST)
+    yield c
+    c.shutdown()
+
+
+def test_controller_and_core_modules_import_no_qt():
+    code = ("import sys, dvd_vfx_ui, dvd_vfx_ui.controller, dvd_vfx_ui.shots, dvd_vfx_ui.settings, "
+            "dvd_vfx_ui.preview, dvd_vfx_ui.events\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PyQt6', 'PyQt5', 'PySide6', 'PySide2', 'sip'))\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_sources_expand_to_one_row_per_shot_and_skip_depth_passes(tmp_path):
+    plate = movie(tmp_path / "shots" / "sh010.mp4")
+    write_sequence(tmp_path / "shots" / "sh020", name="sh020_plate")
+    write_sequence(tmp_path / "shots" / "sh020" / "depth", name="sh020_plate.depth", count=2)
+    (tmp_path / "shots" / "notes.txt").write_text("hi")
+    found, skipped = shots.expand_sources([tmp_path / "shots"])
+    assert found == [str(plate), str(tmp_path / "shots" / "sh020" / "sh020_plate.####.exr")]
+    assert any("depth pass" in s for s in skipped) and any("notes.txt" in s for s in skipped)
+    # one frame of a sequence adds the whole sequence
+    found, _ = shots.expand_sources([tmp_path / "shots" / "sh020" / "sh020_plate.1003.exr"])
+    assert found == [str(tmp_path / "shots" / "sh020" / "sh020_plate.####.exr")]
+
+
+def test_rows_show_sequences_with_their_frame_range_and_default_output(luma_controller, tmp_path):
+    c = luma_controller
+    pattern = write_sequence(tmp_path / "sh030", name="sh030")
+    [shot_id] = c.add_sources([pattern.parent], probe_async=False)
+    row = c.shot(shot_id)
+    assert row["label"] == "sh030.####.exr [1001-1006]"
+    assert (row["info"]["width"], row["info"]["height"], row["info"]["frame_count"]) == (40, 24, 6)
+    assert row["status"] == "queued"
+    assert row["out_dir"] == str(tmp_path / "sh030" / "depth" / "sh030")
+    c.set_batch_defaults(output_pattern="{source_dir}/../renders/{preset}/{shot}")
+    assert c.shot(shot_id)["out_dir"] == str(tmp_path / "renders" / "standard" / "sh030")
+    with pytest.raises(InputError, match=r"\{sequence\}"):
+        c.set_batch_defaults(output_pattern="{sequence}/{shot}")
+
+
+def test_per_shot_overrides_win_over_batch_and_preset(luma_controller, tmp_path):
+    c = luma_controller
+    a, b = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5), make_testsrc(tmp_path / "b.mp4", frames=5)],
+                         probe_async=False)
+    c.set_batch_defaults(preset="final", near=2.0, far=50.0)
+    c.set_overrides([b], near=0.5, far=10.0, mode="disparity", output=str(tmp_path / "elsewhere"), shot="bee")
+    va, vb = c.shot(a)["values"], c.shot(b)["values"]
+    assert (va["near"], va["far"], va["mode"]) == (2.0, 50.0, "depth")
+    assert (vb["near"], vb["far"], vb["mode"]) == (0.5, 10.0, "disparity")
+    assert c.shot(a)["preset"] == c.shot(b)["preset"] == "final"
+    assert c.shot(b)["out_dir"] == str(tmp_path / "elsewhere") and c.shot(b)["shot_name"] == "bee"
+    with pytest.raises(InputError, match="near"):
+        c.set_overrides([a], near=5.0, far=1.0)
+    with pytest.raises(InputError, match="cannot override 'colour'"):
+        c.set_overrides([a], colour="red")
+    c.clear_overrides([b])
+    assert c.shot(b)["overrides"] == {} and c.shot(b)["values"]["near"] == 2.0
+
+
+def test_queue_saves_and_loads_as_json(luma_controller, tmp_path):
+    c = luma_controller
+    ids = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5), write_sequence(tmp_path / "seq")],
+                        probe_async=False)
+    c.set_batch_defaults(preset="preview", output_pattern="/renders/{shot}")
+    c.set_overrides(ids[1:], near=3.0, far=30.0)
+    path = c.save_queue(tmp_path / "batch.json")
+    data = json.loads(path.read_text())
+    assert data["schema"] == shots.QUEUE_SCHEMA and data["preset"] == "preview"
+    assert [s["source"] for s in data["shots"]] == [str(tmp_path / "a.mp4"), str(tmp_path / "seq" / "plate.####.exr")]
+
+    other = BatchController(settings=Settings(plugins_dir=c.settings.plugins_dir), settings_path=tmp_path / "o.json")
+    other.load_queue(path, probe_async=False)
+    rows = other.shots()
+    assert [r["source"] for r in rows] == [s["source"] for s in data["shots"]]
+    assert rows[1]["overrides"] == {"near": 3.0, "far": 30.0}
+    assert other.preset == "preview" and other.defaults == c.defaults and other.output_pattern == "/renders/{shot}"
+    assert all(r["status"] == "queued" and r["info"] for r in rows)
+    (tmp_path / "bad.json").write_text('{"schema": "something else"}')
+    with pytest.raises(InputError, match="not a dvd-vfx panel queue"):
+        other.load_queue(tmp_path / "bad.json")
+
+
+def test_settings_persist_in_the_user_config_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert default_settings_path() == tmp_path / "config" / "dvd-vfx" / "panel.json"
+    c = BatchController()
+    c.update_settings(engine_python="/opt/engine/bin/python", weights="/w", cache_dir="/c", last_add_folder="/plates")
+    again = Settings.load()
+    assert (again.engine_python, again.weights, again.cache_dir, again.last_add_folder) == \
+        ("/opt/engine/bin/python", "/w", "/c", "/plates")
+
+
+def test_pause_after_current_shot_leaves_the_rest_queued(luma_controller, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVD_TEST_PREDICT_SLEEP", "0.2")
+    c = luma_controller
+    a, b = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=9), make_testsrc(tmp_path / "b.mp4", frames=9)],
+                         probe_async=False)
+    states = []
+    c.events.subscribe("batch.state.changed", lambda topic, p: states.append(p["state"]))
+    assert c.start()
+    c.pause_after_current()
+    assert c.wait(60)
+    assert [c.shot(a)["status"], c.shot(b)["status"]] == ["done", "queued"]
+    assert states == ["running", "pausing", "idle"]
+    assert c.start() and c.wait(60)
+    assert c.shot(b)["status"] == "done"
+
+
+def test_cached_shots_show_as_cached(luma_controller, tmp_path):
+    c = luma_controller
+    plate = make_testsrc(tmp_path / "a.mp4", frames=5)
+    [shot_id] = c.add_sources([plate], probe_async=False)
+    assert c.start() and c.wait(60) and c.shot(shot_id)["status"] == "done"
+    c.remove([shot_id])
+    [again] = c.add_sources([plate], probe_async=False)
+    assert c.shot(again)["status"] == "cached"
+    c.set_batch_defaults(window=9)  # other windows: the cache does not hold them
+    assert c.shot(again)["status"] == "queued"
+
+
+def test_preview_images_colour_map_and_depth(luma_controller, tmp_path):
+    c = luma_controller
+    [shot_id] = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5)], probe_async=False)
+    assert c.start() and c.wait(60)
+    result = preview.load_preview(c.shot(shot_id), 3)
+    assert result["plate"].shape == (48, 64, 3) and result["depth"].shape == (48, 64)
+    assert result["mode"] == "depth" and (result["near"], result["far"]) == (1.0, 100.0)
+    assert result["depth_rgb"].dtype == np.uint8 and result["depth_rgb"].shape == (48, 64, 3)
+    legend = preview.legend_bar(64, 4)
+    assert legend[0, 0, 2] > legend[0, 0, 0] and legend[0, -1, 0] > legend[0, -1, 2]  # far blue, near red
+    unit = preview.depth_to_unit(np.array([1.0, 10.0, 100.0]), "depth", 1.0, 100.0)
+    assert np.allclose(unit[[0, 2]], [1.0, 0.0]) and 0 < unit[1] < 1
+
+
+def test_engine_python_renders_out_of_process_with_the_same_events(tmp_path):
+    """Settings.engine_python set: each shot is `dvd-vfx render --json-progress` in that Python."""
+    engine_python = tmp_path / "engine-python"
+    engine_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    engine_python.chmod(0o755)
+    plugins = tmp_path / "plugins"
+    write_plugin(plugins, "luma", LUMA_PLUGIN)
+    c = BatchController(settings=Settings(engine_python=str(engine_python), cache_dir=str(tmp_path / "cache"),
+                                          plugins_dir=str(plugins)), settings_path=tmp_path / "panel.json")
+    c.set_batch_defaults(predictor="luma", output_pattern=str(tmp_path / "out" / "{shot}"), **FAST)
+    [shot_id] = c.add_sources([movie(tmp_path / "a.mp4")], probe_async=False)
+    stages = []
+    c.events.subscribe("job.progress.changed", lambda t, p: stages.append(p["stage"]))
+    assert c.start() and c.wait(120)
+    row = c.shot(shot_id)
+    assert row["status"] == "done", row["log"]
+    assert row["pattern"] == str(tmp_path / "out" / "a" / "a.depth.####.exr")
+    assert {"predict", "write"} <= set(stages)
+    assert len(list((tmp_path / "out" / "a").glob("a.depth.*.exr"))) == 5
