@@ -81,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     pssub.add_parser("ls", help="every preset: name, description, where it comes from")
     pshow = pssub.add_parser("show", help="one preset's values")
     pshow.add_argument("name")
+
+    ins = sub.add_parser("install", help="install a host integration (nuke: the DVD Depth node)")
+    ins.add_argument("host", choices=("nuke", "blender"),
+                     help="nuke: copy the NUKE_PATH folder into ~/.nuke (or --dest); blender: build the extension "
+                          "zip and install it into Blender's user extensions")
+    ins.add_argument("--dest", metavar="DIR", help="parent folder (default ~/.nuke, or $DVD_VFX_NUKE_HOME)")
+    ins.add_argument("--copy", action="store_true", help="copy dvd_vfx for the host's Python instead of linking it")
+    ins.add_argument("--engine-python", metavar="PYTHON",
+                     help="interpreter that renders (default: this one, which has dvd-vfx and torch)")
+    ins.add_argument("--add-to-init", action="store_true", help="also add the pluginAddPath line to DEST/init.py")
+    ins.add_argument("--blender-version", metavar="X.Y",
+                     help="blender: which Blender's user folder (default: the newest 4.2-5.0 found)")
+    ins.add_argument("--zip", metavar="PATH", help="blender: where to write the extension zip "
+                                                   "(default ./dvd_vfx-VERSION.zip)")
+    ins.add_argument("--zip-only", action="store_true", help="blender: build the zip, do not install it")
+    _add_comp_parser(sub)
     return parser
 
 
@@ -420,8 +436,102 @@ def _cmd_presets(args) -> int:
     return 0
 
 
+def _cmd_install(args) -> int:
+    if args.host == "blender":
+        return _install_blender(args)
+    from dvd_vfx.hosts.nuke import install
+
+    installed = install.install_nuke(args.dest, link=not args.copy, engine_python=args.engine_python,
+                                     add_to_init=args.add_to_init)
+    print(install.describe(installed))
+    return 0
+
+
+def _install_blender(args) -> int:
+    from dvd_vfx.hosts import blender
+
+    version = (blender.parse_blender_version(args.blender_version) if args.blender_version
+               else blender.detect_blender_version())
+    zip_path = blender.build_zip(args.zip or Path.cwd(), engine_python=args.engine_python)
+    print(f"extension zip: {zip_path} (Blender {blender.SUPPORTED[0][0]}.{blender.SUPPORTED[0][1]}-"
+          f"{blender.SUPPORTED[1][0]}.{blender.SUPPORTED[1][1]}; Preferences > Get Extensions > Install from Disk)")
+    if args.zip_only:
+        return 0
+    env = dict(__import__("os").environ)
+    if args.dest:
+        env["BLENDER_USER_EXTENSIONS"] = args.dest
+    target = blender.install(zip_path, version, env=env)
+    print(f"installed for Blender {version[0]}.{version[1]}: {target}\n"
+          f"enable it in Preferences > Add-ons (\"dvd-vfx Depth Passes\")")
+    return 0
+
+
+def _add_comp_parser(sub) -> None:
+    co = sub.add_parser("comp", help="defocus or fog a plate with its depth pass (EXR or PNG previews)")
+    cosub = co.add_subparsers(dest="comp_command", required=True, parser_class=_Parser)
+    cd = cosub.add_parser("defocus", help="thin-lens depth of field, layered so sharp edges do not bleed")
+    cf = cosub.add_parser("fog", help="exponential fog: I*exp(-density*z) + colour*(1-exp(-density*z))")
+    for p in (cd, cf):
+        p.add_argument("--plate", required=True, metavar="SOURCE", help="the plate (movie, sequence or folder)")
+        p.add_argument("--depth", required=True, metavar="PASS",
+                       help="its depth pass, e.g. OUT_DIR/shot.depth.####.exr")
+        p.add_argument("-o", "--output", required=True, metavar="OUT",
+                       help="folder (SHOT.<op>.####.exr inside) or a pattern such as out/shot.fog.####.png")
+        p.add_argument("--format", dest="image_format", choices=("exr", "png"),
+                       help="for a folder output: exr (RGB half, plate colourspace; default) or png (8-bit sRGB)")
+        p.add_argument("--frames", metavar="A-B", help="inclusive frame range (default: the whole plate)")
+        p.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
+        p.add_argument("--mode", choices=("depth", "disparity"), help="override the pass's dvd/mode attribute")
+    cd.add_argument("--focus", type=float, required=True,
+                    help="focus distance in scene units (disparity passes: in-focus disparity, 0-1, 1 = near)")
+    cd.add_argument("--fstop", type=float, default=2.8, help="f-number (default 2.8)")
+    cd.add_argument("--focal-length", type=float, default=35.0, help="lens focal length in mm (default 35)")
+    cd.add_argument("--sensor-width", type=float, default=36.0, help="sensor (filmback) width in mm (default 36)")
+    cd.add_argument("--unit-scale", type=float, default=1.0, help="metres per scene unit (default 1)")
+    cd.add_argument("--relative-scale", type=float, metavar="PX",
+                    help="disparity passes: blur radius in px per unit of disparity difference (default --max-blur)")
+    cd.add_argument("--max-blur", type=float, default=32.0, help="largest blur radius in pixels (default 32)")
+    cd.add_argument("--blades", type=int, default=0, help="aperture blades, 0 = round (default 0)")
+    cd.add_argument("--blade-rotation", type=float, default=0.0, help="aperture rotation in degrees")
+    cd.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto",
+                    help="auto: torch on a CUDA GPU, else numpy (faster than torch on CPUs)")
+    cf.add_argument("--density", type=float, required=True,
+                    help="extinction per scene unit (disparity passes: per unit of relative depth 0-1)")
+    cf.add_argument("--colour", "--color", dest="colour", default="0.7,0.75,0.8", metavar="R,G,B",
+                    help="fog colour in the plate's encoding (default 0.7,0.75,0.8)")
+    cf.add_argument("--start", type=float, default=0.0, help="distance before which there is no fog (default 0)")
+
+
+def _cmd_comp(args) -> int:
+    from dvd_vfx import comp
+
+    if args.comp_command == "defocus":
+        settings = comp.DefocusSettings(
+            focus=args.focus, fstop=args.fstop, focal_length=args.focal_length, sensor_width=args.sensor_width,
+            unit_scale=args.unit_scale, relative_scale=args.relative_scale, max_blur=args.max_blur,
+            blades=args.blades, blade_rotation=args.blade_rotation)
+        backend = args.backend
+    else:
+        try:
+            colour = tuple(float(v) for v in args.colour.split(","))
+        except ValueError:
+            colour = ()
+        if len(colour) != 3:
+            raise InputError(f"fog colour {args.colour!r} is not R,G,B; write e.g. 0.7,0.75,0.8")
+        settings = comp.FogSettings(density=args.density, colour=colour, start=args.start)
+        backend = "numpy"
+    written = comp.comp_sequence(settings, plate=args.plate, depth=args.depth, output=args.output,
+                                 frames=args.frames, image_format=args.image_format, colorspace=args.colorspace,
+                                 mode=args.mode, backend=backend)
+    if written:
+        print(f"wrote {len(written)} frame{'s' if len(written) != 1 else ''}: {written[0]}"
+              + (f" ... {written[-1].name}" if len(written) > 1 else ""))
+    return 0
+
+
 _HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
-             "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets}
+             "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install,
+             "comp": _cmd_comp}
 
 
 def main(argv: list[str] | None = None) -> int:
