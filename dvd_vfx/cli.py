@@ -350,8 +350,8 @@ def _cmd_demo(args) -> int:
 
     import functools
 
-    return demo.run(args, make_predictor=_make_predictor, run_render=functools.partial(_run_render, args=args),
-                    warn=_warn_if_test_model)
+    # _run_render warns about test-size weights itself (on_predictor)
+    return demo.run(args, make_predictor=_make_predictor, run_render=functools.partial(_run_render, args=args))
 
 
 def _cmd_cache(args) -> int:

@@ -35,7 +35,7 @@ def sample_shot(folder: Path, *, frames: int = 24, size: str = "320x180") -> Pat
     return path
 
 
-def run(args, *, make_predictor, run_render, warn) -> int:
+def run(args, *, make_predictor, run_render) -> int:
     import platformdirs
 
     from dvd_vfx.engine import RenderOptions
@@ -57,8 +57,6 @@ def run(args, *, make_predictor, run_render, warn) -> int:
                     "pipeline working. Get the real model with `dvd-vfx weights fetch` (CC BY-NC 4.0).")
         args.weights = str(folder)
         predictor = make_predictor(args)
-    if not tiny:
-        warn(predictor)
     options = RenderOptions(out_dir=Path(args.output), shot="dvd_demo", resolution=128 if tiny else 320,
                             window=9 if tiny else 33, overlap=4 if tiny else 8, mode="depth", near=1.0, far=50.0,
                             preview=True)
