@@ -295,7 +295,10 @@ class ShotCache:
             manifest = _read_manifest(folder)
             if manifest is None:
                 continue
-            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            try:
+                size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            except OSError:  # another process is replacing or evicting files of this entry
+                continue
             out.append(EntrySummary(folder.name, folder, manifest, size))
         return sorted(out, key=lambda e: e.last_used, reverse=True)
 

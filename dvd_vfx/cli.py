@@ -304,12 +304,14 @@ def _run_render(source, options, predictor, cache=None, *, args=None, model=None
     json_mode = bool(getattr(args, "json_progress", False))
     bar = None
     previous_sigterm = None
-    if json_mode:  # stdout carries only events; a host's cancel (SIGTERM) unwinds like Ctrl-C
+    # A host's cancel or a farm manager's kill (SIGTERM) unwinds like Ctrl-C: staged files are
+    # removed, finished windows stay cached.
+    with contextlib.suppress(ValueError):  # not the main thread
+        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    if json_mode:  # stdout carries only events
         from dvd_vfx.jobs import JsonLinesEmitter
 
         plugin = JsonLinesEmitter(sys.stdout)
-        with contextlib.suppress(ValueError):  # not the main thread
-            previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     else:
         bar = _Progress(options.shot or Path(str(source)).name)
         plugin = _ProgressPlugin(bar)
@@ -549,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         print("dvd-vfx: interrupted", file=sys.stderr)
         code = 130
     except BrokenPipeError:
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - a bug or an environment failure: one line, trace with -v
+        if args.verbose:
+            raise
+        print(f"dvd-vfx: error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(run with -v for the traceback)", file=sys.stderr)
         code = 1
     sys.exit(code)
 

@@ -213,6 +213,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     timings = {}
     calls = 0
     complete = False
+    frames = guides = None
     try:
         # 4. Predict window by window (skipping cached ones); decode only if something is missing
         t0 = time.perf_counter()
@@ -234,7 +235,6 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                                      f"window of {(w.length, work_h, work_w)}")
                 store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window)
                 progress("predict", sum(store.has(k) for k in range(len(plan))), len(plan))
-            frames.close()
         timings["predict_s"] = time.perf_counter() - t0
 
         # 5. Joint affines from bounded overlap samples (all read back from the store)
@@ -289,8 +289,6 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
             writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
             progress("write", index + 1, len(numbers))
-        if guides is not None:
-            guides.close()
         paths = writer.commit()
         timings["write_s"] = time.perf_counter() - t0
         complete = True
@@ -298,9 +296,15 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         writer.abort()
         raise
     finally:
+        for stream in (frames, guides):  # stop the ffmpeg decoders on every path
+            if stream is not None:
+                stream.close()
         store.close(complete=complete, timings=timings)  # a cache entry keeps its finished windows
     if key is not None:
-        cache.enforce_cap(keep=key)
+        try:
+            cache.enforce_cap(keep=key)
+        except OSError as exc:  # another process changing the cache; the pass is already written
+            log.warning("cache size check skipped: %s", exc)
 
     pattern = str(Path(options.out_dir) / pass_filename(shot, 0).replace(".0000.", ".####."))
     return RenderResult(

@@ -428,8 +428,13 @@ class SubprocessJob:
             except queue.Empty:
                 break
         if self._outcome is None and not self._cancel_sent and self._error is None:
-            if self.job.cancel_requested or self._call("dvd_vfx_should_cancel", job=self.job):
-                self.cancel()
+            try:
+                wants_cancel = self.job.cancel_requested or self._call("dvd_vfx_should_cancel", job=self.job)
+            except DvdError as exc:  # a host plugin failed: stop the engine, fail the job (as in process)
+                self._fail_from_host(exc)
+            else:
+                if wants_cancel:
+                    self.cancel()
         if self._stdout_done.is_set() and self._events.empty() and self.proc.poll() is not None:
             self._finish()
             return False
@@ -479,10 +484,13 @@ class SubprocessJob:
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring a malformed %r event (%s: %s)", kind, type(exc).__name__, exc)
         except DvdError as exc:  # a host plugin failed: the job fails, as it would in process
-            self._error = exc
-            self._host_failed = True
-            self.cancel()
-            self._fail_hook(exc)
+            self._fail_from_host(exc)
+
+    def _fail_from_host(self, error: DvdError) -> None:
+        self._error = error
+        self._host_failed = True
+        self.cancel()
+        self._fail_hook(error)
 
     def _fail_hook(self, error: DvdError) -> None:
         try:

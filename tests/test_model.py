@@ -102,6 +102,7 @@ def test_identity_names_model_and_weights(tiny_weights_master):
     ident = DVDPredictor(str(tiny_weights_master), device="cpu").identity()
     assert ident["predictor"] == "dvd" and ident["model_id"] == "dvd-1.1"
     assert len(ident["weights_sha256"]) == 64 and ident["dtype"] == "float32" and ident["device_class"] == "cpu"
+    assert ident["vae_tiling"] == "auto"  # tiling changes the predictions: part of the cache key
 
 
 def test_weights_resolution_env(tiny_weights_master, monkeypatch):

@@ -285,3 +285,42 @@ def test_invert_swaps_near_and_far(h264, tiny_weights_master, tmp_path):
     a, b = read_depth(plain.paths[3])[1], read_depth(inverted.paths[3])[1]
     np.testing.assert_allclose(a + b, 1.0, atol=1e-6)
     assert read_pass_attributes(inverted.paths[3])["invert"] == 1
+
+
+def _ffmpeg_children():
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and "ffmpeg" in comm and fields[0] != "Z":
+            kids.append(stat.parent.name)
+    return kids
+
+
+def test_cancel_stops_the_decoder_and_leaves_nothing(h264, tiny_weights_master, tmp_path):
+    from dvd_vfx.errors import Cancelled
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    predictor = AffinePerWindowPredictor()
+    with pytest.raises(Cancelled) as exc_info:
+        render_shot(h264, RenderOptions(out_dir=tmp_path / "o", resolution=48, window=5, overlap=2,
+                                        upsample="guided"), predictor, should_cancel=lambda: predictor.calls >= 1)
+    assert exc_info.value is not None  # the exception (and its traceback) is still alive here
+    assert _ffmpeg_children() == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_unexpected_errors_are_one_line(monkeypatch, capsys):
+    import dvd_vfx.cli as cli
+
+    def broken(args):
+        raise RuntimeError("something broke\nsecond line")
+
+    monkeypatch.setitem(cli._HANDLERS, "info", broken)
+    with pytest.raises(SystemExit) as exc:
+        main(["info", "x.mov"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 1 and len(err) == 1 and "RuntimeError: something broke" in err[0]

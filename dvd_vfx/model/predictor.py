@@ -115,6 +115,7 @@ class DVDPredictor:
             "weights_sha256": weights_sha256(self._files) if self._files else "in-memory",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device_class": self.device.type,
+            "vae_tiling": {None: "auto", True: "on", False: "off"}[self.vae_tiling],
         }
 
     # -- loading ------------------------------------------------------------------------------
@@ -137,15 +138,21 @@ class DVDPredictor:
             self._networks, self._info = _LOADED[key]
         return self._networks
 
-    @property
-    def is_full_size(self) -> bool:
-        self.load()
-        return bool(self._info.get("full_size", True))
-
     # -- inference ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, frames: np.ndarray) -> np.ndarray:
         check_window(frames)
+        try:
+            return self._predict(frames)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            t, h, w, _ = frames.shape
+            raise InputError(f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window; use "
+                             "--offload, --vae-tiling, a smaller --resolution or --window, or --preset low-vram"
+                             ) from None
+
+    @torch.inference_mode()
+    def _predict(self, frames: np.ndarray) -> np.ndarray:
         nets = self.load()
         dev, dtype = self.device, self.dtype
         t, h, w, _ = frames.shape
