@@ -77,6 +77,18 @@ def write_exr_rgb(path: Path, rgb: np.ndarray, **header) -> Path:
     return write_exr(path, {"R": rgb[..., 0], "G": rgb[..., 1], "B": rgb[..., 2]}, **header)
 
 
+def write_exr_sequence(folder: Path, name: str = "plate", first: int = 1001, count: int = 6,
+                       size: tuple[int, int] = (40, 24)) -> Path:
+    """A half-float RGB EXR ramp sequence (frames differ in blue); returns its #### pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i in range(count):
+        rgb = np.stack([xx / w, yy / h, np.full_like(xx, (i + 1) / count)], axis=-1) * 0.8
+        write_exr_rgb(folder / f"{name}.{first + i:04d}.exr", rgb.astype(np.float16))
+    return folder / f"{name}.####.exr"
+
+
 def srgb(linear: np.ndarray) -> np.ndarray:
     """Reference sRGB encode in float64 (IEC 61966-2-1)."""
     x = np.clip(np.asarray(linear, dtype=np.float64), 0, 1)

@@ -12,7 +12,6 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DVD_VFX_PANEL_NO_DIALOGS", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 pytest.importorskip("PyQt6.QtWidgets")
@@ -21,7 +20,7 @@ pytest.importorskip("pytestqt")
 from PyQt6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
 from PyQt6.QtGui import QDropEvent  # noqa: E402
 
-from footage_helpers import make_testsrc, write_exr_rgb  # noqa: E402
+from footage_helpers import make_testsrc, write_exr_sequence as write_sequence  # noqa: E402
 from plugin_helpers import LUMA_PLUGIN, write_plugin  # noqa: E402
 from dvd_vfx.cache import ShotCache  # noqa: E402
 from dvd_vfx_ui.controller import BatchController  # noqa: E402
@@ -32,16 +31,6 @@ from dvd_vfx_ui.settings import Settings  # noqa: E402
 FAST = {"resolution": 48, "window": 5, "overlap": 2, "device": "cpu"}
 ARTIFACTS = Path(os.environ.get("DVD_VFX_TEST_ARTIFACTS",
                                 Path(__file__).resolve().parent.parent / ".pytest_cache" / "artifacts"))
-
-
-def write_sequence(folder: Path, name="plate", first=1001, count=6, size=(40, 24)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i in range(count):
-        rgb = np.stack([xx / w, yy / h, np.full_like(xx, (i + 1) / count)], axis=-1) * 0.8
-        write_exr_rgb(folder / f"{name}.{first + i:04d}.exr", rgb.astype(np.float16))
-    return folder / f"{name}.####.exr"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from footage_helpers import make_testsrc, write_exr_rgb
+from footage_helpers import make_testsrc, write_exr_sequence as write_sequence
 from plugin_helpers import LUMA_PLUGIN, write_plugin
 from dvd_vfx.errors import InputError
 from dvd_vfx_ui import preview, shots
@@ -24,16 +24,6 @@ FAST = {"resolution": 48, "window": 5, "overlap": 2}
 def movie(path: Path, frames: int = 5) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return make_testsrc(path, frames=frames)
-
-
-def write_sequence(folder: Path, name="plate", first=1001, count=6, size=(40, 24)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i in range(count):
-        rgb = np.stack([xx / w, yy / h, np.full_like(xx, (i + 1) / count)], axis=-1) * 0.8
-        write_exr_rgb(folder / f"{name}.{first + i:04d}.exr", rgb.astype(np.float16))
-    return folder / f"{name}.####.exr"
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ import os
 import subprocess
 import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import OpenEXR
 import OpenImageIO as oiio
 import pytest
+
+from footage_helpers import ffmpeg_children, write_exr_sequence
 
 from dvd_vfx.cli import main
 from dvd_vfx.engine import RenderOptions, render_shot
@@ -36,17 +37,6 @@ def prores(tmp_path_factory):
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-frames:v", 7, "-c:v", "prores_ks",
            "-profile:v", 3, "-pix_fmt", "yuv422p10le", path)
     return path
-
-
-def write_exr_sequence(folder: Path, first=1001, count=6, size=(40, 24), name="plate"):
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i in range(count):
-        rgb = np.stack([xx / w, yy / h, np.full_like(xx, (i + 1) / count)], axis=-1) * 0.8
-        header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-        OpenEXR.File(header, {"RGB": rgb.astype(np.float16)}).write(str(folder / f"{name}.{first + i:04d}.exr"))
-    return folder / f"{name}.####.exr"
 
 
 def render_cli(capsys, *argv):
@@ -287,29 +277,15 @@ def test_invert_swaps_near_and_far(h264, tiny_weights_master, tmp_path):
     assert read_pass_attributes(inverted.paths[3])["invert"] == 1
 
 
-def _ffmpeg_children():
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == os.getpid() and "ffmpeg" in comm and fields[0] != "Z":
-            kids.append(stat.parent.name)
-    return kids
-
-
 def test_cancel_stops_the_decoder_and_leaves_nothing(h264, tiny_weights_master, tmp_path):
     from dvd_vfx.errors import Cancelled
-    from dvd_vfx.model.predictor import DVDPredictor
 
     predictor = AffinePerWindowPredictor()
     with pytest.raises(Cancelled) as exc_info:
         render_shot(h264, RenderOptions(out_dir=tmp_path / "o", resolution=48, window=5, overlap=2,
                                         upsample="guided"), predictor, should_cancel=lambda: predictor.calls >= 1)
     assert exc_info.value is not None  # the exception (and its traceback) is still alive here
-    assert _ffmpeg_children() == []
+    assert ffmpeg_children() == []
     assert not (tmp_path / "o").exists()
 
 
