@@ -134,6 +134,11 @@ def _add_render_args(r: argparse.ArgumentParser) -> None:
                    help="also write half R,G,B preview channels")
     g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
     _add_cache_args(r)
+    g = r.add_argument_group("split rendering (farm): parts share windows through the cache")
+    g.add_argument("--only-windows", metavar="A-B", help="predict only windows A..B into the cache; write no pass")
+    g.add_argument("--assemble", action="store_true",
+                   help="write the pass from a cache that holds every window (fails, listing the missing ones)")
+    g.add_argument("--write-frames", metavar="X-Y", help="write only these source frames of the pass")
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -207,6 +212,20 @@ def _apply_preset(args) -> None:
         setattr(args, key, value)
 
 
+def _split_args(args) -> dict:
+    """--only-windows / --assemble / --write-frames for render_shot (absent: a whole render)."""
+    from dvd_vfx.footage import parse_frame_range
+
+    if args is None:
+        return {}
+    only = getattr(args, "only_windows", None)
+    if only and getattr(args, "assemble", False):
+        raise InputError("--only-windows and --assemble are separate parts of a split render; use one")
+    frames = getattr(args, "write_frames", None)
+    return {"only_windows": parse_frame_range(only) if only else None, "assemble": bool(getattr(args, "assemble", False)),
+            "write_frames": parse_frame_range(frames) if frames else None}
+
+
 def _render_options(args):
     from fractions import Fraction
 
@@ -255,6 +274,12 @@ class _Progress:
 
 
 def _print_summary(result) -> None:
+    if not result.pattern:  # --only-windows: a part of a split render
+        print(f"\n  shot        {result.shot}\n  windows     {result.predictor_calls} predicted into the cache "
+              f"({result.cache_key[:12] if result.cache_key else '-'}) of {result.windows} in the shot\n"
+              f"  time        {result.seconds:.1f} s\n  next        --assemble writes the pass once every window "
+              "is cached")
+        return
     lo, hi = result.percentiles
     depth = f"depth {result.near:g}..{result.far:g}" if result.mode == "depth" else "disparity 0..1 (near = 1)"
     print(f"""
@@ -318,7 +343,7 @@ def _run_render(source, options, predictor, cache=None, *, args=None, model=None
     name = engine.register(plugin)
     try:
         result = engine.render(source, options, predictor, model=model, job_id=getattr(args, "job_id", None),
-                               on_predictor=_warn_if_test_model, cache=cache)
+                               on_predictor=_warn_if_test_model, cache=cache, **_split_args(args))
     finally:
         engine.unregister(name)
         if bar is not None:

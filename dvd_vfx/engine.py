@@ -143,12 +143,29 @@ def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window])
         del block
 
 
+def _spans(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    out, start = [], indices[0]
+    for a, b in zip(indices, indices[1:] + [None]):
+        if b != a + 1:
+            out.append(f"{start}-{a}" if a != start else f"{a}")
+            start = b
+    return ", ".join(out)
+
+
 def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
-                should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None) -> RenderResult:
+                should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None,
+                only_windows: tuple[int, int] | None = None, assemble: bool = False,
+                write_frames: tuple[int, int] | None = None) -> RenderResult:
     """Render one shot's depth pass. Raises InputError/WeightsError/Cancelled; leaves no partial output.
 
     With a `cache`, raw window predictions are kept per shot: a re-render with other near/far,
     mode or format runs no predictor call, and a killed render resumes from its finished windows.
+
+    Split rendering (the cache is the shared state): `only_windows=(a, b)` predicts just windows
+    a..b into the cache and writes no pass; `assemble=True` requires every window cached and
+    writes the pass; `write_frames=(x, y)` writes only those source frames of the pass. Any split
+    gives the same files as one render: the stitch is solved once and kept in the manifest.
     """
     from dvd_vfx.footage import open_footage
     from dvd_vfx.passes.exr import DepthPassWriter, pass_filename
@@ -182,6 +199,15 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     work_w, work_h = working_size(max(1, round(info.width * par)), info.height, options.resolution)
     plan = plan_windows(len(numbers), options.window, options.overlap)
     identity = predictor.identity()
+    if only_windows is not None and not (0 <= only_windows[0] <= only_windows[1] < len(plan)):
+        raise InputError(f"--only-windows {only_windows[0]}-{only_windows[1]}: this shot has windows 0-{len(plan) - 1}")
+    if write_frames is not None:
+        if not (frame_range[0] <= write_frames[0] <= write_frames[1] <= frame_range[1]):
+            raise InputError(f"--write-frames {write_frames[0]}-{write_frames[1]} is outside the shot's frames "
+                             f"{frame_range[0]}-{frame_range[1]}")
+    if (only_windows is not None or assemble) and (cache is None or not cache.writable()):
+        raise InputError("--only-windows / --assemble share windows through the cache; drop --no-cache and use a "
+                         "writable --cache-dir that every part can reach")
 
     attributes = {
         "version": __version__, "mode": options.mode, "invert": int(options.invert),
@@ -192,10 +218,10 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     }
     if options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
-    writer = DepthPassWriter(options.out_dir, shot, fps=info.fps, attributes=attributes,
-                             compression=options.compression, preview=options.preview,
-                             pixel_aspect=par, display_window=info.display_window,
-                             workers=max(2, min(8, os.cpu_count() or 2)))
+    writer = None if only_windows is not None else DepthPassWriter(
+        options.out_dir, shot, fps=info.fps, attributes=attributes, compression=options.compression,
+        preview=options.preview, pixel_aspect=par, display_window=info.display_window,
+        workers=max(2, min(8, os.cpu_count() or 2)))
     # 3. The window store: the shot's cache entry (locked), or a private temp folder
     store, key, status = None, None, "off"
     if cache is not None and cache.writable():
@@ -220,12 +246,19 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         cached = [w.index for w in plan if store.has(w.index)]
         if key is not None:
             status = "hit" if len(cached) == len(plan) else "partial" if cached else "miss"
+        wanted = set(range(only_windows[0], only_windows[1] + 1)) if only_windows else set(range(len(plan)))
+        missing = sorted(wanted - set(cached))
+        if assemble and missing:
+            raise InputError(f"--assemble: windows {_spans(missing)} of {len(plan)} are not in the cache {cache.root}; "
+                             "render them first with --only-windows")
         progress("predict", len(cached), len(plan))
-        if len(cached) < len(plan):
+        if missing:
             frames = footage.read(size=(work_w, work_h), frames=frame_range)
             for w, window_frames in _window_frames(frames, plan):
                 check_cancel()
-                if store.has(w.index):
+                if w.index > missing[-1]:
+                    break  # nothing left to predict in this part
+                if w.index not in wanted or store.has(w.index):
                     continue
                 t_window = time.perf_counter()
                 pred = predictor.predict(window_frames)
@@ -236,6 +269,14 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                 store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window)
                 progress("predict", sum(store.has(k) for k in range(len(plan))), len(plan))
         timings["predict_s"] = time.perf_counter() - t0
+        if only_windows is not None:  # a part of a split render: windows only, no pass
+            complete = True
+            return RenderResult(
+                out_dir=Path(options.out_dir), shot=shot, pattern="", frame_numbers=frame_range, paths=[],
+                seconds=time.perf_counter() - t_start, working_size=(work_w, work_h),
+                plate_size=(info.width, info.height), windows=len(plan), percentiles=(float("nan"), float("nan")),
+                scales=[], shifts=[], mode=options.mode, near=None, far=None, predictor_calls=calls,
+                cache=status, cache_key=key, timings=timings)
 
         # 5. Joint affines from bounded overlap samples (all read back from the store)
         saved = store.stitch()
@@ -273,10 +314,12 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
 
         # 7. Normalise, convert, upsample, write
         t0 = time.perf_counter()
-        guides = footage.read(size=None, frames=frame_range) if options.upsample == "guided" else None
+        guides = footage.read(size=None, frames=write_frames or frame_range) if options.upsample == "guided" else None
         frame_attrs_common = {"percentiles": [p_lo, p_hi],
                               "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)]}
         for index, number in enumerate(numbers):
+            if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
+                continue
             check_cancel()
             d = stitch.normalise(stitched(index), p_lo, p_hi)
             if options.invert:
@@ -293,13 +336,14 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         timings["write_s"] = time.perf_counter() - t0
         complete = True
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     finally:
         for stream in (frames, guides):  # stop the ffmpeg decoders on every path
             if stream is not None:
                 stream.close()
-        store.close(complete=complete, timings=timings)  # a cache entry keeps its finished windows
+        store.close(complete=complete and only_windows is None, timings=timings)  # finished windows stay
     if key is not None:
         try:
             cache.enforce_cap(keep=key)

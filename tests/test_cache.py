@@ -208,3 +208,31 @@ def test_sequence_fingerprint_is_the_same_in_every_process(tmp_path):
                               text=True, check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
                for seed in range(6)}
     assert len(digests) == 1, digests
+
+
+def test_split_render_matches_a_single_render(tiny_weights_master, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    clip = make_clip(tmp_path / "shot.mp4", frames=13, size="64x48")
+    common = ["--weights", str(tiny_weights_master), "--resolution", "48", "--window", "5", "--overlap", "2",
+              "--device", "cpu"]
+
+    def render(*argv):
+        with pytest.raises(SystemExit) as exc:
+            main(["render", str(clip), *common, *map(str, argv)])
+        captured = capsys.readouterr()
+        return exc.value.code, captured.out + captured.err
+
+    assert render("-o", tmp_path / "single", "--cache-dir", tmp_path / "c1")[0] == 0
+    split = ["--cache-dir", str(tmp_path / "c2")]
+    code, out = render("-o", tmp_path / "split", *split, "--assemble")
+    assert code == 2 and "windows 0-3 of 4 are not in the cache" in out and not (tmp_path / "split").exists()
+    code, out = render("-o", tmp_path / "split", *split, "--only-windows", "0-1")
+    assert code == 0 and "2 predicted" in out and not (tmp_path / "split").exists()
+    code, out = render("-o", tmp_path / "split", *split, "--assemble")
+    assert code == 2 and "windows 2-3 of 4" in out
+    assert render("-o", tmp_path / "split", *split, "--only-windows", "2-3")[0] == 0
+    assert render("-o", tmp_path / "split", *split, "--assemble", "--write-frames", "8-13")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "split").glob("*.exr")) == [f"shot.depth.{n:04d}.exr" for n in range(8, 14)]
+    assert render("-o", tmp_path / "split", *split, "--assemble", "--write-frames", "1-7")[0] == 0
+    single, parts = exr_bytes(tmp_path / "single"), exr_bytes(tmp_path / "split")
+    assert len(single) == 13 and single == parts  # pixels and headers, byte for byte
