@@ -254,11 +254,12 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         progress("predict", len(cached), len(plan))
         if missing:
             frames = footage.read(size=(work_w, work_h), frames=frame_range)
+            to_predict = set(missing)
             for w, window_frames in _window_frames(frames, plan):
                 check_cancel()
                 if w.index > missing[-1]:
                     break  # nothing left to predict in this part
-                if w.index not in wanted or store.has(w.index):
+                if w.index not in to_predict:
                     continue
                 t_window = time.perf_counter()
                 pred = predictor.predict(window_frames)
@@ -267,10 +268,9 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                     raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
                                      f"window of {(w.length, work_h, work_w)}")
                 store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window)
-                progress("predict", sum(store.has(k) for k in range(len(plan))), len(plan))
+                progress("predict", len(cached) + calls, len(plan))
         timings["predict_s"] = time.perf_counter() - t0
         if only_windows is not None:  # a part of a split render: windows only, no pass
-            complete = True
             return RenderResult(
                 out_dir=Path(options.out_dir), shot=shot, pattern="", frame_numbers=frame_range, paths=[],
                 seconds=time.perf_counter() - t_start, working_size=(work_w, work_h),

@@ -105,13 +105,18 @@ def find_ffprobe() -> str | None:
     return beside if os.path.isfile(beside) and os.access(beside, os.X_OK) else None
 
 
+def _query(exe: str, flag: str) -> str | None:
+    """stdout of `exe -hide_banner FLAG` (an ffmpeg capability query), None if it cannot run."""
+    try:
+        return subprocess.run([exe, "-hide_banner", flag], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @functools.lru_cache(maxsize=8)
 def _ffmpeg_version(exe: str) -> tuple[int, int]:
-    try:
-        out = subprocess.run(
-            [exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    out = _query(exe, "-version")
+    if out is None:
         return (99, 0)
     m = re.search(r"version n?(\d+)\.(\d+)", out)
     return (int(m.group(1)), int(m.group(2))) if m else (99, 0)  # git builds are new
@@ -124,11 +129,8 @@ def passthrough_args(exe: str) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _pix_fmt_depths(exe: str) -> dict[str, int]:
-    try:
-        out = subprocess.run(
-            [exe, "-hide_banner", "-pix_fmts"], capture_output=True, text=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    out = _query(exe, "-pix_fmts")
+    if out is None:
         return {}
     depths = {}
     for line in out.splitlines():
