@@ -103,6 +103,36 @@ class RenderResult:
         return self.frame_count / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class ShotLayout:
+    """What a render of one shot will do, known from the probe alone (no frame decoded)."""
+
+    shot: str
+    numbers: list[int]  # source frame numbers rendered
+    frame_range: tuple[int, int]
+    working_size: tuple[int, int]
+    windows: list[Window]
+
+
+def shot_layout(info, options: RenderOptions) -> ShotLayout:
+    """The frames, working size and window plan render_shot uses for probed footage `info`.
+
+    Farm planners split a shot with this, so their tasks address exactly the engine's windows.
+    """
+    numbers = list(info.frame_numbers)
+    if options.frames is not None:
+        first, last = options.frames
+        if first > last or first < info.first_frame or last > info.last_frame:
+            raise InputError(f"{info.source}: frame range {first}-{last} is outside the source's frames "
+                             f"{info.first_frame}-{info.last_frame}; pass --frames within that range")
+        numbers = [n for n in numbers if first <= n <= last]
+    par = float(info.pixel_aspect or 1)
+    size = working_size(max(1, round(info.width * par)), info.height, options.resolution)
+    return ShotLayout(shot=options.shot or _default_shot_name(info), numbers=numbers,
+                      frame_range=(numbers[0], numbers[-1]), working_size=size,
+                      windows=plan_windows(len(numbers), options.window, options.overlap))
+
+
 def _default_shot_name(info) -> str:
     name = Path(info.path).name
     for token in ("%", "#", "@"):
@@ -184,20 +214,11 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                            hold_missing=options.hold_missing, colorspace=options.colorspace,
                            ocio_colorspace=options.ocio_colorspace)
     info = footage.info
-    numbers = list(info.frame_numbers)
-    if options.frames is not None:
-        first, last = options.frames
-        if first > last or first < info.first_frame or last > info.last_frame:
-            raise InputError(f"{info.source}: frame range {first}-{last} is outside the source's frames "
-                             f"{info.first_frame}-{info.last_frame}; pass --frames within that range")
-        numbers = [n for n in numbers if first <= n <= last]
-    frame_range = (numbers[0], numbers[-1])
-    shot = options.shot or _default_shot_name(info)
-
     # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
+    layout = shot_layout(info, options)
+    numbers, frame_range, shot, plan = layout.numbers, layout.frame_range, layout.shot, layout.windows
     par = float(info.pixel_aspect or 1)
-    work_w, work_h = working_size(max(1, round(info.width * par)), info.height, options.resolution)
-    plan = plan_windows(len(numbers), options.window, options.overlap)
+    work_w, work_h = layout.working_size
     identity = predictor.identity()
     if only_windows is not None and not (0 <= only_windows[0] <= only_windows[1] < len(plan)):
         raise InputError(f"--only-windows {only_windows[0]}-{only_windows[1]}: this shot has windows 0-{len(plan) - 1}")

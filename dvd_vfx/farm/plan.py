@@ -1,0 +1,89 @@
+"""Split shots into farm tasks: window chunks (predict into the shared cache) and frame chunks
+(assemble: write part of the pass). Planning probes the footage only; no frame is decoded and
+neither torch, ray nor openjd is imported.
+
+Every task is an ordinary `dvd-vfx render` with the same render flags (so it computes the same
+cache key) plus `--only-windows A-B`, or `--assemble --write-frames X-Y`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dvd_vfx.engine import RenderOptions, shot_layout
+from dvd_vfx.errors import InputError
+
+
+@dataclass(frozen=True)
+class ShotTasks:
+    source: str
+    shot: str
+    frame_range: tuple[int, int]  # inclusive source frame numbers of the pass
+    n_windows: int
+    window_chunks: list[tuple[int, int]]  # inclusive window indices, one predict task each
+    frame_chunks: list[tuple[int, int]]  # inclusive source frames, one assemble task each
+
+
+def chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    """first..last (inclusive) in runs of at most `size`: chunks(0, 6, 3) -> [(0, 2), (3, 5), (6, 6)]."""
+    if size < 1:
+        raise InputError(f"chunk size {size} must be at least 1")
+    return [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+
+
+def plan_shot(source, options: RenderOptions, *, windows_per_task: int = 1,
+              frames_per_task: int | None = None) -> ShotTasks:
+    """Probe `source` and split its render into window-chunk and frame-chunk tasks.
+
+    frames_per_task: frames written by one assemble task (default: the whole pass in one task).
+    """
+    from dvd_vfx.footage import open_footage
+
+    if windows_per_task < 1:
+        raise InputError(f"--windows-per-task {windows_per_task} must be at least 1")
+    if frames_per_task is not None and frames_per_task < 1:
+        raise InputError(f"--frames-per-task {frames_per_task} must be at least 1")
+    options.validate()
+    footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
+                           hold_missing=options.hold_missing, colorspace=options.colorspace,
+                           ocio_colorspace=options.ocio_colorspace)
+    try:
+        layout = shot_layout(footage.info, options)
+        path = str(footage.info.source)
+    finally:
+        close = getattr(footage, "close", None)
+        if close is not None:
+            close()
+    first, last = layout.frame_range
+    n = len(layout.windows)
+    return ShotTasks(source=path, shot=layout.shot, frame_range=layout.frame_range, n_windows=n,
+                     window_chunks=chunks(0, n - 1, windows_per_task),
+                     frame_chunks=chunks(first, last, frames_per_task or (last - first + 1)))
+
+
+def render_flags(options: RenderOptions) -> list[str]:
+    """`dvd-vfx render` flags that rebuild exactly `options` (the cache key and the pass header).
+
+    Model, cache and split flags are not included: callers add them.
+    """
+    flags = ["-o", str(Path(options.out_dir))]
+    if options.shot:
+        flags += ["--shot", options.shot]
+    if options.frames is not None:
+        flags += ["--frames", f"{options.frames[0]}-{options.frames[1]}"]
+    if options.start_frame is not None:
+        flags += ["--start-frame", str(options.start_frame)]
+    if options.fps is not None:
+        flags += ["--fps", str(options.fps)]
+    if options.hold_missing:
+        flags.append("--hold-missing")
+    flags += ["--colorspace", options.colorspace]
+    if options.ocio_colorspace:
+        flags += ["--ocio-colorspace", options.ocio_colorspace]
+    flags += ["--resolution", str(options.resolution), "--window", str(options.window),
+              "--overlap", str(options.overlap), "--mode", options.mode,
+              "--near", repr(float(options.near)), "--far", repr(float(options.far)),
+              "--invert" if options.invert else "--no-invert", "--upsample", options.upsample,
+              "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
+    return flags

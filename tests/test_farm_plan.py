@@ -1,0 +1,57 @@
+"""Farm planning: tasks address exactly the engine's windows and frames, and task flags rebuild the options."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from dvd_vfx import cli
+from dvd_vfx.engine import RenderOptions
+from dvd_vfx.errors import InputError
+from dvd_vfx.farm.plan import chunks, plan_shot, render_flags
+from dvd_vfx.windows import plan_windows
+from footage_helpers import make_testsrc
+
+
+def test_chunks_cover_the_range_once():
+    assert chunks(0, 6, 3) == [(0, 2), (3, 5), (6, 6)]
+    assert chunks(1001, 1001, 5) == [(1001, 1001)]
+    with pytest.raises(InputError):
+        chunks(0, 3, 0)
+
+
+def test_plan_matches_the_engine_windows(tmp_path):
+    movie = make_testsrc(tmp_path / "plate.mp4", frames=30)
+    options = RenderOptions(out_dir=tmp_path / "out", window=9, overlap=4, start_frame=1001, frames=(1003, 1027))
+    tasks = plan_shot(movie, options, windows_per_task=2, frames_per_task=10)
+    expected = plan_windows(25, 9, 4)
+    assert tasks.shot == "plate" and tasks.frame_range == (1003, 1027)
+    assert tasks.n_windows == len(expected)
+    flat = [i for a, b in tasks.window_chunks for i in range(a, b + 1)]
+    assert flat == list(range(len(expected)))
+    assert tasks.frame_chunks == [(1003, 1012), (1013, 1022), (1023, 1027)]
+    whole = plan_shot(movie, options)
+    assert whole.window_chunks == [(i, i) for i in range(len(expected))] and whole.frame_chunks == [(1003, 1027)]
+
+
+def test_plan_rejects_bad_inputs_with_the_value(tmp_path):
+    movie = make_testsrc(tmp_path / "plate.mp4", frames=12)
+    with pytest.raises(InputError, match="--windows-per-task 0"):
+        plan_shot(movie, RenderOptions(out_dir=tmp_path), windows_per_task=0)
+    with pytest.raises(InputError, match="frame range 5-40"):
+        plan_shot(movie, RenderOptions(out_dir=tmp_path, frames=(5, 40)))
+
+
+@pytest.mark.parametrize("options", [
+    RenderOptions(out_dir=Path("/farm/out")),
+    RenderOptions(out_dir=Path("out dir"), shot="sh 010", frames=(1001, 1040), start_frame=1001,
+                  fps=Fraction(24000, 1001), hold_missing=True, colorspace="linear", resolution=240, window=17,
+                  overlap=5, mode="disparity", near=0.1, far=1e4, invert=True, upsample="guided",
+                  compression="piz", preview=True),
+])
+def test_render_flags_rebuild_the_options(options):
+    args = cli.build_parser().parse_args(["render", "SRC", *render_flags(options)])
+    cli._apply_preset(args)
+    assert cli._render_options(args) == options
