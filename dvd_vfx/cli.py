@@ -97,7 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default ./dvd_vfx-VERSION.zip)")
     ins.add_argument("--zip-only", action="store_true", help="blender: build the zip, do not install it")
     _add_comp_parser(sub)
+    _add_farm_parser(sub)
     return parser
+
+
+def _add_farm_parser(sub) -> None:
+    fa = sub.add_parser("farm", help="render shots as farm tasks: on a Ray cluster, or as an Open Job Description job")
+    fsub = fa.add_subparsers(dest="farm_command", required=True, parser_class=_Parser)
+    fr = fsub.add_parser("ray", help="run window-chunk tasks and an assemble task per shot on a Ray cluster")
+    fo = fsub.add_parser("openjd", help="write an Open Job Description job template (openjd run, Deadline Cloud)")
+    for p, output_flags in ((fr, ("-o", "--output")), (fo, ("--output-dir",))):
+        p.add_argument("sources", nargs="+", metavar="SOURCE", help="shots: movie files, sequences or folders")
+        _add_render_args(p, output_flags=output_flags, split=False)
+        _add_model_args(p)
+        p.add_argument("--preset", metavar="NAME", help="start from a preset (`dvd-vfx presets ls`); flags override it")
+        g = p.add_argument_group("tasks")
+        g.add_argument("--windows-per-task", type=int, default=1, metavar="K",
+                       help="model windows predicted by one task (default 1)")
+        g.add_argument("--frames-per-task", type=int, metavar="N",
+                       help="frames written by one assemble task (default: the whole shot in one task)")
+    from dvd_vfx.farm import openjd, ray_runner
+
+    ray_runner.add_arguments(fr)
+    openjd.add_arguments(fo)
 
 
 def _add_job_args(r: argparse.ArgumentParser) -> None:
@@ -108,8 +130,9 @@ def _add_job_args(r: argparse.ArgumentParser) -> None:
     g.add_argument("--job-id", help="id of the job in events and hooks (default: random)")
 
 
-def _add_render_args(r: argparse.ArgumentParser) -> None:
-    r.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder for SHOT.depth.####.exr")
+def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--output"), split: bool = True) -> None:
+    r.add_argument(*output_flags, dest="output", required=True, metavar="OUT_DIR",
+                   help="output folder for SHOT.depth.####.exr")
     r.add_argument("--shot", help="output name (default: the source's name)")
     r.add_argument("--frames", metavar="A-B", help="inclusive source frame range (default: all)")
     r.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
@@ -134,6 +157,8 @@ def _add_render_args(r: argparse.ArgumentParser) -> None:
                    help="also write half R,G,B preview channels")
     g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
     _add_cache_args(r)
+    if not split:
+        return
     g = r.add_argument_group("split rendering (farm): parts share windows through the cache")
     g.add_argument("--only-windows", metavar="A-B", help="predict only windows A..B into the cache; write no pass")
     g.add_argument("--assemble", action="store_true",
@@ -556,9 +581,20 @@ def _cmd_comp(args) -> int:
     return 0
 
 
+def _cmd_farm(args) -> int:
+    from dvd_vfx.farm import openjd, ray_runner
+
+    _apply_preset(args)
+    if args.shot and len(args.sources) > 1:
+        raise InputError(f"--shot {args.shot!r} names one shot but {len(args.sources)} sources were given; "
+                         "drop --shot (each shot is named after its source)")
+    options = _render_options(args)
+    return (ray_runner if args.farm_command == "ray" else openjd).run(args, options)
+
+
 _HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
              "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install,
-             "comp": _cmd_comp}
+             "comp": _cmd_comp, "farm": _cmd_farm}
 
 
 def main(argv: list[str] | None = None) -> int:

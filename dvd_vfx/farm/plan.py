@@ -87,3 +87,37 @@ def render_flags(options: RenderOptions) -> list[str]:
               "--invert" if options.invert else "--no-invert", "--upsample", options.upsample,
               "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
     return flags
+
+
+def model_flags(model) -> list[str]:
+    """`dvd-vfx render` flags for a dvd_vfx.plugins.ModelSettings."""
+    flags = []
+    if model.weights:
+        flags += ["--weights", str(model.weights)]
+    flags += ["--device", model.device, "--dtype", model.dtype,
+              "--offload" if model.offload else "--no-offload"]
+    if model.vae_tiling is not None:
+        flags.append("--vae-tiling" if model.vae_tiling else "--no-vae-tiling")
+    return flags
+
+
+def task_argv(source: str, options: RenderOptions, *, cache_dir: str, predictor: str | None = None, model=None,
+              plugins_dirs=(), split: list[str] = ()) -> list[str]:
+    """Arguments after the program (`dvd-vfx` or `python -m dvd_vfx.cli`) of one task of a split render."""
+    argv = [f"--plugins-dir={d}" for d in plugins_dirs]
+    argv += ["render", str(source), *render_flags(options), "--cache-dir", str(cache_dir)]
+    if predictor:
+        argv += ["--predictor", predictor]
+    if model is not None:
+        argv += model_flags(model)
+    return argv + list(split)
+
+
+def check_unique_shots(shots: list[ShotTasks]) -> None:
+    """Two sources with one shot name would write the same EXR files: refuse before any task runs."""
+    seen: dict[str, str] = {}
+    for s in shots:
+        if s.shot in seen:
+            raise InputError(f"{seen[s.shot]} and {s.source} both make shot {s.shot!r} (same output files); "
+                             "render them in separate jobs with --shot, or rename one plate")
+        seen[s.shot] = s.source

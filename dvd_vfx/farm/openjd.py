@@ -1,0 +1,204 @@
+"""`dvd-vfx farm openjd`: shots as an Open Job Description job template (specification 2023-09).
+
+Per shot, two steps:
+  "<shot> windows"   one task per window chunk: `render SOURCE ... --only-windows A-B`
+  "<shot> assemble"  depends on it; one task per frame chunk: `render SOURCE ... --assemble
+                     [--write-frames X-Y]`
+Every task is an ordinary `python -m dvd_vfx.cli render` with identical render flags, so all of
+a shot's tasks address the same cache entry: the cache folder (job parameter CacheDir) is the
+shared state and must be reachable from every worker (a shared file system), like OutputDir.
+
+`openjd check job.yaml` validates the file; `openjd run job.yaml` runs every step locally in
+dependency order; Deadline Cloud takes it as the template.yaml of a job bundle
+(`deadline bundle submit BUNDLE_DIR`). Paths are job parameters of type PATH, so a farm's path
+mapping rules apply to the plates, the output, the cache and the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from dvd_vfx.errors import InputError
+
+SPEC = "jobtemplate-2023-09"
+MAX_JOB_PARAMETERS = 50  # the 2023-09 specification's limit
+_FIXED_PARAMETERS = ("DvdVfxPython", "OutputDir", "CacheDir", "Weights")
+
+
+def add_arguments(p) -> None:
+    g = p.add_argument_group("open job description")
+    g.add_argument("-o", "--template", required=True, metavar="JOB.yaml",
+                   help="where to write the job template (.yaml or .json)")
+    g.add_argument("--job-name", help="name of the job (default: dvd-vfx depth: SHOTS)")
+    g.add_argument("--engine-python", metavar="PYTHON",
+                   help="the Python with dvd-vfx and torch on the workers (default: this one; "
+                        "a job parameter, so it can be changed at submission)")
+    g.add_argument("--gpus-per-task", type=int, default=0, metavar="N",
+                   help="host requirement amount.worker.gpu of the window tasks (default 0: any worker)")
+
+
+def run(args, options) -> int:
+    from dvd_vfx.farm.plan import check_unique_shots, plan_shot
+    from dvd_vfx.plugins import ModelSettings
+
+    if getattr(args, "no_cache", False):
+        raise InputError("farm tasks share windows through the cache; drop --no-cache and give a --cache-dir "
+                         "every worker can reach")
+    shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
+                       frames_per_task=args.frames_per_task) for source in args.sources]
+    check_unique_shots(shots)
+    from dvd_vfx.cli import _model_settings
+
+    model: ModelSettings = _model_settings(args)
+    template_path = Path(args.template).expanduser()
+    template, values = build_template(
+        shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),
+        plugins_dirs=getattr(args, "plugins_dir", None) or (), python=args.engine_python or sys.executable,
+        template_dir=template_path.parent, job_name=args.job_name, gpus_per_task=args.gpus_per_task)
+    validate(template)
+    values_path = template_path.with_name(template_path.stem + ".params" + (template_path.suffix or ".yaml"))
+    path = write_document(template, template_path)
+    values_path = write_document(values, values_path)
+    n_windows = sum(len(s.window_chunks) for s in shots)
+    n_assemble = sum(len(s.frame_chunks) for s in shots)
+    print(f"wrote {path}: {len(shots)} shot{'s' if len(shots) != 1 else ''}, {2 * len(shots)} steps, "
+          f"{n_windows} window tasks + {n_assemble} assemble tasks\n"
+          f"wrote {values_path}: this submission's job parameter values (absolute paths)\n"
+          f"  check:  openjd check {path}\n"
+          f"  run:    openjd run {path} -p file://{values_path}\n"
+          f"  farm:   Deadline Cloud: the template is a job bundle's template.yaml; give the values as "
+          f"--parameter NAME=VALUE")
+    return 0
+
+
+def _cache_dir(args) -> str:
+    from dvd_vfx.cache import ShotCache
+
+    return str(Path(args.cache_dir).resolve()) if args.cache_dir else str(ShotCache(None).root.resolve())
+
+
+def _step_name(shot: str, what: str) -> str:
+    name = f"{shot} {what}"
+    if len(name) > 64:  # the specification's limit for step names
+        name = f"{shot[:64 - len(what) - 4]}.. {what}"
+    return name
+
+
+def build_template(shots, options, *, cache_dir: str, model, predictor=None, plugins_dirs=(), python: str,
+                   template_dir: Path, job_name: str | None = None, gpus_per_task: int = 0) -> tuple[dict, dict]:
+    """The job template as a dict (ready for YAML/JSON), and the job parameter values of this submission.
+
+    The specification joins a PATH parameter's default to the template's folder and refuses
+    defaults that walk up out of it, so only paths inside `template_dir` get a default; every
+    path is in the returned values (absolute), which `openjd run -p file://...` takes.
+    """
+    from dvd_vfx.farm.plan import task_argv
+
+    if len(shots) + len(_FIXED_PARAMETERS) > MAX_JOB_PARAMETERS:
+        raise InputError(f"{len(shots)} shots do not fit one Open Job Description job (at most "
+                         f"{MAX_JOB_PARAMETERS - len(_FIXED_PARAMETERS)} shot parameters); write several jobs")
+    base_dir = os.path.abspath(template_dir)
+    values: dict[str, str] = {"DvdVfxPython": str(python)}
+    params: list[dict] = [{"name": "DvdVfxPython", "type": "STRING", "default": str(python),
+                           "description": "Python interpreter with dvd-vfx and torch installed, on the workers"}]
+
+    def path_param(name: str, path, description: str, **extra) -> None:
+        absolute = os.path.abspath(path)
+        entry = {"name": name, "type": "PATH", **extra}
+        relative = os.path.relpath(absolute, base_dir)
+        if relative != ".." and not relative.startswith(".." + os.sep):
+            entry["default"] = relative
+        params.append({**entry, "description": description})
+        values[name] = absolute
+
+    path_param("OutputDir", options.out_dir, "where SHOT.depth.####.exr are written",
+               objectType="DIRECTORY", dataFlow="OUT")
+    path_param("CacheDir", cache_dir, "dvd-vfx shot cache shared by every task (a shared file system)",
+               objectType="DIRECTORY", dataFlow="INOUT")
+    if model.weights:
+        path_param("Weights", model.weights, "DVD weights folder", objectType="DIRECTORY", dataFlow="IN")
+        model = dataclasses.replace(model, weights="{{Param.Weights}}")
+    task_options = dataclasses.replace(options, out_dir=Path("{{Param.OutputDir}}"))
+    steps = []
+    for index, shot in enumerate(shots, 1):
+        param = f"Shot{index}"
+        path_param(param, shot.source,
+                   f"plate of shot {shot.shot} (frames {shot.frame_range[0]}-{shot.frame_range[1]})")
+        base = task_argv("{{Param.%s}}" % param, task_options, cache_dir="{{Param.CacheDir}}", predictor=predictor,
+                         model=model, plugins_dirs=plugins_dirs)
+        windows = _step_name(shot.shot, "windows")
+        window_step = {
+            "name": windows,
+            "parameterSpace": {"taskParameterDefinitions": [
+                {"name": "Windows", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.window_chunks]}]},
+            "script": _script([*base, "--only-windows", "{{Task.Param.Windows}}"]),
+        }
+        if gpus_per_task:
+            window_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": gpus_per_task}]}
+        assemble_step = {"name": _step_name(shot.shot, "assemble"), "dependencies": [{"dependsOn": windows}]}
+        if len(shot.frame_chunks) > 1:
+            assemble_step["parameterSpace"] = {"taskParameterDefinitions": [
+                {"name": "Frames", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.frame_chunks]}]}
+            assemble_step["script"] = _script([*base, "--assemble", "--write-frames", "{{Task.Param.Frames}}"])
+        else:
+            assemble_step["script"] = _script([*base, "--assemble"])
+        steps += [window_step, assemble_step]
+    names = ", ".join(s.shot for s in shots)
+    name = job_name or f"dvd-vfx depth: {names if len(names) <= 100 else names[:97] + '...'}"
+    template = {"specificationVersion": SPEC, "name": name,
+                "description": "Depth passes by dvd-vfx: window tasks fill the shared cache, assemble tasks write EXRs.",
+                "parameterDefinitions": params, "steps": steps}
+    return template, values
+
+
+def _script(argv: list[str]) -> dict:
+    return {"actions": {"onRun": {
+        "command": "{{Param.DvdVfxPython}}", "args": ["-m", "dvd_vfx.cli", *argv],
+        # SIGTERM first: dvd-vfx removes staged files and keeps finished windows, then the farm may kill
+        "cancelation": {"mode": "NOTIFY_THEN_TERMINATE"},
+    }}}
+
+
+def validate(template: dict) -> None:
+    """Parse the template with openjd-model (what `openjd check` does), when it is installed."""
+    try:
+        from openjd.model import DecodeValidationError, decode_job_template
+    except ImportError:
+        return
+    try:
+        decode_job_template(template=template)
+    except DecodeValidationError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"the job template is not valid Open Job Description: {' '.join(first[:3])}") from None
+
+
+def write_document(template: dict, path: Path) -> Path:
+    """YAML (or JSON for a .json name), written to a temp file then renamed."""
+    path = path.expanduser()
+    if path.exists() and path.is_dir():
+        raise InputError(f"-o {path} is a folder; give a file name such as {path / 'job.yaml'}")
+    if not path.parent.is_dir():
+        raise InputError(f"-o {path}: folder {path.parent} does not exist; create it first")
+    if path.suffix.lower() == ".json":
+        text = json.dumps(template, indent=2) + "\n"
+    else:
+        try:
+            import yaml
+        except ImportError:  # JSON is YAML too
+            text = json.dumps(template, indent=2) + "\n"
+        else:
+            text = yaml.safe_dump(template, sort_keys=False, width=120, allow_unicode=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path.resolve()
