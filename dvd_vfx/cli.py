@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--zip-only", action="store_true", help="blender: build the zip, do not install it")
     _add_comp_parser(sub)
     _add_farm_parser(sub)
+    from dvd_vfx.train.evaluate import add_eval_parser
+
+    add_eval_parser(sub)
+    from dvd_vfx.train.cli_train import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
@@ -592,7 +598,19 @@ def _cmd_farm(args) -> int:
     return (ray_runner if args.farm_command == "ray" else openjd).run(args, options)
 
 
-_HANDLERS = {"weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
+def _cmd_eval(args) -> int:
+    from dvd_vfx.train.evaluate import run_eval_command
+
+    return run_eval_command(args)
+
+
+def _cmd_train(args) -> int:
+    from dvd_vfx.train.cli_train import cmd_train
+
+    return cmd_train(args)
+
+
+_HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
              "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install,
              "comp": _cmd_comp, "farm": _cmd_farm}
 

@@ -81,6 +81,27 @@ class DVDNetworks:
         return cls(transformer, vae, mean, std)
 
 
+def encode_latents(nets: DVDNetworks, x: torch.Tensor) -> torch.Tensor:
+    """[B,3,T,H,W] in [-1,1] -> normalised latent float32 [B,16,t,h/8,w/8]: VAE posterior mean, Wan statistics.
+
+    Shared by inference and training (RGB and the 3-channel disparity target alike).
+    """
+    mu = nets.vae.encode(x).latent_dist.mean
+    return (mu.float() - nets.latents_mean.to(mu.device)) / nets.latents_std.to(mu.device)
+
+
+def run_transformer(transformer: torch.nn.Module, z: torch.Tensor, *, text_dim: int | None = None) -> torch.Tensor:
+    """ONE DiT pass at timestep 500 with a zero text context: the output IS the depth latent (target "x").
+
+    `text_dim` is needed when `transformer` is wrapped (DDP) and has no `.config`.
+    """
+    text_dim = transformer.config.text_dim if text_dim is None else text_dim
+    b = z.shape[0]
+    context = torch.zeros(b, TEXT_TOKENS, text_dim, dtype=z.dtype, device=z.device)
+    timestep = torch.full((b,), TIMESTEP, device=z.device)
+    return transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
+
+
 # Loaded networks are shared across predictors, windows and shots of one process.
 _LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
 _LOAD_LOCK = threading.Lock()
@@ -169,15 +190,11 @@ class DVDPredictor:
 
         # 2. Encode: posterior mean, Wan latent normalisation       [1,16,t,h/8,w/8]
         with self._on_device(nets.vae):
-            mu = nets.vae.encode(x).latent_dist.mean
-        z = ((mu.float() - mean) / std).to(dtype)
+            z = encode_latents(nets, x).to(dtype)
 
         # 3. ONE transformer pass at timestep 500, zero text context: the output IS the depth latent
-        context = torch.zeros(1, TEXT_TOKENS, nets.transformer.config.text_dim, dtype=dtype, device=dev)
-        timestep = torch.full((1,), TIMESTEP, device=dev)
         with self._on_device(nets.transformer):
-            out = nets.transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context,
-                                   return_dict=False)[0]
+            out = run_transformer(nets.transformer, z)
 
         # 4. Decode: de-normalise, VAE decode, clamp, [0,1], mean of RGB   [T,H,W]
         latents = (out.float() * std + mean).to(dtype)
