@@ -264,12 +264,17 @@ def test_checkpoint_loads_through_the_production_loader_and_predicts_identically
     assert np.array_equal(ckpt, from_disk)
 
 
-def test_merged_model_predicts_like_the_lora_checkpoint(run50, tiny_weights_master):
+def test_merged_model_predicts_like_the_lora_checkpoint(run50, tiny_weights_master, caplog):
     from safetensors import safe_open
 
     frames = _frames()
     lora_out = DVDPredictor(str(run50.final), device="cpu").predict(frames)
-    merged_out = DVDPredictor(str(run50.merged), device="cpu").predict(frames)
+    with caplog.at_level("WARNING", logger="dvd_vfx"):
+        merged = DVDPredictor(str(run50.merged), device="cpu")
+        merged_out = merged.predict(frames)
+    assert "plain Wan backbone" not in caplog.text  # a merged fine-tune is DVD, not a bare backbone
+    # EXR headers and cache identities name the fine-tune: the base model's id + the run's name
+    assert merged.identity()["model_id"] == f"dvd-1.1+{run50.run_dir.name}"
     assert np.abs(merged_out - lora_out).max() <= 1e-5
     with safe_open(str(run50.merged / "model.safetensors"), framework="pt") as fh:
         assert not any(".lora_" in k or ".base_layer." in k for k in fh.keys())
@@ -285,6 +290,8 @@ def test_exported_checkpoints_pass_weights_check(run50, capsys):
         outputs.append(capsys.readouterr().out)
         assert exc.value.code == 0 and "weights OK" in outputs[-1]
     assert "LoRA: 20 adapted modules, rank 4" in outputs[0]
+    assert "LoRA: merged into the weights by `dvd-vfx train --merge` (rank 4)" in outputs[1]
+    assert f"model id: dvd-1.1+{run50.run_dir.name}" in outputs[0]
 
 
 def test_resume_continues_from_the_same_step_with_the_same_losses(run50, dataset_file, tiny_weights_master, tmp_path):

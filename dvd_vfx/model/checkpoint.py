@@ -48,6 +48,21 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
+def read_dvd_vfx_metadata(path: str | os.PathLike) -> dict:
+    """The ``dvd_vfx`` entry of a safetensors file's metadata (what `dvd-vfx train` records:
+    kind "lora" or "merged", model_id, step, ...); {} for files from elsewhere or unreadable ones."""
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len > 100 * 1024 * 1024:
+                return {}
+            meta = json.loads(fh.read(header_len)).get("__metadata__") or {}
+        info = json.loads(meta.get("dvd_vfx", "{}"))
+    except (OSError, ValueError, struct.error, AttributeError, UnicodeDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def read_safetensors_header(path: str | os.PathLike) -> dict[str, TensorInfo]:
     """Parse and validate a safetensors header; detects truncated and corrupt files.
 

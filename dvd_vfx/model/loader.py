@@ -64,7 +64,7 @@ def load_transformer(files: WeightFiles, dtype: torch.dtype) -> tuple[torch.nn.M
         user = check_config_agrees(inferred, files.dit_config, path)
         config.update({k: v for k, v in user.items() if k in config})
     config.update(inferred)
-    if not layout.has_lora:
+    if not layout.has_lora and ck.read_dvd_vfx_metadata(path).get("kind") != "merged":
         log.warning("%s has no LoRA keys: loading it as a plain Wan backbone, not DVD; its depth will be "
                     "meaningless", path)
     key_map = _dit_key_map(sorted(layout.base))

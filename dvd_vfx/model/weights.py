@@ -57,6 +57,11 @@ class WeightFiles:
     @property
     def model_id(self) -> str:
         if self.dit is not None:
+            from dvd_vfx.model.checkpoint import read_dvd_vfx_metadata
+
+            trained = read_dvd_vfx_metadata(self.dit).get("model_id")  # written by `dvd-vfx train`
+            if isinstance(trained, str) and trained:
+                return trained
             return {"dvd_1.1.safetensors": "dvd-1.1", "model.safetensors": "dvd-1.0"}.get(self.dit.name, self.dit.stem)
         return "dvd-diffusers"
 
@@ -160,6 +165,9 @@ def check_weights(folder: str | os.PathLike, *, with_hash: bool = True) -> list[
                      f"— {ck.describe_dit_size(cfg)}")
         if layout.has_lora:
             lines.append(f"  LoRA: {len(layout.lora)} adapted modules, rank {layout.lora_rank} (merged at load, scale 1)")
+        elif ck.read_dvd_vfx_metadata(files.dit).get("kind") == "merged":
+            rank = ck.read_dvd_vfx_metadata(files.dit).get("merged_lora_rank")
+            lines.append(f"  LoRA: merged into the weights by `dvd-vfx train --merge` (rank {rank})")
         else:
             lines.append("  LoRA: none — this is a plain Wan backbone, not DVD; its depth will be meaningless")
         if not ck.is_full_size(cfg):

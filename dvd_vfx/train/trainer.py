@@ -571,7 +571,9 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
     prefetch = Prefetcher(sampler, cfg.workers)
     losslog = LossLog(run_dir, records, write=main)
     alpha = float(cfg.alpha or cfg.rank)
-    info = {"trajectory": trajectory, "source_weights": str(files.folder)}
+    # model id in EXR headers and cache identities: the base model's, plus this run's name
+    info = {"trajectory": trajectory, "source_weights": str(files.folder),
+            "model_id": f"{files.model_id}+{run_dir.resolve().name}"}
 
     def save_checkpoint(at_step: int) -> Path:
         dst = run_dir / CHECKPOINTS / f"step-{at_step:06d}"
