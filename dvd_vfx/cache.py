@@ -9,12 +9,21 @@ format and upsampling are applied after the cache and never change the key.
 
 Safety: every file is written to a temp name and renamed; the manifest (written last) lists
 each window with its sha256, and a window whose bytes do not match is discarded and
-recomputed; one file lock per entry serialises renders of the same shot across processes; a
-cache folder that cannot be written degrades to no cache with a warning.
+recomputed; a cache folder that cannot be written degrades to no cache with a warning.
+
+Locks (files in the entry folder, across processes and machines that share the folder):
+``lock`` is held for a whole render: exclusively by an unsplit render (a second render of the
+same shot waits, then reuses its windows) and by eviction, shared by the parts of a split
+render (--only-windows / --assemble), so parts of one shot run in parallel; ``manifest.lock``
+covers each read-modify-write of the manifest, so parts adding windows at once all keep theirs;
+``stitch.lock`` lets the first assemble part solve the stitch while the others wait for its
+numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -139,45 +148,141 @@ class WindowStore:
     def save_stitch(self, **numbers) -> None:
         pass
 
+    def stitch_lock(self):
+        """Held while the stitch is read or solved (a private store needs no lock)."""
+        return contextlib.nullcontext()
+
     def close(self, *, complete: bool = False, timings: dict | None = None) -> None:
         self._open.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class CacheEntry(WindowStore):
-    """One shot's entry: windows verified against the manifest's checksums, under a file lock."""
+class EntryLock:
+    """The entry's ``lock`` file: shared (parts of a split render) or exclusive (a whole render, eviction).
 
-    def __init__(self, folder: Path, manifest: dict):
+    flock(2) locks, released by the kernel when a process dies, so a killed render never leaves
+    the entry locked. After the wait the lock file is checked to be the one in the folder: an
+    eviction may have removed the folder meanwhile, and then the folder is made again. Where
+    flock is missing (Windows) every hold is exclusive (parts then run one after another).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._fallback = None
+
+    @property
+    def is_locked(self) -> bool:
+        return self._fd is not None or (self._fallback is not None and self._fallback.is_locked)
+
+    def acquire(self, *, shared: bool = False, blocking: bool = True) -> bool:
+        """Take the lock; False when `blocking` is off and another process holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return self._acquire_fallback(blocking)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # some filesystems: EACCES
+                        raise
+                    if not blocking:
+                        os.close(fd)
+                        return False
+                    log.warning("another render of this shot holds %s; waiting for it to finish", self.path.parent)
+                    fcntl.flock(fd, mode)
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)  # the folder was removed while we waited: lock the new one
+
+    def _acquire_fallback(self, blocking: bool) -> bool:
+        import filelock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fallback = self._fallback or filelock.FileLock(str(self.path))
+        try:
+            self._fallback.acquire(timeout=0)
+        except filelock.Timeout:
+            if not blocking:
+                return False
+            log.warning("another render of this shot holds %s; waiting for it to finish", self.path.parent)
+            self._fallback.acquire()
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor releases the flock
+        elif self._fallback is not None and self._fallback.is_locked:
+            self._fallback.release()
+
+
+class CacheEntry(WindowStore):
+    """One shot's entry: windows verified against the manifest's checksums, under the entry's locks.
+
+    shared: a part of a split render (holds ``lock`` shared, so parts of one shot run at once);
+    otherwise a whole render (holds it exclusively). Every manifest change re-reads the manifest
+    under ``manifest.lock`` first, so concurrent parts merge instead of overwriting each other.
+    """
+
+    def __init__(self, folder: Path, manifest: dict, *, shared: bool = False):
         import filelock
 
         self._verified: set[int] = set()
         super().__init__(folder)
-        self._lock = filelock.FileLock(str(self.folder / "lock"))
+        self.shared = shared
+        self._lock = EntryLock(self.folder / "lock")
+        self._manifest_lock = filelock.FileLock(str(self.folder / "manifest.lock"))
+        self._stitch_lock = filelock.FileLock(str(self.folder / "stitch.lock"))
         self.manifest = manifest
 
     # -- locking ----------------------------------------------------------------------------
     def acquire(self) -> None:
-        import filelock
+        self._lock.acquire(shared=self.shared)
+        self._refresh()
 
-        try:
-            self._lock.acquire(timeout=0)
-        except filelock.Timeout:
-            log.warning("another render of this shot holds %s; waiting for it to finish", self.folder)
-            self._lock.acquire()
+    def _refresh(self) -> None:
+        """Take the manifest on disk (other processes' windows), keeping this render's shot name."""
         on_disk = _read_manifest(self.folder)
         if on_disk is not None and on_disk.get("schema") == SCHEMA:
             on_disk.update({k: v for k, v in self.manifest.items() if k in ("shot", "out_dir")})
             self.manifest = on_disk
 
+    def _update(self, change) -> None:
+        """Read-modify-write of the manifest under its lock: change(manifest) edits it in place."""
+        with self._manifest_lock:
+            self._refresh()
+            change(self.manifest)
+            self._save()
+
+    def stitch_lock(self):
+        return self._stitch_lock
+
     def close(self, *, complete: bool = False, timings: dict | None = None) -> None:
         self._open.clear()
-        self.manifest["last_used"] = time.time()
-        if complete:
-            self.manifest["complete"] = True
-        if timings:
-            self.manifest.setdefault("timings", {}).update({k: round(v, 3) for k, v in timings.items()})
+
+        def finish(m: dict) -> None:
+            m["last_used"] = time.time()
+            if complete:
+                m["complete"] = True
+            if timings:
+                m.setdefault("timings", {}).update({k: round(v, 3) for k, v in timings.items()})
+
         try:
-            self._save()
+            self._update(finish)
         finally:
             if self._lock.is_locked:
                 self._lock.release()
@@ -186,16 +291,21 @@ class CacheEntry(WindowStore):
     def has(self, k: int) -> bool:
         if k in self._verified:
             return True
-        entry = self.manifest["windows"].get(str(k))
         path = self.path(k)
+        if str(k) not in self.manifest["windows"] and path.is_file():
+            self._refresh()  # another part may have added it since this render opened the entry
+        entry = self.manifest["windows"].get(str(k))
         if entry is None or not path.is_file():
             return False
         if path.stat().st_size != entry["bytes"] or _sha256_file(path) != entry["sha256"]:
             log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it", k, self.folder)
             path.unlink(missing_ok=True)
-            del self.manifest["windows"][str(k)]
-            self.manifest["stitch"] = None
-            self._save()
+
+            def forget(m: dict) -> None:
+                m["windows"].pop(str(k), None)
+                m["stitch"] = None
+
+            self._update(forget)
             return False
         self._verified.add(k)
         return True
@@ -203,18 +313,25 @@ class CacheEntry(WindowStore):
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
         super().put(k, pred)
         path = self.path(k)
-        self.manifest["windows"][str(k)] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size,
-                                             "seconds": round(seconds, 3)}
-        self.manifest["stitch"] = None
+        entry = {"sha256": _sha256_file(path), "bytes": path.stat().st_size, "seconds": round(seconds, 3)}
+
+        def add(m: dict) -> None:
+            old = m["windows"].get(str(k))
+            if old is None or old.get("sha256") != entry["sha256"]:
+                m["stitch"] = None  # the same bytes again (a retried part) keep the solved stitch
+            m["windows"][str(k)] = entry
+            m["last_used"] = time.time()
+
+        self._update(add)  # the manifest is written after the window: a window it lists is whole
         self._verified.add(k)
-        self._save()  # the manifest is written after the window: a window it lists is whole
 
     def stitch(self) -> dict | None:
+        """The solved stitch, as the manifest on disk has it now (another part may have solved it)."""
+        self._refresh()
         return self.manifest.get("stitch")
 
     def save_stitch(self, **numbers) -> None:
-        self.manifest["stitch"] = numbers
-        self._save()
+        self._update(lambda m: m.__setitem__("stitch", numbers))
 
     def _save(self) -> None:
         _atomic_write_bytes(self.folder / "manifest.json", json.dumps(self.manifest, indent=1).encode())
@@ -277,12 +394,13 @@ class ShotCache:
     def folder(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def open(self, key: str, manifest: dict) -> CacheEntry:
+    def open(self, key: str, manifest: dict, *, shared: bool = False) -> CacheEntry:
+        """The entry of `key`, locked: exclusively for a whole render, `shared` for a part of a split one."""
         folder = self.folder(key)
         folder.mkdir(parents=True, exist_ok=True)
         base = {"schema": SCHEMA, "key": key, "created": time.time(), "windows": {}, "stitch": None,
                 "complete": False, **manifest}
-        entry = CacheEntry(folder, base)
+        entry = CacheEntry(folder, base, shared=shared)
         entry.acquire()
         return entry
 
@@ -311,13 +429,9 @@ class ShotCache:
         return [e for e in entries if e.key.startswith(key_or_source.lower())]
 
     def remove(self, entry: EntrySummary) -> bool:
-        import filelock
-
-        lock = filelock.FileLock(str(entry.folder / "lock"))
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            return False  # in use by a render: leave it
+        lock = EntryLock(entry.folder / "lock")
+        if not lock.acquire(blocking=False):
+            return False  # in use by a render or a part of one: leave it
         try:
             shutil.rmtree(entry.folder, ignore_errors=True)
         finally:

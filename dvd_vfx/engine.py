@@ -243,7 +243,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         options.out_dir, shot, fps=info.fps, attributes=attributes, compression=options.compression,
         preview=options.preview, pixel_aspect=par, display_window=info.display_window,
         workers=max(2, min(8, os.cpu_count() or 2)))
-    # 3. The window store: the shot's cache entry (locked), or a private temp folder
+    # 3. The window store: the shot's cache entry (locked: exclusively for a whole render, shared
+    #    by the parts of a split render so they run at once), or a private temp folder
     store, key, status = None, None, "off"
     if cache is not None and cache.writable():
         params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
@@ -254,7 +255,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),
                                  "frames": list(frame_range), "plan": [[w.start, w.stop, w.length] for w in plan],
                                  "identity": identity, "params": params, "fps": str(info.fps),
-                                 "plate_size": [info.width, info.height]})
+                                 "plate_size": [info.width, info.height]},
+                           shared=only_windows is not None or assemble)
     if store is None:
         store = WindowStore(Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
     timings = {}
@@ -299,39 +301,42 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                 scales=[], shifts=[], mode=options.mode, near=None, far=None, predictor_calls=calls,
                 cache=status, cache_key=key, timings=timings)
 
-        # 5. Joint affines from bounded overlap samples (all read back from the store)
-        saved = store.stitch()
-        if saved is not None:
-            scales, shifts = np.array(saved["scales"]), np.array(saved["shifts"])
-        else:
-            samples = []
-            for i, j, lo, hi in overlap_pairs(plan):
-                a, b = plan[i], plan[j]
-                samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
-                                                             store.get(j)[lo - b.start:hi - b.start])))
-                store.release_before(i)
-            scales, shifts = stitch.solve_affines(len(plan), samples)
-
+        # 5-6. The stitch, solved once per cache entry: the first part of a split render solves it
+        #      under the entry's stitch lock, the other parts wait and read its numbers
         def stitched(index: int) -> np.ndarray:
             contrib = stitch.frame_contributions(plan, index)
             store.release_before(contrib[0][0])
             return stitch.stitch_frame(contrib, lambda k, t: store.get(k)[t], scales, shifts)
 
-        # 6. Shot-global percentiles (one pass, bounded sample)
-        t0 = time.perf_counter()
-        if saved is not None:
-            p_lo, p_hi = saved["percentiles"]
-            progress("stitch", len(numbers), len(numbers))
-        else:
-            acc = stitch.PercentileAccumulator(2.0, 98.0)
-            for index in range(len(numbers)):
-                check_cancel()
-                acc.add(stitched(index))
-                progress("stitch", index + 1, len(numbers))
-            p_lo, p_hi = acc.result()
-            store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
-                              percentiles=[float(p_lo), float(p_hi)])
-        timings["stitch_s"] = time.perf_counter() - t0
+        with store.stitch_lock():
+            # 5. Joint affines from bounded overlap samples (all read back from the store)
+            saved = store.stitch()
+            if saved is not None:
+                scales, shifts = np.array(saved["scales"]), np.array(saved["shifts"])
+            else:
+                samples = []
+                for i, j, lo, hi in overlap_pairs(plan):
+                    a, b = plan[i], plan[j]
+                    samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
+                                                                 store.get(j)[lo - b.start:hi - b.start])))
+                    store.release_before(i)
+                scales, shifts = stitch.solve_affines(len(plan), samples)
+
+            # 6. Shot-global percentiles (one pass, bounded sample)
+            t0 = time.perf_counter()
+            if saved is not None:
+                p_lo, p_hi = saved["percentiles"]
+                progress("stitch", len(numbers), len(numbers))
+            else:
+                acc = stitch.PercentileAccumulator(2.0, 98.0)
+                for index in range(len(numbers)):
+                    check_cancel()
+                    acc.add(stitched(index))
+                    progress("stitch", index + 1, len(numbers))
+                p_lo, p_hi = acc.result()
+                store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
+                                  percentiles=[float(p_lo), float(p_hi)])
+            timings["stitch_s"] = time.perf_counter() - t0
 
         # 7. Normalise, convert, upsample, write
         t0 = time.perf_counter()

@@ -194,10 +194,10 @@ def _fit_link(
         sw = float(w.sum())
         if sw <= 0.0:
             return None
-        mi, mj = float(w @ xi) / sw, float(w @ xj) / sw
+        mi, mj = _dot(w, xi) / sw, _dot(w, xj) / sw
         di, dj = xi - mi, xj - mj
         wdi, wdj = w * di, w * dj
-        cii, cjj, cij = float(wdi @ di) / sw, float(wdj @ dj) / sw, float(wdi @ dj) / sw
+        cii, cjj, cij = _dot(wdi, di) / sw, _dot(wdj, dj) / sw, _dot(wdi, dj) / sw
         if not cij > 0.0:
             return None
         # slope of the major axis of the weighted covariance, xi against xj
@@ -213,7 +213,7 @@ def _fit_link(
         half = math.sqrt(0.25 * (cii - cjj) ** 2 + cij * cij)
         noise = max(0.5 * (cii + cjj) - half, 1e-30)
         signal = max(2.0 * half, 1e-30)
-        n_eff = sw * sw / max(float(w @ w), 1e-300)
+        n_eff = sw * sw / max(_dot(w, w), 1e-300)
         k = 1.0 + ratio * ratio
         var_log = noise * k * k * (1.0 + noise / signal) / (n_eff * signal * ratio * ratio)
         # floors (1e-6 relative in scale, 1e-7 in shift) keep the weights' dynamic range, and
@@ -242,6 +242,12 @@ def _components(n: int, links: Sequence[_Link]) -> list[list[int]]:
     for u in range(n):
         groups.setdefault(find(u), []).append(u)
     return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of a*b with numpy's pairwise sum: the same bits at any BLAS thread count (a BLAS dot
+    product splits the sum by thread, so the stitch - and the EXR header - would depend on it)."""
+    return float((a * b).sum())
 
 
 def _laplacian_solve(m: int, eqs: Sequence[tuple[int, int, float, float]]) -> np.ndarray:

@@ -45,7 +45,7 @@ def plates(tmp_path):
 def test_template_structure_and_openjd_check(plates, tiny_weights_master, tmp_path, capsys):
     job = tmp_path / "job.yaml"
     code, out = run_cli(capsys, "farm", "openjd", *plates, "--output-dir", tmp_path / "out", "--cache-dir",
-                        tmp_path / "cache", "--weights", tiny_weights_master, *COMMON, "--windows-per-task", "2",
+                        tmp_path / "cache", "--weights", tiny_weights_master, *COMMON[:-2], "--windows-per-task", "2",
                         "--frames-per-task", "5", "--gpus-per-task", "1", "-o", job)
     assert code == 0, out
     assert "4 steps" in out and "openjd run" in out
@@ -59,7 +59,11 @@ def test_template_structure_and_openjd_check(plates, tiny_weights_master, tmp_pa
     assert steps["sh010 assemble"]["parameterSpace"]["taskParameterDefinitions"][0]["range"] == ["1-5", "6-10", "11-13"]
     assert "parameterSpace" not in steps["sh020 assemble"]  # 5 frames fit one assemble task
     assert steps["sh010 windows"]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 1}]
+    # every task of a GPU job runs --device cuda (the cache key holds the device class), so the
+    # assemble tasks need a CUDA worker too
+    assert steps["sh010 assemble"]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 1}]
     args = steps["sh010 assemble"]["script"]["actions"]["onRun"]["args"]
+    assert args[args.index("--device") + 1] == "cuda"
     assert args[:4] == ["-m", "dvd_vfx.cli", "render", "{{Param.Shot1}}"]
     assert args[-3:] == ["--assemble", "--write-frames", "{{Task.Param.Frames}}"]
     params = {p["name"]: p for p in template["parameterDefinitions"]}

@@ -10,7 +10,8 @@ import pytest
 from dvd_vfx import cli
 from dvd_vfx.engine import RenderOptions
 from dvd_vfx.errors import InputError
-from dvd_vfx.farm.plan import chunks, plan_shot, render_flags
+from dvd_vfx.farm.plan import chunks, plan_shot, render_flags, task_model
+from dvd_vfx.plugins import ModelSettings
 from dvd_vfx.windows import plan_windows
 from footage_helpers import make_testsrc
 
@@ -55,3 +56,20 @@ def test_render_flags_rebuild_the_options(options):
     args = cli.build_parser().parse_args(["render", "SRC", *render_flags(options)])
     cli._apply_preset(args)
     assert cli._render_options(args) == options
+
+
+@pytest.mark.parametrize("device, gpus, message", [
+    ("cuda", 0, "--device cuda needs --gpus-per-task N"),
+    ("cpu", 1, "--gpus-per-task 1 with --device cpu"),
+    ("cuda:1", 1, "the farm picks the GPU of each task"),
+])
+def test_device_and_gpu_flags_must_agree(device, gpus, message):
+    with pytest.raises(InputError, match=message):
+        task_model(ModelSettings(device=device), gpus)
+
+
+def test_auto_device_is_made_explicit_for_every_task():
+    """The cache key holds the device class: window and assemble tasks must not each resolve 'auto'."""
+    assert task_model(ModelSettings(), 0).device == "cpu"
+    assert task_model(ModelSettings(), 0.5).device == "cuda"
+    assert task_model(ModelSettings(weights="w"), 0).weights == str(Path("w").resolve())

@@ -39,12 +39,12 @@ def add_arguments(p) -> None:
                    help="the Python with dvd-vfx and torch on the workers (default: this one; "
                         "a job parameter, so it can be changed at submission)")
     g.add_argument("--gpus-per-task", type=int, default=0, metavar="N",
-                   help="host requirement amount.worker.gpu of the window tasks (default 0: any worker)")
+                   help="host requirement amount.worker.gpu of the window tasks; tasks then run --device cuda "
+                        "(default 0: CPU workers, --device cpu)")
 
 
 def run(args, options) -> int:
-    from dvd_vfx.farm.plan import check_unique_shots, plan_shot
-    from dvd_vfx.plugins import ModelSettings
+    from dvd_vfx.farm.plan import check_unique_shots, plan_shot, task_model
 
     if getattr(args, "no_cache", False):
         raise InputError("farm tasks share windows through the cache; drop --no-cache and give a --cache-dir "
@@ -54,7 +54,7 @@ def run(args, options) -> int:
     check_unique_shots(shots)
     from dvd_vfx.cli import _model_settings
 
-    model: ModelSettings = _model_settings(args)
+    model = task_model(_model_settings(args), args.gpus_per_task)
     template_path = Path(args.template).expanduser()
     template, values = build_template(
         shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),
@@ -138,9 +138,11 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
                 {"name": "Windows", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.window_chunks]}]},
             "script": _script([*base, "--only-windows", "{{Task.Param.Windows}}"]),
         }
+        assemble_step = {"name": _step_name(shot.shot, "assemble"), "dependencies": [{"dependsOn": windows}]}
         if gpus_per_task:
             window_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": gpus_per_task}]}
-        assemble_step = {"name": _step_name(shot.shot, "assemble"), "dependencies": [{"dependsOn": windows}]}
+            # the cache key holds the device class: assembling needs a CUDA worker too (it runs no model)
+            assemble_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": 1}]}
         if len(shot.frame_chunks) > 1:
             assemble_step["parameterSpace"] = {"taskParameterDefinitions": [
                 {"name": "Frames", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.frame_chunks]}]}

@@ -101,6 +101,27 @@ def model_flags(model) -> list[str]:
     return flags
 
 
+def task_model(model, gpus_per_task: float):
+    """The model settings every task of a farm job gets. The device is made explicit: the cache key
+    holds the device class and dtype, so window and assemble tasks must agree whatever worker they
+    land on (a GPU worker's "auto" is cuda, a CPU worker's is cpu)."""
+    import dataclasses
+    import os
+
+    device = (model.device or "auto").lower()
+    if device == "auto":
+        device = "cuda" if gpus_per_task > 0 else "cpu"
+    if device.startswith("cuda:"):
+        raise InputError(f"--device {device}: the farm picks the GPU of each task; use --device cuda (or auto)")
+    if device == "cuda" and gpus_per_task <= 0:
+        raise InputError("--device cuda needs --gpus-per-task N: a task is only given the GPUs it asks for")
+    if device != "cuda" and gpus_per_task > 0:
+        raise InputError(f"--gpus-per-task {gpus_per_task:g} with --device {device}: the tasks would hold GPUs "
+                         "they never use; drop one of them")
+    weights = os.path.abspath(os.path.expanduser(os.fspath(model.weights))) if model.weights else None
+    return dataclasses.replace(model, device=device, weights=weights)
+
+
 def task_argv(source: str, options: RenderOptions, *, cache_dir: str, predictor: str | None = None, model=None,
               plugins_dirs=(), split: list[str] = ()) -> list[str]:
     """Arguments after the program (`dvd-vfx` or `python -m dvd_vfx.cli`) of one task of a split render."""

@@ -1,11 +1,716 @@
-"""`dvd-vfx farm ray`: (being written in this session)."""
+"""`dvd-vfx farm ray`: a batch of shots as Ray tasks, on a Ray cluster or a local Ray.
+
+Per shot: one task per window chunk (``render --only-windows A-B``) and one per frame chunk
+(``render --assemble --write-frames X-Y``), which Ray starts once the shot's window tasks are
+done (their results are its arguments). What a task does on its worker: dvd_vfx/farm/ray_tasks.py.
+
+Before anything is submitted, every shot is probed and planned, the resources a task asks for
+are checked against the cluster (Ray leaves a task that asks for GPUs the cluster lacks pending
+forever, so that is an error here) and the storage is chosen: the shared cache when every node
+sees the cache folder and the output folder at the same path, else Ray's object store
+(--object-store). The submitter fires the same hooks as a local render, one job per shot
+(job_started, job_progress, job_log, pass_written, job_finished, job_failed), and moves a
+shot's files into the output folder only once all its frames are written: a failed shot leaves
+nothing there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dvd_vfx.errors import Cancelled, DvdError, InputError
+from dvd_vfx.hookspecs import hookimpl
+
+log = logging.getLogger("dvd_vfx.farm.ray")
+
+OBJECT_STORE_CHOICES = ("auto", "always", "never")
+FORWARDED_ENV = ("SOURCE_DATE_EPOCH",)  # plus every DVD_VFX_* variable of the submitter
+ASSEMBLE_GPU_SHARE = 0.01  # assemble tasks run no model but must see the window tasks' device class
+STAGES = ("predict", "stitch", "write")
+POLL_S = 0.2
+PROBE_TIMEOUT_S = 180.0
+STOP_WAIT_S = 30.0  # after a cancel: how long cancelled tasks get to clean up
 
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("ray")
-    g.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    g.add_argument("--gpus-per-task", type=float, default=0, metavar="N", help="GPUs each window task needs")
+    g.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to run on, e.g. 10.0.0.1:6379 or auto (default: $RAY_ADDRESS, else a new "
+                        "local Ray on this machine)")
+    g.add_argument("--gpus-per-task", type=float, default=0, metavar="N",
+                   help="GPUs a window task asks Ray for (default 0: CPU); checked against the cluster first")
+    g.add_argument("--cpus-per-task", type=float, default=1, metavar="N", help="CPUs a task asks Ray for (default 1)")
+    g.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="times a task whose render process crashed or was killed, or whose Ray worker died, is run "
+                        "again (default 3; bad input or weights fail at once)")
+    g.add_argument("--object-store", choices=OBJECT_STORE_CHOICES, default="auto",
+                   help="move predictions and passes through Ray's object store instead of the shared cache and "
+                        "output folders: auto (when a node does not see them), always, never (default auto)")
+
+
+@dataclass(frozen=True)
+class FarmSettings:
+    address: str | None  # None: a new local Ray
+    gpus_per_task: float = 0.0
+    cpus_per_task: float = 1.0
+    max_retries: int = 3
+    object_store: str = "auto"
+
+    @classmethod
+    def from_args(cls, args) -> "FarmSettings":
+        gpus, cpus, retries = args.gpus_per_task, args.cpus_per_task, args.max_retries
+        if not (math.isfinite(gpus) and gpus >= 0):
+            raise InputError(f"--gpus-per-task {gpus:g} must be 0 or more")
+        if gpus > 1 and gpus != int(gpus):
+            raise InputError(f"--gpus-per-task {gpus:g}: Ray takes a fraction of one GPU or whole GPUs")
+        if not (math.isfinite(cpus) and cpus > 0):
+            raise InputError(f"--cpus-per-task {cpus:g} must be more than 0")
+        if retries < 0:
+            raise InputError(f"--max-retries {retries} must be 0 or more")
+        return cls(address=args.address or os.environ.get("RAY_ADDRESS") or None, gpus_per_task=float(gpus),
+                   cpus_per_task=float(cpus), max_retries=retries, object_store=args.object_store)
 
 
 def run(args, options) -> int:
-    raise NotImplementedError("farm ray: in progress")
+    """`dvd-vfx farm ray`: render every source; 0 when every shot's pass is written."""
+    ray = import_ray()
+    from dvd_vfx import cli
+    from dvd_vfx.farm.plan import check_unique_shots, plan_shot, task_model
+
+    settings = FarmSettings.from_args(args)
+    model = task_model(cli._model_settings(args), settings.gpus_per_task)
+    options = dataclasses.replace(options, out_dir=Path(_absolute(options.out_dir)))
+    shots = [plan_shot(_absolute(s), options, windows_per_task=args.windows_per_task,
+                       frames_per_task=args.frames_per_task) for s in args.sources]
+    check_unique_shots(shots)
+    if args.no_cache and settings.object_store == "never":
+        raise InputError("--no-cache with --object-store never: the tasks would have no way to share windows; "
+                         "drop one of them")
+    from dvd_vfx.cache import ShotCache
+
+    cache_root = None if args.no_cache else _absolute(ShotCache(args.cache_dir).root)
+    plugins_dirs = tuple(_absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
+    farm = RayFarm(ray, cli._engine(args), shots, options, settings, model=model,
+                   predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
+                   cache_max_gb=args.cache_max_gb)
+    bars = _Bars({})
+    name = farm.engine.register(bars)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a farm manager's kill unwinds like Ctrl-C
+    except ValueError:  # not the main thread
+        pass
+    try:
+        farm.run(on_start=lambda jobs: bars.names.update(jobs))
+    finally:
+        bars.close()
+        farm.engine.unregister(name)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(farm.summary())
+    failed = [s for s in farm.shots if s.error is not None]
+    if failed:  # each failed shot has its line in the summary; one error line names the first
+        first = failed[0].error
+        error = type(first)(f"{len(failed)} of {len(farm.shots)} shots failed; first: shot {failed[0].name}: {first}"
+                            if len(farm.shots) > 1 else f"shot {failed[0].name}: {first}")
+        error.exit_code = first.exit_code
+        raise error
+    return 0
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("dvd-vfx farm ray needs Ray: pip install 'dvd-vfx[farm]' (or pip install ray) in this "
+                         "Python and on every worker") from None
+    return ray
+
+
+def _absolute(path) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# -- cluster checks ------------------------------------------------------------------------------
+
+
+def connect(ray, address: str | None) -> str:
+    """ray.init; returns how to name the cluster in messages."""
+    kwargs = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=address or "local", **kwargs)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, TimeoutError, ValueError...
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if address is None:
+            raise InputError(f"could not start a local Ray: {detail}") from None
+        raise InputError(f"cannot connect to the Ray cluster at {address}: {detail}; check --address "
+                         "(`ray start --head` prints it) and that this machine reaches it") from None
+    return address or "a local Ray on this machine"
+
+
+def check_resources(ray, settings: FarmSettings, where: str) -> list[dict]:
+    """The live nodes a task fits on; InputError when none (Ray would leave such a task pending forever)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    gpus, cpus = settings.gpus_per_task, settings.cpus_per_task
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    if fits:
+        return fits
+    total = ray.cluster_resources()
+    shape = (f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
+             f"{total.get('GPU', 0):g} GPUs")
+    most_gpus = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
+    if gpus > most_gpus:
+        have = "no GPUs" if most_gpus == 0 else f"at most {most_gpus:g} on one node"
+        raise InputError(f"--gpus-per-task {gpus:g} asks for {gpus:g} GPU{'s' if gpus != 1 else ''} per task but the "
+                         f"Ray cluster at {where} has {have} ({shape}); start GPU workers (ray start --num-gpus N) "
+                         "or lower --gpus-per-task (0 renders on CPUs)")
+    most_cpus = max((n["Resources"].get("CPU", 0) for n in nodes if n["Resources"].get("GPU", 0) >= gpus), default=0)
+    raise InputError(f"--cpus-per-task {cpus:g}: no node of the Ray cluster at {where} has that many CPUs"
+                     f"{' next to the GPUs asked for' if gpus else ''} (at most {most_cpus:g}; {shape}); "
+                     "lower --cpus-per-task")
+
+
+def shared_storage(ray, nodes: list[dict], folders: list[str]) -> tuple[str, str] | None:
+    """None when every node sees every folder at the same path, else (node, folder) of the first that does not.
+
+    The submitter writes a probe file with a random token in each folder and one task per node
+    (pinned to it, asking for no CPU) reads them back.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from dvd_vfx.farm.ray_tasks import probe_paths
+
+    token = secrets.token_hex(16)
+    files = {}
+    try:
+        for folder in folders:
+            path = os.path.join(folder, f".dvd-vfx-probe-{token}")
+            with open(path, "w") as fh:
+                fh.write(token)
+            files[path] = token
+        probe = ray.remote(probe_paths)
+        refs = {probe.options(num_cpus=0, max_retries=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(files): n for n in nodes}
+        try:
+            answers = ray.get(list(refs), timeout=PROBE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - GetTimeoutError, a node gone
+            raise InputError(f"could not check the storage of the Ray nodes within {PROBE_TIMEOUT_S:.0f} s "
+                             f"({type(exc).__name__}); choose --object-store always or never") from None
+    finally:
+        for path in files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    for node, (host, seen) in zip(refs.values(), answers):
+        for path, ok in seen.items():
+            if not ok:
+                return f"{host} ({node.get('NodeManagerAddress', '?')})", os.path.dirname(path)
+    return None
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    name: str  # "windows 0-1" | "frames 1-13"
+    kind: str  # windows | assemble
+    size: int  # windows or frames in the chunk
+    progress: int = 0  # windows predicted / frames written by the current attempt
+    stitch: int = 0
+    base: int | None = None  # the first "predict" count of the attempt (windows cached before it)
+    attempts: int = 0
+    finished: bool = False
+    result: dict | None = None  # the task's receipt: the render's result, timings, node
+    payload: object = None  # ObjectRef of what the task hands on: windows, or the EXR files (object store)
+
+
+@dataclass
+class _Shot:
+    index: int
+    tasks: object  # dvd_vfx.farm.plan.ShotTasks
+    job: object  # dvd_vfx.jobs.Job
+    staging: Path
+    parts: dict[str, _Part] = field(default_factory=dict)
+    refs: list = field(default_factory=list)
+    t0: float = 0.0
+    seconds: float = 0.0
+    frames_total: int = 0
+    closed: bool = False  # finished or failed: later events and results are ignored
+    error: DvdError | None = None
+    paths: list[Path] = field(default_factory=list)
+    result: object = None  # dvd_vfx.jobs.JobResult
+    last_progress: tuple | None = None
+    logged: set = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.tasks.shot
+
+
+class RayFarm:
+    """One batch on one Ray cluster: plan -> check -> submit -> relay events -> commit each shot."""
+
+    def __init__(self, ray, engine, shots, options, settings: FarmSettings, *, model, predictor=None,
+                 plugins_dirs=(), cache_root: str | None = None, cache_max_gb: float | None = None):
+        self.ray, self.engine, self.options, self.settings = ray, engine, options, settings
+        self.model, self.predictor, self.plugins_dirs = model, predictor, tuple(plugins_dirs)
+        self.cache_root, self.cache_max_gb = cache_root, cache_max_gb
+        self.planned = list(shots)
+        self.shots: list[_Shot] = []
+        self.pending: dict = {}  # ObjectRef -> (shot, part)
+        self.where = ""
+        self.storage = ""
+        self.shared = False
+        self.cluster = ""
+        self.seconds = 0.0
+        self._created: list[Path] = []
+        self._relay = None
+        self._relay_lost = False
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def run(self, on_start=None) -> None:
+        ray = self.ray
+        t0 = time.perf_counter()
+        self.where = connect(ray, self.settings.address)
+        try:
+            nodes = check_resources(ray, self.settings, self.where)
+            total = ray.cluster_resources()
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
+                            f"{total.get('GPU', 0):g} GPUs")
+            self._created = _make_dirs(Path(self.options.out_dir))
+            self._choose_storage(nodes)
+            self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
+            self._submit_all()
+            if on_start is not None:
+                on_start({s.job.id: s.name for s in self.shots})
+            for shot in self.shots:
+                self._hook(shot, "dvd_vfx_job_started", job=shot.job)
+                self._progress(shot, "predict", 0, shot.tasks.n_windows)
+            self._loop()
+        except BaseException as exc:
+            self._abandon(exc)
+            raise
+        finally:
+            self.seconds = time.perf_counter() - t0
+            if not any(s.paths for s in self.shots):
+                _remove_empty(self._created)
+            ray.shutdown()
+
+    def _choose_storage(self, nodes: list[dict]) -> None:
+        mode = self.settings.object_store
+        if self.cache_root is None or mode == "always":
+            self.shared = False
+            self.storage = "Ray's object store" + (" (--no-cache)" if self.cache_root is None else "")
+            return
+        from dvd_vfx.cache import ShotCache
+
+        if not ShotCache(self.cache_root).writable():
+            if mode == "never":
+                raise InputError(f"--object-store never: the cache folder {self.cache_root} is not writable here")
+            blind = ("this machine", self.cache_root)
+        else:
+            blind = shared_storage(self.ray, nodes, [self.cache_root, str(self.options.out_dir)])
+        if blind is None:
+            self.shared = True
+            self.storage = f"the shared cache {self.cache_root}"
+            return
+        node, folder = blind
+        if mode == "never":
+            raise InputError(f"--object-store never: node {node} does not see {folder} (same path); mount it there "
+                             "or let predictions travel through Ray's object store (--object-store auto)")
+        self.shared = False
+        self.storage = f"Ray's object store ({folder} is not visible from {node})"
+        log.info("farm ray: %s", self.storage)
+
+    def _submit_all(self) -> None:
+        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, run_part
+        from dvd_vfx.jobs import Job, jsonable, new_job_id
+
+        ray, s = self.ray, self.settings
+        remote = ray.remote(run_part)
+        env = {k: v for k, v in os.environ.items() if k.startswith("DVD_VFX_") or k in FORWARDED_ENV}
+        assemble_gpus = min(s.gpus_per_task, ASSEMBLE_GPU_SHARE) if s.gpus_per_task > 0 else 0
+        run_id = secrets.token_hex(4)
+        options = self.options
+        for index, tasks in enumerate(self.planned):
+            job = Job(id=new_job_id(), source=tasks.source, out_dir=str(options.out_dir), shot=options.shot,
+                      predictor=str(self.predictor or "dvd"), options=jsonable(dataclasses.asdict(options)))
+            staging = Path(options.out_dir) / f".dvd-vfx-ray-{tasks.shot}-{run_id}"
+            staging.mkdir()
+            shot = _Shot(index=index, tasks=tasks, job=job, staging=staging, t0=time.perf_counter())
+            self.shots.append(shot)
+            common = dict(shot_index=index, shot=tasks.shot, source=tasks.source,
+                          options=dataclasses.replace(options, out_dir=staging),
+                          cache_dir=self.cache_root if self.shared else None, predictor=self.predictor,
+                          model=self.model, plugins_dirs=self.plugins_dirs, env=env, cache_max_gb=self.cache_max_gb)
+            window_refs = []
+            for a, b in tasks.window_chunks:
+                part = _Part(name=f"windows {a}-{b}", kind="windows", size=b - a + 1)
+                receipt, part.payload = remote.options(
+                    num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task, max_retries=s.max_retries, num_returns=2,
+                    retry_exceptions=[PartCrashed], name=f"dvd-vfx {tasks.shot} {part.name}").remote(
+                    PartSpec(part=part.name, windows=(a, b), **common), self._relay)
+                self._track(shot, part, receipt)
+                window_refs.append(part.payload)
+            for x, y in tasks.frame_chunks:
+                part = _Part(name=f"frames {x}-{y}", kind="assemble", size=y - x + 1)
+                receipt, part.payload = remote.options(
+                    num_cpus=s.cpus_per_task, num_gpus=assemble_gpus, max_retries=s.max_retries, num_returns=2,
+                    retry_exceptions=[PartCrashed], name=f"dvd-vfx {tasks.shot} {part.name}").remote(
+                    PartSpec(part=part.name, frames=(x, y), **common), self._relay, *window_refs)
+                self._track(shot, part, receipt)
+
+    def _track(self, shot: _Shot, part: _Part, receipt) -> None:
+        """The submitter waits on receipts (small); payloads go from task to task without passing through it."""
+        shot.parts[part.name] = part
+        shot.refs.append(receipt)
+        self.pending[receipt] = (shot, part)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        ray = self.ray
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=POLL_S,
+                                fetch_local=False)
+            self._drain()
+            for ref in ready:
+                self._finished(ref)
+            for shot in self.shots:
+                if not shot.closed:
+                    try:
+                        cancel = self.engine.should_cancel(shot.job)
+                    except DvdError as exc:
+                        self._fail(shot, exc)
+                        continue
+                    if cancel:
+                        self._fail(shot, Cancelled("render cancelled; finished windows are kept"))
+            for shot in self.shots:
+                if shot.closed and shot.refs and not any(r in self.pending for r in shot.refs):
+                    shot.refs = []  # every task of the shot has ended
+                    for part in shot.parts.values():
+                        part.payload = None  # lets Ray free the shot's windows and files
+                    if shot.staging is not None:  # a failed shot: what its tasks wrote goes
+                        shutil.rmtree(shot.staging, ignore_errors=True)
+                        shot.staging = None
+
+    def _drain(self) -> None:
+        if self._relay_lost:
+            return
+        try:
+            events = self.ray.get(self._relay.drain.remote(), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the relay's node died: results still arrive
+            self._relay_lost = True
+            log.warning("farm ray: progress relay lost (%s); shots still finish, without progress", type(exc).__name__)
+            return
+        for shot_index, part_name, event in events:
+            shot = self.shots[shot_index]
+            part = shot.parts.get(part_name)
+            if shot.closed or part is None or part.finished:
+                continue
+            kind = event.get("event")
+            if kind == "job_started":  # a new attempt: its counters start again
+                part.attempts += 1
+                part.progress, part.stitch, part.base = 0, 0, None
+            elif kind == "progress":
+                self._on_progress(shot, part, str(event.get("stage")), int(event.get("done", 0)),
+                                  int(event.get("total", 0)))
+            elif kind == "log":
+                message = str(event.get("message", ""))
+                if message not in shot.logged:  # parts repeat the same warnings (e.g. a test model)
+                    shot.logged.add(message)
+                    self._hook(shot, "dvd_vfx_job_log", job=shot.job, level=str(event.get("level", "warning")),
+                               message=message)
+
+    def _on_progress(self, shot: _Shot, part: _Part, stage: str, done: int, total: int) -> None:
+        if stage == "predict":
+            part.base = done if part.base is None else part.base
+            part.progress = min(part.size, done - part.base)
+            self._progress(shot, "predict", *self._windows_done(shot))
+        elif stage == "stitch":
+            part.stitch = done
+            shot.frames_total = total
+            self._progress(shot, "stitch", max(p.stitch for p in shot.parts.values()), total)
+        elif stage == "write":
+            part.progress += 1
+            shot.frames_total = total
+            self._progress(shot, "write", self._frames_done(shot), total)
+
+    def _windows_done(self, shot: _Shot) -> tuple[int, int]:
+        done = sum(p.size if p.finished else p.progress for p in shot.parts.values() if p.kind == "windows")
+        return done, shot.tasks.n_windows
+
+    @staticmethod
+    def _frames_done(shot: _Shot) -> int:
+        return sum(int((p.result.get("result") or {}).get("frame_count", p.size)) if p.finished else p.progress
+                   for p in shot.parts.values() if p.kind == "assemble")
+
+    def _finished(self, ref) -> None:
+        shot, part = self.pending.pop(ref)
+        if shot.closed:
+            return
+        try:
+            out = self.ray.get(ref)
+            files = self.ray.get(part.payload) if part.kind == "assemble" and not self.shared else None
+        except Exception as exc:  # noqa: BLE001 - a task's failure becomes its shot's error
+            self._fail(shot, self._task_error(shot, part, exc))
+            return
+        part.finished, part.result = True, out
+        part.attempts = max(part.attempts, 1)
+        if part.kind == "windows":
+            self._progress(shot, "predict", *self._windows_done(shot))
+            return
+        try:
+            for name, data in (files or {}).items():  # the EXR files, through the object store
+                _write_file(shot.staging / name, data)
+        except OSError as exc:
+            self._fail(shot, InputError(f"cannot write into {shot.staging}: {exc.strerror or exc}"))
+            return
+        self._progress(shot, "write", self._frames_done(shot), shot.frames_total or self._frames_done(shot))
+        if all(p.finished for p in shot.parts.values()):
+            self._complete(shot)
+
+    def _task_error(self, shot: _Shot, part: _Part, exc: BaseException) -> DvdError:
+        from dvd_vfx.farm.ray_tasks import PartCrashed, PartFailed
+        from dvd_vfx.jobs import error_from_dict
+
+        cause = getattr(exc, "cause", None) or exc
+        where = f"{part.name}"
+        if isinstance(cause, PartFailed):
+            tries = ""
+            if isinstance(cause, PartCrashed):
+                n = self.settings.max_retries + 1
+                tries = f" (after {n} attempt{'s' if n != 1 else ''})"
+            return error_from_dict({"type": cause.error_type, "message": f"{where}: {cause.message}{tries}",
+                                    "exit_code": cause.exit_code})
+        if isinstance(cause, KeyboardInterrupt) or type(exc).__name__ == "TaskCancelledError":
+            return Cancelled(f"{where}: cancelled; finished windows are kept")
+        detail = (str(cause).strip().splitlines() or [""])[0]
+        return DvdError(f"{where}: Ray: {type(exc).__name__}{': ' + detail if detail else ''}")
+
+    def _complete(self, shot: _Shot) -> None:
+        from dvd_vfx.jobs import JobResult, PassInfo
+        from dvd_vfx.passes.exr import pass_filename
+
+        try:
+            shot.paths = _commit(shot.staging, Path(self.options.out_dir))
+        except InputError as exc:
+            self._fail(shot, exc)
+            return
+        shot.staging = None
+        shot.seconds = time.perf_counter() - shot.t0
+        parts = list(shot.parts.values())
+        first = next(p.result.get("result") or {} for p in parts if p.kind == "assemble")
+        calls = sum(int((p.result.get("result") or {}).get("predictor_calls", 0)) for p in parts if p.kind == "windows")
+        n = shot.tasks.n_windows
+        shot.result = JobResult.from_dict({
+            **first, "out_dir": str(self.options.out_dir), "frame_count": len(shot.paths),
+            "pattern": str(Path(self.options.out_dir) / pass_filename(shot.name, 0).replace(".0000.", ".####.")),
+            "predictor_calls": calls, "seconds": round(shot.seconds, 3),
+            "cache": "hit" if calls == 0 else "miss" if calls >= n else "partial"})
+        for path in shot.paths:  # as in a local render: a plugin failing here fails the job (the files stay)
+            self._hook(shot, "dvd_vfx_pass_written", job=shot.job, pass_info=PassInfo.from_path(path, shot=shot.name))
+        self._hook(shot, "dvd_vfx_job_finished", job=shot.job, result=shot.result)
+        shot.closed = True
+
+    # -- failures --------------------------------------------------------------------------------
+    def _fail(self, shot: _Shot, error: DvdError) -> None:
+        if shot.closed:
+            return
+        shot.closed, shot.error = True, error
+        shot.seconds = time.perf_counter() - shot.t0
+        for ref in shot.refs:
+            if ref in self.pending:
+                try:
+                    self.ray.cancel(ref)  # its process gets SIGTERM: staged files removed, windows kept
+                except Exception:  # noqa: BLE001 - already finished
+                    pass
+        try:
+            self.engine.call("dvd_vfx_job_failed", job=shot.job, error=error)
+        except DvdError as exc:
+            log.warning("%s", exc)
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Interrupted or failing: cancel every task, give them time to clean up, remove staging folders."""
+        if isinstance(exc, KeyboardInterrupt):
+            error = Cancelled("interrupted; finished windows are kept")
+        else:
+            error = exc if isinstance(exc, DvdError) else DvdError(f"the farm run stopped: {type(exc).__name__}: {exc}")
+        for shot in self.shots:
+            self._fail(shot, error)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self.pending and time.monotonic() < deadline:
+            try:
+                ready, _ = self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=1.0)
+            except Exception:  # noqa: BLE001 - the cluster is going away
+                break
+            for ref in ready:
+                self.pending.pop(ref, None)
+        for shot in self.shots:
+            if shot.staging is not None:
+                shutil.rmtree(shot.staging, ignore_errors=True)
+                shot.staging = None
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _hook(self, shot: _Shot, hook_name: str, **kwargs) -> None:
+        """A hook of one shot's job; a plugin failing in it fails that shot (as in a local render)."""
+        if shot.closed:
+            return
+        try:
+            self.engine.call(hook_name, **kwargs)
+        except DvdError as exc:
+            self._fail(shot, exc)
+
+    def _progress(self, shot: _Shot, stage: str, done: int, total: int) -> None:
+        """A shot's stages only move forward (parts run at once: one may still report the stitch)."""
+        rank = STAGES.index(stage) if stage in STAGES else len(STAGES)
+        last = STAGES.index(shot.last_progress[0]) if shot.last_progress else 0
+        if shot.closed or rank < last or (stage, done, total) == shot.last_progress:
+            return
+        shot.last_progress = (stage, done, total)
+        self._hook(shot, "dvd_vfx_job_progress", job=shot.job, stage=stage, done=done, total=total)
+
+    # -- report ----------------------------------------------------------------------------------
+    def summary(self) -> str:
+        lines = []
+        tasks = retried = 0
+        for shot in self.shots:
+            n = len(shot.parts)
+            again = sum(max(0, p.attempts - 1) for p in shot.parts.values())
+            tasks, retried = tasks + n, retried + again
+            head = f"  {shot.name:<16}"
+            if shot.error is None and shot.result is not None:
+                r = shot.result
+                lines.append(f"{head} {r.first_frame}-{r.last_frame} ({r.frame_count} frames, {r.windows} windows)  "
+                             f"{n} tasks{f', {again} retried' if again else ''}  {shot.seconds:.1f} s  "
+                             f"cache {r.cache}  {r.pattern}")
+            else:
+                lines.append(f"{head} FAILED after {shot.seconds:.1f} s: {shot.error}")
+        ok = sum(1 for s in self.shots if s.error is None and s.result is not None)
+        lines.append(f"farm ray: {ok} of {len(self.shots)} shots in {self.seconds:.1f} s; {tasks} tasks"
+                     f"{f' ({retried} retried)' if retried else ''} on {self.where} ({self.cluster}); predictions "
+                     f"through {self.storage}")
+        return "\n".join(lines)
+
+
+def _relay_class():
+    from dvd_vfx.farm.ray_tasks import Relay
+
+    return Relay
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def _make_dirs(path: Path) -> list[Path]:
+    """Create `path` and missing parents; the folders made, outermost first."""
+    missing = []
+    p = path
+    while not os.path.lexists(p) and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {path}: {exc.strerror or exc}; choose another -o") from None
+    return list(reversed(missing))
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for d in reversed(folders):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _commit(staging: Path, out_dir: Path) -> list[Path]:
+    """Move a shot's files from its staging folder into `out_dir` (frame order); undone on failure."""
+    moved, replaced = [], []
+    backup = staging / ".replaced"
+    current = None
+    try:
+        for src in sorted(staging.glob("*.exr")):
+            current = out_dir / src.name
+            if os.path.lexists(current):
+                backup.mkdir(exist_ok=True)
+                os.replace(current, backup / src.name)
+                replaced.append((backup / src.name, current))
+            os.replace(src, current)
+            moved.append(current)
+    except OSError as exc:
+        for path in moved:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        for saved, original in replaced:
+            try:
+                os.replace(saved, original)
+            except OSError:
+                pass
+        raise InputError(f"cannot write {current}: {exc.strerror or exc}; check the output folder") from None
+    shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+# -- the command line's bars ---------------------------------------------------------------------
+
+
+class _Bars:
+    """One tqdm bar per shot, fed by the job_progress hook like any host's."""
+
+    LABELS = {"predict": "predict (windows)", "stitch": "stitch (frames)", "write": "write (frames)"}
+
+    def __init__(self, names: dict):
+        self.names = names  # job id -> shot name
+        self.bars: dict = {}
+        self.stages: dict = {}
+
+    @hookimpl
+    def dvd_vfx_job_progress(self, job, stage, done, total):
+        from tqdm import tqdm
+
+        desc = f"{self.names.get(job.id, job.id)}: {self.LABELS.get(stage, stage)}"
+        bar = self.bars.get(job.id)
+        if bar is None:  # stacked bars on a terminal; elsewhere (a log file) plain interleaved updates
+            position = len(self.bars) if sys.stderr.isatty() else None
+            bar = self.bars[job.id] = tqdm(total=total, desc=desc, unit="", position=position,
+                                           dynamic_ncols=True, leave=True, file=sys.stderr)
+            self.stages[job.id] = stage
+        elif self.stages[job.id] != stage:
+            self.stages[job.id] = stage
+            bar.reset(total=total)
+            bar.set_description_str(desc)
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
