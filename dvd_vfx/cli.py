@@ -156,6 +156,9 @@ def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--outpu
     g.add_argument("--near", type=float, help="depth of the nearest 2%% of the shot (default 1)")
     g.add_argument("--far", type=float, help="depth of the farthest 2%% of the shot (default 100)")
     g.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None, help="swap near and far")
+    g.add_argument("--clamp", action=argparse.BooleanOptionalAction, default=None,
+                   help="disparity mode: clip to 0..1 (default); --no-clamp keeps the shot's 2%% tails below 0 "
+                        "and above 1 (for measuring, e.g. dvd-vfx eval)")
     g.add_argument("--upsample", choices=("bilinear", "guided"),
                    help="to plate resolution: bilinear, or guided by the plate for sharper edges")
     g.add_argument("--compression", help="EXR compression: zip | zips | piz | none (lossless only)")
@@ -274,7 +277,7 @@ def _render_options(args):
     return RenderOptions(
         out_dir=Path(args.output), shot=args.shot, frames=parse_frame_range(args.frames) if args.frames else None,
         start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
-        mode=args.mode, near=args.near, far=args.far, invert=args.invert, upsample=args.upsample,
+        mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
         compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
         colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps)
 

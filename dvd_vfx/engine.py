@@ -52,6 +52,7 @@ class RenderOptions:
     near: float = 1.0
     far: float = 100.0
     invert: bool = False
+    clamp: bool = True  # disparity mode: False keeps the shot's 2% tails outside 0..1 (evaluation)
     upsample: str = "bilinear"
     compression: str = "zip"
     preview: bool = False
@@ -65,6 +66,8 @@ class RenderOptions:
             raise InputError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.upsample not in UPSAMPLE_METHODS:
             raise InputError(f"--upsample {self.upsample!r} is not one of {', '.join(UPSAMPLE_METHODS)}")
+        if not self.clamp and self.mode != "disparity":
+            raise InputError("--no-clamp applies to --mode disparity only (depth maps the shot to near..far)")
         if self.mode == "depth" and not (0 < self.near < self.far):
             raise InputError(f"--near {self.near} / --far {self.far}: need 0 < near < far (scene units)")
         if self.resolution < 16:
@@ -232,6 +235,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
 
     attributes = {
         "version": __version__, "mode": options.mode, "invert": int(options.invert),
+        "clamp": int(options.clamp),
         "window": options.window, "overlap": options.overlap, "workingSize": f"{work_w}x{work_h}",
         "predictor": identity.get("predictor", getattr(predictor, "name", "?")),
         "modelId": identity.get("model_id", "?"), "weightsSha256": identity.get("weights_sha256", "?"),
@@ -347,12 +351,13 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
                 continue
             check_cancel()
-            d = stitch.normalise(stitched(index), p_lo, p_hi)
+            d = stitch.normalise(stitched(index), p_lo, p_hi, clip=options.clamp)
             if options.invert:
                 d = 1.0 - d
             guide = next(guides)[1] if guides is not None else None
             d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)
-            d_plate = np.clip(d_plate, 0.0, 1.0)
+            if options.clamp:
+                d_plate = np.clip(d_plate, 0.0, 1.0)
             value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
                 if options.mode == "depth" else d_plate.astype(np.float32)
             preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None

@@ -588,8 +588,8 @@ class PercentileAccumulator:
         return float(p_lo), float(p_hi)
 
 
-def normalise(d: np.ndarray, p_lo: float, p_hi: float) -> np.ndarray:
-    """``(d - p_lo) / (p_hi - p_lo)`` clipped to [0, 1], float32.
+def normalise(d: np.ndarray, p_lo: float, p_hi: float, *, clip: bool = True) -> np.ndarray:
+    """``(d - p_lo) / (p_hi - p_lo)`` clipped to [0, 1] (unless ``clip=False``), float32.
 
     When ``p_hi <= p_lo`` (a flat shot) or either is not finite, there is no range to map: the
     result is 0.5 everywhere (mid range, rather than pushing the whole frame to the far plane).
@@ -600,7 +600,7 @@ def normalise(d: np.ndarray, p_lo: float, p_hi: float) -> np.ndarray:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return np.full(x.shape, 0.5, dtype=np.float32)
     out = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    return (np.clip(out, 0.0, 1.0) if clip else out).astype(np.float32, copy=False)
 
 
 def depth_from_disparity(d: np.ndarray, near: float, far: float) -> np.ndarray:

@@ -277,6 +277,24 @@ def test_invert_swaps_near_and_far(h264, tiny_weights_master, tmp_path):
     assert read_pass_attributes(inverted.paths[3])["invert"] == 1
 
 
+def test_no_clamp_keeps_the_tails_of_the_shot(h264, tiny_weights_master, tmp_path, capsys):
+    """--no-clamp (disparity): the shot's 2% tails go below 0 / above 1; inside 0..1 nothing changes."""
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    predictor = DVDPredictor(str(tiny_weights_master), device="cpu")
+    common = dict(resolution=48, window=5, overlap=2, mode="disparity")
+    clamped = render_shot(h264, RenderOptions(out_dir=tmp_path / "a", **common), predictor)
+    raw = render_shot(h264, RenderOptions(out_dir=tmp_path / "b", clamp=False, **common), predictor)
+    a = np.stack([read_depth(p)[1] for p in clamped.paths])
+    b = np.stack([read_depth(p)[1] for p in raw.paths])
+    assert b.min() < 0.0 and b.max() > 1.0 and 0.0 <= a.min() and a.max() <= 1.0
+    np.testing.assert_array_equal(np.clip(b, 0.0, 1.0), a)
+    assert read_pass_attributes(raw.paths[0])["clamp"] == 0
+    code, _, err = render_cli(capsys, h264, "-o", tmp_path / "c", "--weights", tiny_weights_master,
+                              "--no-clamp", "--resolution", 48, "--window", 5, "--overlap", 2)
+    assert code == 2 and "--no-clamp applies to --mode disparity only" in err and not (tmp_path / "c").exists()
+
+
 def test_cancel_stops_the_decoder_and_leaves_nothing(h264, tiny_weights_master, tmp_path):
     from dvd_vfx.errors import Cancelled
 

@@ -84,7 +84,8 @@ def render_flags(options: RenderOptions) -> list[str]:
     flags += ["--resolution", str(options.resolution), "--window", str(options.window),
               "--overlap", str(options.overlap), "--mode", options.mode,
               "--near", repr(float(options.near)), "--far", repr(float(options.far)),
-              "--invert" if options.invert else "--no-invert", "--upsample", options.upsample,
+              "--invert" if options.invert else "--no-invert", "--clamp" if options.clamp else "--no-clamp",
+              "--upsample", options.upsample,
               "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
     return flags
 

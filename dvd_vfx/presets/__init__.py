@@ -32,6 +32,7 @@ KEYS: dict[str, tuple[type, tuple | None, str]] = {
     "near": (float, None, "depth of the nearest 2% of the shot (> 0)"),
     "far": (float, None, "depth of the farthest 2% of the shot (> near)"),
     "invert": (bool, None, "swap near and far"),
+    "clamp": (bool, None, "disparity mode: clip to 0..1 (false keeps the 2% tails below 0 and above 1)"),
     "upsample": (str, ("bilinear", "guided"), "to plate resolution: bilinear, or guided by the plate"),
     "compression": (str, ("zip", "zips", "piz", "rle", "none"), "EXR compression (lossless only)"),
     "preview": (bool, None, "also write half R,G,B preview channels"),
@@ -44,7 +45,7 @@ KEYS: dict[str, tuple[type, tuple | None, str]] = {
 # what a render uses when neither a flag nor the preset sets a key (= the "standard" preset)
 DEFAULTS: dict[str, object] = {
     "predictor": "dvd", "resolution": 480, "window": 81, "overlap": 21, "mode": "depth", "near": 1.0,
-    "far": 100.0, "invert": False, "upsample": "bilinear", "compression": "zip", "preview": False,
+    "far": 100.0, "invert": False, "clamp": True, "upsample": "bilinear", "compression": "zip", "preview": False,
     "device": "auto", "dtype": "auto", "vae_tiling": None, "offload": False,
 }
 

@@ -380,7 +380,7 @@ def evaluate(
         offset = clip.index or 0
         numbers = info.frame_numbers[offset:offset + count]
         shot = f"{number:03d}_{_safe(clip.name)}"[:120]
-        clip_options = replace(options, out_dir=work_dir / shot, shot=shot, mode="disparity", invert=False,
+        clip_options = replace(options, out_dir=work_dir / shot, shot=shot, mode="disparity", invert=False, clamp=False,
                                frames=(numbers[0], numbers[-1]), colorspace=clip.colorspace, preview=False,
                                start_frame=None, fps=None, hold_missing=False)
         plugin_name = None
