@@ -41,7 +41,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import IO
 
 from dvd_vfx import __version__, errors
