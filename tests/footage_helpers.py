@@ -95,12 +95,10 @@ def srgb(linear: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
 
 
-def ffmpeg_children() -> list[int]:
-    """PIDs of live (non-zombie) ffmpeg processes that are children of this process (Linux /proc)."""
+def live_processes():
+    """(pid, command name, stat fields after the name) of every live (non-zombie) process (Linux /proc)."""
     import os
 
-    me = os.getpid()
-    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -108,12 +106,17 @@ def ffmpeg_children() -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        state, ppid = fields[0], int(fields[1])
-        if ppid == me and "ffmpeg" in comm and state != "Z":
-            pids.append(int(entry))
-    return pids
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, session, ...
+        if fields[0] != "Z":
+            yield int(entry), stat[stat.index("(") + 1:stat.rindex(")")], fields
+
+
+def ffmpeg_children() -> list[int]:
+    """PIDs of live ffmpeg processes that are children of this process."""
+    import os
+
+    me = os.getpid()
+    return [pid for pid, comm, fields in live_processes() if int(fields[1]) == me and "ffmpeg" in comm]
 
 
 FPS_NTSC = Fraction(24000, 1001)

@@ -103,19 +103,10 @@ class LocalRayCluster:
 
     def _session_pids(self) -> list[int]:
         """Processes in the sessions of our `ray start` processes (raylets, GCS, workers, agents)."""
+        from footage_helpers import live_processes
+
         sessions = {p.pid for p in self.procs}
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[3]) in sessions and fields[0] != "Z":
-                pids.append(int(entry))
-        return pids
+        return [pid for pid, _, fields in live_processes() if int(fields[3]) in sessions]
 
     def stop(self) -> None:
         for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):

@@ -651,30 +651,12 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _commit(staging: Path, out_dir: Path) -> list[Path]:
     """Move a shot's files from its staging folder into `out_dir` (frame order); undone on failure."""
-    moved, replaced = [], []
-    backup = staging / ".replaced"
-    current = None
+    from dvd_vfx.passes.exr import publish_staged
+
     try:
-        for src in sorted(staging.glob("*.exr")):
-            current = out_dir / src.name
-            if os.path.lexists(current):
-                backup.mkdir(exist_ok=True)
-                os.replace(current, backup / src.name)
-                replaced.append((backup / src.name, current))
-            os.replace(src, current)
-            moved.append(current)
+        moved = publish_staged(staging, out_dir, sorted(p.name for p in staging.glob("*.exr")))
     except OSError as exc:
-        for path in moved:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        for saved, original in replaced:
-            try:
-                os.replace(saved, original)
-            except OSError:
-                pass
-        raise InputError(f"cannot write {current}: {exc.strerror or exc}; check the output folder") from None
+        raise InputError(f"cannot write {exc.filename}: {exc.strerror or exc}; check the output folder") from None
     shutil.rmtree(staging, ignore_errors=True)
     return moved
 

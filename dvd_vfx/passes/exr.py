@@ -395,6 +395,41 @@ def _make_out_dir(out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- writer
 
 
+def publish_staged(staging: Path, out_dir: Path, names: list[str]) -> list[Path]:
+    """Move the files `names` from `staging` into `out_dir`, replacing existing ones: all or nothing.
+
+    On an OSError the files moved so far are removed and the replaced ones restored, and the
+    error is raised again with ``filename`` set to the destination that failed.
+    """
+    moved: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []
+    backup_dir = staging / ".replaced"
+    current = None
+    try:
+        for name in names:
+            current = out_dir / name
+            if os.path.lexists(current):
+                backup_dir.mkdir(exist_ok=True)
+                os.replace(current, backup_dir / name)
+                replaced.append((backup_dir / name, current))
+            os.replace(staging / name, current)
+            moved.append(current)
+    except OSError as exc:
+        for path in moved:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        for backup, original in replaced:
+            try:
+                os.replace(backup, original)
+            except OSError:
+                pass
+        exc.filename = str(current)
+        raise
+    return moved
+
+
 class DepthPassWriter:
     """Writes one shot's depth pass; see the module docstring for format and guarantees.
 
@@ -570,35 +605,11 @@ class DepthPassWriter:
         self._check_usable()
         self._executor.shutdown(wait=True)
 
-        frames = sorted(self._futures)
-        moved: list[Path] = []
-        replaced: list[tuple[Path, Path]] = []
-        backup_dir = self._staging / ".replaced"
-        current = None
+        names = [pass_filename(self.shot, frame) for frame in sorted(self._futures)]
         try:
-            for frame in frames:
-                name = pass_filename(self.shot, frame)
-                current = self.out_dir / name
-                if os.path.lexists(current):
-                    backup_dir.mkdir(exist_ok=True)
-                    os.replace(current, backup_dir / name)
-                    replaced.append((backup_dir / name, current))
-                os.replace(self._staging / name, current)
-                moved.append(current)
+            moved = publish_staged(self._staging, self.out_dir, names)
         except OSError as exc:
-            for path in moved:
-                try:
-                    path.unlink()
-                except OSError:
-                    pass
-            for backup, original in replaced:
-                try:
-                    os.replace(backup, original)
-                except OSError:
-                    pass
-            self._fail(
-                InputError(f"cannot write {current}: {_reason(exc)}; {_hint(exc)}"), exc
-            )
+            self._fail(InputError(f"cannot write {exc.filename}: {_reason(exc)}; {_hint(exc)}"), exc)
             raise self._error from exc  # type: ignore[misc]
         shutil.rmtree(self._staging, ignore_errors=True)
         self._finalizer.detach()
