@@ -262,7 +262,10 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                                  "plate_size": [info.width, info.height]},
                            shared=only_windows is not None or assemble)
     if store is None:
-        store = WindowStore(Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
+        # windows of an uncached render live beside the pass being written: /tmp is often RAM
+        # (tmpfs), and memory must not grow with shot length
+        store = WindowStore(writer.scratch("windows") if writer is not None
+                            else Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
     timings = {}
     calls = 0
     complete = False

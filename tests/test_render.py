@@ -318,3 +318,32 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys):
         main(["info", "x.mov"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 1 and len(err) == 1 and "RuntimeError: something broke" in err[0]
+
+
+def test_uncached_windows_stay_on_the_output_disk_not_in_tmp(h264, tiny_weights_master, tmp_path, monkeypatch):
+    """--no-cache: window predictions go to the pass's staging folder (/tmp is often RAM), then vanish."""
+    import tempfile
+
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    tmp = tmp_path / "system-tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def identity(self):
+            return self.inner.identity()
+
+        def predict(self, frames):
+            seen.append(sorted(p.name for p in (tmp_path / "out").glob(".*/.windows/window.*.npy")))
+            return self.inner.predict(frames)
+
+    result = render_shot(h264, RenderOptions(out_dir=tmp_path / "out", resolution=48, window=5, overlap=2),
+                         Spy(DVDPredictor(str(tiny_weights_master), device="cpu")))
+    assert seen[0] == [] and seen[1] == ["window.00000.npy"] and len(seen) == result.windows
+    assert list(tmp.iterdir()) == []  # nothing in the system temp folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in result.paths]

@@ -596,6 +596,11 @@ class DepthPassWriter:
         self._check_usable()  # a failure or abort() stopped the writer while we waited
         raise RuntimeError("this DepthPassWriter was stopped")
 
+    def scratch(self, name: str) -> Path:
+        """A private folder in the staging area: on the output's disk (not a RAM-backed /tmp), and
+        removed with the staging area on commit, abort or a crash cleanup."""
+        return self._staging / f".{name}"
+
     def commit(self) -> list[Path]:
         """Wait for every write, publish all files into ``out_dir``; paths in frame order."""
         if self._state == "committed":
