@@ -29,8 +29,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +129,21 @@ class WindowStore:
     def has(self, k: int) -> bool:
         return self.path(k).is_file()
 
+    def _stage(self, k: int, pred: np.ndarray) -> Path:
+        """Window k as float16 .npy in a uniquely named temp file of the folder: parts on several
+        hosts of a shared cache never share a temp name, whatever their pids (created with the
+        umask's permissions, so farm users sharing the cache can read it)."""
+        tmp = self.folder / f".window.{k:05d}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy"
+        try:
+            with open(tmp, "xb") as fh:
+                np.save(fh, np.asarray(pred, dtype=np.float16))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
+
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
-        tmp = self.folder / f".window.{k:05d}.{os.getpid()}.tmp.npy"
-        np.save(tmp, np.asarray(pred, dtype=np.float16))
-        os.replace(tmp, self.path(k))
+        os.replace(self._stage(k, pred), self.path(k))
         self._open.pop(k, None)
 
     def get(self, k: int) -> np.ndarray:
@@ -297,32 +310,42 @@ class CacheEntry(WindowStore):
         entry = self.manifest["windows"].get(str(k))
         if entry is None or not path.is_file():
             return False
-        if path.stat().st_size != entry["bytes"] or _sha256_file(path) != entry["sha256"]:
-            log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it", k, self.folder)
-            path.unlink(missing_ok=True)
-
-            def forget(m: dict) -> None:
-                m["windows"].pop(str(k), None)
-                m["stitch"] = None
-
-            self._update(forget)
-            return False
+        if not _matches(path, entry):
+            # Decide under the manifest lock, against the manifest on disk: another part may have
+            # replaced the window (file and entry change together under this lock) since we read it.
+            with self._manifest_lock:
+                self._refresh()
+                entry = self.manifest["windows"].get(str(k))
+                if entry is None or not path.is_file():
+                    return False
+                if not _matches(path, entry):
+                    log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it",
+                                k, self.folder)
+                    path.unlink(missing_ok=True)
+                    self.manifest["windows"].pop(str(k), None)
+                    self.manifest["stitch"] = None
+                    self._save()
+                    return False
         self._verified.add(k)
         return True
 
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
-        super().put(k, pred)
-        path = self.path(k)
-        entry = {"sha256": _sha256_file(path), "bytes": path.stat().st_size, "seconds": round(seconds, 3)}
+        tmp = self._stage(k, pred)
+        try:
+            entry = {"sha256": _sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3)}
 
-        def add(m: dict) -> None:
-            old = m["windows"].get(str(k))
-            if old is None or old.get("sha256") != entry["sha256"]:
-                m["stitch"] = None  # the same bytes again (a retried part) keep the solved stitch
-            m["windows"][str(k)] = entry
-            m["last_used"] = time.time()
+            def add(m: dict) -> None:
+                os.replace(tmp, self.path(k))  # file and manifest entry change together, under the lock
+                old = m["windows"].get(str(k))
+                if old is None or old.get("sha256") != entry["sha256"]:
+                    m["stitch"] = None  # the same bytes again (a retried part) keep the solved stitch
+                m["windows"][str(k)] = entry
+                m["last_used"] = time.time()
 
-        self._update(add)  # the manifest is written after the window: a window it lists is whole
+            self._update(add)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._open.pop(k, None)
         self._verified.add(k)
 
     def stitch(self) -> dict | None:
@@ -335,6 +358,14 @@ class CacheEntry(WindowStore):
 
     def _save(self) -> None:
         _atomic_write_bytes(self.folder / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+
+
+def _matches(path: Path, entry: dict) -> bool:
+    """The window file has the size and sha256 its manifest entry records."""
+    try:
+        return path.stat().st_size == entry["bytes"] and _sha256_file(path) == entry["sha256"]
+    except OSError:
+        return False
 
 
 def _read_manifest(folder: Path) -> dict | None:

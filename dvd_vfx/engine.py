@@ -283,9 +283,12 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                              "render them first with --only-windows")
         progress("predict", len(cached), len(plan))
         if missing:
-            frames = footage.read(size=(work_w, work_h), frames=frame_range)
+            # decode from the first missing window on (a part of a split render late in a long
+            # shot does not decode the shot's start)
+            first = plan[missing[0]]
+            frames = footage.read(size=(work_w, work_h), frames=(numbers[first.start], frame_range[1]))
             to_predict = set(missing)
-            for w, window_frames in _window_frames(frames, plan):
+            for w, window_frames in _window_frames(frames, plan[missing[0]:]):
                 check_cancel()
                 if w.index > missing[-1]:
                     break  # nothing left to predict in this part
@@ -378,8 +381,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             if stream is not None:
                 stream.close()
         store.close(complete=complete and only_windows is None, timings=timings)  # finished windows stay
-    if key is not None:
-        try:
+    if key is not None and only_windows is None:  # window parts of a farm batch must not evict
+        try:                                          # windows that other shots' assemble parts need
             cache.enforce_cap(keep=key)
         except OSError as exc:  # another process changing the cache; the pass is already written
             log.warning("cache size check skipped: %s", exc)
