@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from dvd_vfx.errors import InputError
 import torch
 from PIL import Image
 
@@ -356,3 +358,39 @@ def test_train_help_and_python_m_entry_point():
     assert res.returncode == 0, res.stderr
     text = " ".join(res.stdout.split())
     assert "accelerate launch -m dvd_vfx.cli train" in text and "--resume" in text
+
+
+def test_out_of_memory_is_one_line_with_what_to_lower(dataset_file, tiny_weights_master, tmp_path, monkeypatch):
+    import torch
+
+    from dvd_vfx.train import trainer
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "_micro_step", oom)
+    with pytest.raises(InputError, match=r"out of GPU memory at step 1 .*lower --frames, --resolution"):
+        trainer.train(_config(dataset_file, tiny_weights_master, tmp_path / "run", steps=2))
+
+
+def test_logged_temporal_term_averages_video_micro_batches_only(dataset_file, tiny_weights_master, tmp_path,
+                                                              monkeypatch):
+    """With --accum and mixed data, image micro-batches (no temporal term) must not dilute L_temp in the log."""
+    from dvd_vfx.train import trainer
+    from dvd_vfx.train.loss import LossParts
+
+    def fixed_parts(batch, model, *args, **kwargs):
+        zero = sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
+        video = batch["kind"] == "video"
+        return LossParts(total=zero + 1.0, l2=zero + 0.5, sp=zero + 0.25, temp=zero + (1.0 if video else 0.0),
+                         has_temporal=video), 1
+
+    monkeypatch.setattr(trainer, "_micro_step", fixed_parts)
+    records = []
+    trainer.train(_config(dataset_file, tiny_weights_master, tmp_path / "run", steps=8, accum=3),
+                  on_step=lambda step, record: records.append(record))
+    mixed = [r for r in records if r["kinds"] == "image+video"]
+    assert mixed, "the mixed dataset should give steps with both kinds"
+    for r in records:
+        assert r["l2"] == pytest.approx(0.5) and r["sp"] == pytest.approx(0.25)
+        assert r["temp"] == pytest.approx(0.0 if r["kinds"] == "image" else 1.0)

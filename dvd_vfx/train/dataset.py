@@ -343,7 +343,7 @@ def depth_files(depth: str) -> list[str]:
 
 def clip_length(clip: ClipSpec) -> int:
     """Number of frames of a clip (probe only, cached)."""
-    if clip.index is not None:
+    if clip.index is not None or clip.kind == "image":  # a still: one frame by construction (no probe)
         return 1
     return _open_frames(clip.frames, clip.colorspace).info.frame_count
 

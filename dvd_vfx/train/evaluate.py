@@ -341,6 +341,7 @@ def evaluate(
     sources: Sequence[str] | None = None,
     max_frames: int | None = None,
     progress_factory: Callable[[str], object] | None = None,
+    keep_passes: bool = True,
 ) -> EvalReport:
     """Render and score every clip of ``dataset`` (optionally only ``sources``).
 
@@ -400,6 +401,9 @@ def evaluate(
             if bar is not None and hasattr(bar, "close"):
                 bar.close()
         metrics.pass_pattern = result.pattern
+        if not keep_passes:  # a temporary work folder holds one clip's passes at a time
+            shutil.rmtree(work_dir / shot, ignore_errors=True)
+            metrics.pass_pattern = None
         metrics.working_size = tuple(result.working_size)
         metrics.seconds = time.perf_counter() - t0
         results.append(metrics)
@@ -529,7 +533,8 @@ def run_eval_command(args) -> int:
         work_dir = cleanup = Path(tempfile.mkdtemp(prefix="dvd-vfx-eval-"))
     try:
         report = evaluate(dataset, predictor, options, engine=engine, work_dir=work_dir, cache=cli._make_cache(args),
-                          sources=args.source, max_frames=args.max_frames, progress_factory=cli._Progress)
+                          sources=args.source, max_frames=args.max_frames, progress_factory=cli._Progress,
+                          keep_passes=cleanup is None)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -490,7 +490,20 @@ def _accelerator(cfg: TrainConfig):
                                   and not torch.backends.mps.is_available())
     cuda = not cpu and torch.cuda.is_available() and cfg.device in ("auto", "cuda")
     mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=cfg.accum)
+    from datetime import timedelta
+
+    from accelerate.utils import InitProcessGroupKwargs
+
+    # the other processes wait at a barrier while the main one writes a checkpoint (GBs at high
+    # ranks, maybe to network storage): allow an hour, not torch's default 10 minutes
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=cfg.accum,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=60))])
+    kind = str(getattr(accelerator.distributed_type, "value", accelerator.distributed_type)).upper()
+    if kind not in ("NO", "MULTI_GPU", "MULTI_CPU", "MPS"):
+        raise InputError(f"dvd-vfx train supports one process or DDP, not {kind} (the LoRA export and resume need "
+                         "whole parameters): launch with `accelerate launch --multi_gpu -m dvd_vfx.cli train ...` "
+                         "or torchrun")
+    return accelerator
 
 
 def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
@@ -514,7 +527,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
 
     accelerator = _accelerator(cfg)
     device, main = accelerator.device, accelerator.is_main_process
-    trajectory = {**cfg.trajectory(), "dataset_sha256": _file_sha256(dataset.path),
+    trajectory = {**cfg.trajectory(), "mixed_precision": str(accelerator.mixed_precision), "dataset_sha256": _file_sha256(dataset.path),
                   "weights_sha256": weights_sha256(files), "processes": accelerator.num_processes}
     state = None
     if resume_from is not None:
@@ -613,23 +626,31 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            sums = torch.zeros(4, device=device)  # loss, l2, sp, temp over micro-batches
+            sums = torch.zeros(5, device=device)  # loss, l2, sp, temp, video micro-batches
             kinds, kept = set(), 0
             for _micro in range(cfg.accum):
                 batch = prefetch.next()
                 kinds.add(batch["kind"])
                 with accelerator.accumulate(model):
-                    parts, n_kept = _micro_step(batch, model, nets, text_dim, cfg, device, dtype,
-                                                encode_latents, run_transformer)
-                    kept += n_kept
-                    accelerator.backward(parts.total)
+                    try:
+                        parts, n_kept = _micro_step(batch, model, nets, text_dim, cfg, device, dtype,
+                                                    encode_latents, run_transformer)
+                        kept += n_kept
+                        accelerator.backward(parts.total)
+                    except torch.OutOfMemoryError:
+                        raise _out_of_memory(step + 1, last_ckpt, cfg) from None
                     if accelerator.sync_gradients and cfg.grad_clip > 0:
                         accelerator.clip_grad_norm_(params, cfg.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 sums += torch.stack([parts.total.detach(), parts.l2.detach(), parts.sp.detach(),
-                                     parts.temp.detach()]).float()
-            means = accelerator.reduce(sums / cfg.accum, reduction="mean").tolist()
+                                     parts.temp.detach(), torch.tensor(float(parts.has_temporal), device=device)]
+                                    ).float()
+            # means over all micro-batches of all processes; L_temp over the video ones only
+            # (image micro-batches have no temporal term, averaging their zeros would hide it)
+            totals = accelerator.reduce(sums, reduction="sum").tolist()
+            n_micro = cfg.accum * accelerator.num_processes
+            means = [totals[0] / n_micro, totals[1] / n_micro, totals[2] / n_micro, totals[3] / max(totals[4], 1.0)]
             seen = torch.tensor([float("image" in kinds), float("video" in kinds), float(kept)], device=device)
             has_image, has_video, kept = accelerator.reduce(seen, reduction="sum").tolist()  # over all processes
             kinds = [k for k, on in (("image", has_image), ("video", has_video)) if on]
@@ -686,6 +707,16 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _out_of_memory(step: int, last_ckpt, cfg) -> InputError:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = f"resume from {last_ckpt} (--resume)" if last_ckpt else "start again"
+    return InputError(f"out of GPU memory at step {step} ({cfg.frames} frames at {cfg.resolution[0]}x"
+                      f"{cfg.resolution[1]}, batch {cfg.batch}, image batch {cfg.images_per_batch}, rank {cfg.rank}); "
+                      f"lower --frames, --resolution, --batch/--image-batch or --rank (keep gradient checkpointing "
+                      f"on) and {where}")
 
 
 def _micro_step(batch, model, nets, text_dim, cfg, device, dtype, encode_latents, run_transformer):
