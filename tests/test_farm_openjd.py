@@ -132,3 +132,37 @@ def test_too_many_shots_for_one_job(tmp_path):
     with pytest.raises(InputError, match="47 shots do not fit"):
         build_template(shots, RenderOptions(out_dir=tmp_path), **kwargs)
     validate(build_template(shots[:46], RenderOptions(out_dir=tmp_path), **kwargs)[0])  # the limit itself is valid
+
+
+def _shot(name, windows=1, frames=5, source=None):
+    return ShotTasks(source=source or f"/plates/{name}.mp4", shot=name, frame_range=(1, frames), n_windows=windows,
+                     window_chunks=[(i, i) for i in range(windows)], frame_chunks=[(1, frames)])
+
+
+def test_long_shot_names_stay_unique_and_valid(tmp_path):
+    kwargs = dict(cache_dir="/cache", model=ModelSettings(), python=sys.executable, template_dir=tmp_path)
+    prefix = "show_seq010_" + "x" * 60
+    template, _ = build_template([_shot(prefix + "_a"), _shot(prefix + "_b")], RenderOptions(out_dir=tmp_path),
+                                 **kwargs)
+    names = [s["name"] for s in template["steps"]]
+    assert len(set(names)) == 4 and all(len(n) <= 64 for n in names)
+    assert template["steps"][1]["dependencies"] == [{"dependsOn": names[0]}]
+    validate(template)
+
+
+def test_values_openjd_cannot_carry_are_refused(tmp_path):
+    kwargs = dict(cache_dir="/cache", model=ModelSettings(), python=sys.executable, template_dir=tmp_path)
+    with pytest.raises(InputError, match=r"'\{\{' or '\}\}'"):
+        build_template([_shot("sh{{010}}")], RenderOptions(out_dir=tmp_path), **kwargs)
+    with pytest.raises(InputError, match="1500 window tasks; one step holds at most 1024: raise --windows-per-task"):
+        build_template([_shot("long", windows=1500)], RenderOptions(out_dir=tmp_path), **kwargs)
+
+
+def test_tasks_get_the_cache_cap_and_the_pinned_capdate(tmp_path):
+    template, _ = build_template([_shot("sh010")], RenderOptions(out_dir=tmp_path), cache_dir="/cache",
+                                 model=ModelSettings(), python=sys.executable, template_dir=tmp_path,
+                                 cache_max_gb=200, source_date_epoch=EPOCH, plugins_dirs=["/studio/plugins"])
+    args = template["steps"][0]["script"]["actions"]["onRun"]["args"]
+    assert args[args.index("--cache-max-gb") + 1] == "200.0" and "--plugins-dir=/studio/plugins" in args
+    assert template["jobEnvironments"] == [{"name": "dvd-vfx", "variables": {"SOURCE_DATE_EPOCH": EPOCH}}]
+    validate(template)

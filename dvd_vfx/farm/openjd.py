@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,8 @@ from pathlib import Path
 from dvd_vfx.errors import InputError
 
 SPEC = "jobtemplate-2023-09"
-MAX_JOB_PARAMETERS = 50  # the 2023-09 specification's limit
+MAX_JOB_PARAMETERS = 50  # the 2023-09 specification's limits
+MAX_TASK_VALUES = 1024  # values of one task parameter
 _FIXED_PARAMETERS = ("DvdVfxPython", "OutputDir", "CacheDir", "Weights")
 
 
@@ -58,8 +60,10 @@ def run(args, options) -> int:
     template_path = Path(args.template).expanduser()
     template, values = build_template(
         shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),
-        plugins_dirs=getattr(args, "plugins_dir", None) or (), python=args.engine_python or sys.executable,
-        template_dir=template_path.parent, job_name=args.job_name, gpus_per_task=args.gpus_per_task)
+        plugins_dirs=[os.path.abspath(d) for d in getattr(args, "plugins_dir", None) or ()],
+        python=args.engine_python or sys.executable, template_dir=template_path.parent, job_name=args.job_name,
+        gpus_per_task=args.gpus_per_task, cache_max_gb=args.cache_max_gb,
+        source_date_epoch=os.environ.get("SOURCE_DATE_EPOCH"))
     validate(template)
     values_path = template_path.with_name(template_path.stem + ".params" + (template_path.suffix or ".yaml"))
     path = write_document(template, template_path)
@@ -82,15 +86,40 @@ def _cache_dir(args) -> str:
     return str(Path(args.cache_dir).resolve()) if args.cache_dir else str(ShotCache(None).root.resolve())
 
 
-def _step_name(shot: str, what: str) -> str:
+def _step_name(shot: str, what: str, index: int) -> str:
     name = f"{shot} {what}"
-    if len(name) > 64:  # the specification's limit for step names
-        name = f"{shot[:64 - len(what) - 4]}.. {what}"
+    if len(name) > 64:  # the specification's limit; the shot's number keeps truncated names apart
+        tag = f"..#{index} {what}"
+        name = shot[:64 - len(tag)] + tag
     return name
 
 
+_PLACEHOLDER = re.compile(r"\{\{(?:Param|Task\.Param)\.[A-Za-z_][A-Za-z0-9_]*\}\}")
+
+
+def _check_literals(template: dict) -> None:
+    """Open Job Description reads {{ ... }} as an expression and has no escape for it: refuse a
+    path, name or value that contains one, naming it (rather than a template that fails later)."""
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from walk(v)
+        elif isinstance(value, str):
+            yield value
+
+    for text in walk(template):
+        rest = _PLACEHOLDER.sub("", text)
+        if "{{" in rest or "}}" in rest:
+            raise InputError(f"{text!r} contains '{{{{' or '}}}}', which Open Job Description reads as an expression "
+                             "(it has no escape); rename the file, folder or value")
+
+
 def build_template(shots, options, *, cache_dir: str, model, predictor=None, plugins_dirs=(), python: str,
-                   template_dir: Path, job_name: str | None = None, gpus_per_task: int = 0) -> tuple[dict, dict]:
+                   template_dir: Path, job_name: str | None = None, gpus_per_task: int = 0,
+                   cache_max_gb: float | None = None, source_date_epoch: str | None = None) -> tuple[dict, dict]:
     """The job template as a dict (ready for YAML/JSON), and the job parameter values of this submission.
 
     The specification joins a PATH parameter's default to the template's folder and refuses
@@ -99,6 +128,12 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
     """
     from dvd_vfx.farm.plan import task_argv
 
+    for shot in shots:
+        for what, count, flag in (("window", len(shot.window_chunks), "--windows-per-task"),
+                                  ("assemble", len(shot.frame_chunks), "--frames-per-task")):
+            if count > MAX_TASK_VALUES:
+                raise InputError(f"shot {shot.shot} would have {count} {what} tasks; one step holds at most "
+                                 f"{MAX_TASK_VALUES}: raise {flag}")
     if len(shots) + len(_FIXED_PARAMETERS) > MAX_JOB_PARAMETERS:
         raise InputError(f"{len(shots)} shots do not fit one Open Job Description job (at most "
                          f"{MAX_JOB_PARAMETERS - len(_FIXED_PARAMETERS)} shot parameters); write several jobs")
@@ -110,7 +145,10 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
     def path_param(name: str, path, description: str, **extra) -> None:
         absolute = os.path.abspath(path)
         entry = {"name": name, "type": "PATH", **extra}
-        relative = os.path.relpath(absolute, base_dir)
+        try:
+            relative = os.path.relpath(absolute, base_dir)
+        except ValueError:  # another drive (Windows): no default, the values file has it
+            relative = ".."
         if relative != ".." and not relative.startswith(".." + os.sep):
             entry["default"] = relative
         params.append({**entry, "description": description})
@@ -130,15 +168,15 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
         path_param(param, shot.source,
                    f"plate of shot {shot.shot} (frames {shot.frame_range[0]}-{shot.frame_range[1]})")
         base = task_argv("{{Param.%s}}" % param, task_options, cache_dir="{{Param.CacheDir}}", predictor=predictor,
-                         model=model, plugins_dirs=plugins_dirs)
-        windows = _step_name(shot.shot, "windows")
+                         model=model, plugins_dirs=plugins_dirs, cache_max_gb=cache_max_gb)
+        windows = _step_name(shot.shot, "windows", index)
         window_step = {
             "name": windows,
             "parameterSpace": {"taskParameterDefinitions": [
                 {"name": "Windows", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.window_chunks]}]},
             "script": _script([*base, "--only-windows", "{{Task.Param.Windows}}"]),
         }
-        assemble_step = {"name": _step_name(shot.shot, "assemble"), "dependencies": [{"dependsOn": windows}]}
+        assemble_step = {"name": _step_name(shot.shot, "assemble", index), "dependencies": [{"dependsOn": windows}]}
         if gpus_per_task:
             window_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": gpus_per_task}]}
             # the cache key holds the device class: assembling needs a CUDA worker too (it runs no model)
@@ -155,6 +193,9 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
     template = {"specificationVersion": SPEC, "name": name,
                 "description": "Depth passes by dvd-vfx: window tasks fill the shared cache, assemble tasks write EXRs.",
                 "parameterDefinitions": params, "steps": steps}
+    if source_date_epoch:  # the submitter pinned the EXR capDate: every task writes the same header
+        template["jobEnvironments"] = [{"name": "dvd-vfx", "variables": {"SOURCE_DATE_EPOCH": source_date_epoch}}]
+    _check_literals(template)
     return template, values
 
 

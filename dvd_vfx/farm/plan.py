@@ -124,10 +124,12 @@ def task_model(model, gpus_per_task: float):
 
 
 def task_argv(source: str, options: RenderOptions, *, cache_dir: str, predictor: str | None = None, model=None,
-              plugins_dirs=(), split: list[str] = ()) -> list[str]:
+              plugins_dirs=(), split: list[str] = (), cache_max_gb: float | None = None) -> list[str]:
     """Arguments after the program (`dvd-vfx` or `python -m dvd_vfx.cli`) of one task of a split render."""
     argv = [f"--plugins-dir={d}" for d in plugins_dirs]
     argv += ["render", str(source), *render_flags(options), "--cache-dir", str(cache_dir)]
+    if cache_max_gb is not None:
+        argv += ["--cache-max-gb", repr(float(cache_max_gb))]
     if predictor:
         argv += ["--predictor", predictor]
     if model is not None:
