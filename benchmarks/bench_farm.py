@@ -69,7 +69,8 @@ def one_process(weights: Path, plates: list[Path], out: Path, threads: int | Non
 def farm_run(cluster: LocalRayCluster, weights: Path, plates: list[Path], out: Path, cache: Path, k: int) -> dict:
     from dvd_vfx.engine import RenderOptions
     from dvd_vfx.farm.plan import plan_shot
-    from dvd_vfx.farm.ray_runner import FarmSettings, RayFarm, import_ray, task_model
+    from dvd_vfx.farm.plan import task_model
+    from dvd_vfx.farm.ray_runner import FarmSettings, RayFarm, import_ray
     from dvd_vfx.plugins import Engine, ModelSettings
 
     os.environ.update(RAY_ENV)

@@ -121,7 +121,8 @@ def _add_farm_parser(sub) -> None:
         g.add_argument("--windows-per-task", type=int, default=1, metavar="K",
                        help="model windows predicted by one task (default 1)")
         g.add_argument("--frames-per-task", type=int, metavar="N",
-                       help="frames written by one assemble task (default: the whole shot in one task)")
+                       help="frames written by one assemble task (default: the whole shot in one task; "
+                            "100 when `farm ray` moves predictions through Ray's object store)")
     from dvd_vfx.farm import openjd, ray_runner
 
     ray_runner.add_arguments(fr)

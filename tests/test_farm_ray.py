@@ -1,12 +1,17 @@
 """`dvd-vfx farm ray` on a real two-node Ray cluster on loopback (started and stopped here):
 passes byte-identical to single-process renders, a killed task retried, GPU requests checked
-before submitting, predictions through the object store, failed shots leave nothing."""
+before submitting, predictions through the object store, failed shots leave nothing, a cancel
+stops a silent render at once. Without a cluster: the object store's one-file-at-a-time paths,
+the node-loss check, set-up errors."""
 
+import _thread
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,10 +41,12 @@ for plate in sys.argv[3:]:
 
 # A luma predictor that, the first time it is called anywhere (a marker file records it), kills
 # its own render process ("process") or the Ray worker running the task and then itself
-# ("worker"); "error" raises on every call.
+# ("worker"); "error" raises on every call; "sleep" appends its pid to the marker and sleeps
+# without a word.
 PREDICTOR_PLUGIN = '''
 import os
 import signal
+import time
 
 import numpy as np
 
@@ -59,6 +66,10 @@ class KillOnce:
     def predict(self, frames):
         if KILL == "error":
             raise ValueError("the test predictor always fails")
+        if KILL == "sleep":
+            with open(MARKER, "a") as fh:
+                fh.write(f"{{os.getpid()}}\\n")
+            time.sleep(600)
         if KILL and not os.path.exists(MARKER):
             open(MARKER, "w").close()
             if KILL == "worker":
@@ -119,11 +130,16 @@ def cluster():
         yield c
 
 
-def farm(cluster, sources, out, *flags, plugins_dir=None, env=None):
+def farm_cmd(cluster, sources, out, *flags, plugins_dir=None):
     cmd = [sys.executable, "-m", "dvd_vfx.cli"]
     if plugins_dir is not None:
         cmd.append(f"--plugins-dir={plugins_dir}")
-    cmd += ["farm", "ray", *map(str, sources), "-o", str(out), *FAST, "--address", cluster.address, *map(str, flags)]
+    return cmd + ["farm", "ray", *map(str, sources), "-o", str(out), *FAST, "--address", cluster.address,
+                  *map(str, flags)]
+
+
+def farm(cluster, sources, out, *flags, plugins_dir=None, env=None):
+    cmd = farm_cmd(cluster, sources, out, *flags, plugins_dir=plugins_dir)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=ray_env(SOURCE_DATE_EPOCH=EPOCH, **(env or {})), capture_output=True, text=True,
                           timeout=TIMEOUT_S)
@@ -205,11 +221,44 @@ def test_predictions_through_the_object_store_give_the_same_pass(cluster, tmp_pa
     plugins, _ = killonce_dir(tmp_path, None)
     proc, _ = farm(cluster, [plate], tmp_path / "farm", "--predictor", "killonce", "--windows-per-task", 2,
                    "--frames-per-task", 5, "--object-store", "always", "--cache-dir", tmp_path / "cache",
-                   plugins_dir=plugins)
+                   "--scratch-dir", tmp_path / "scratch", plugins_dir=plugins)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "through Ray's object store" in proc.stdout and "5 tasks" in proc.stdout, proc.stdout
+    # 2 window tasks, the shot's stitch task, 3 assemble tasks
+    assert "through Ray's object store" in proc.stdout and "6 tasks" in proc.stdout, proc.stdout
     assert not (tmp_path / "cache").exists()  # the submitter's cache was never used
+    assert (tmp_path / "scratch").is_dir() and not list((tmp_path / "scratch").iterdir())  # used, then emptied
     assert exr_bytes(tmp_path / "farm") == reference(tmp_path, plate, plugins, tmp_path / "single")
+
+
+def test_a_cancelled_task_stops_while_its_render_prints_nothing(cluster, tmp_path):
+    """SIGTERM to the submitter cancels the tasks; a render sleeping silently stops at once (not when
+    it prints its next line, nor after ray_runner.FORCE_CANCEL_S, when its Ray worker is killed)."""
+    plate = make_plate(tmp_path / "sh010.mp4", 9)
+    plugins, marker = killonce_dir(tmp_path, "sleep")
+    proc = subprocess.Popen(farm_cmd(cluster, [plate], tmp_path / "farm", "--predictor", "killonce", "--cache-dir",
+                                     tmp_path / "cache", plugins_dir=plugins),
+                            env=ray_env(SOURCE_DATE_EPOCH=EPOCH), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (marker.exists() and marker.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        time.sleep(1.0)  # the render is in its silent sleep
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert seconds < min(10.0, ray_runner.FORCE_CANCEL_S / 2), (seconds, err[-3000:])  # about 1 s here
+    for pid in map(int, marker.read_text().split()):  # every render that started is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (tmp_path / "farm").exists()
 
 
 def test_gpu_request_on_a_cpu_cluster_fails_fast(cluster, tmp_path):
@@ -263,6 +312,171 @@ def test_cpus_per_task_larger_than_any_node_is_refused():
     with pytest.raises(InputError, match="asks for 2 GPUs per task but the Ray cluster at h:1 has at most 1 on one"):
         ray_runner.check_resources(FakeRay, two_gpus, "h:1")
     assert len(ray_runner.check_resources(FakeRay, ray_runner.FarmSettings(address="h:1", gpus_per_task=1), "h:1")) == 1
+
+
+def test_an_unwritable_output_folder_is_one_error_line(tmp_path, capsys):
+    from dvd_vfx.cli import main
+
+    plate = make_plate(tmp_path / "sh010.mp4", 5)
+    out = tmp_path / "readonly"
+    out.mkdir()
+    out.chmod(0o555)
+    if os.access(out, os.W_OK):  # root writes anywhere: a folder where nobody can create files
+        out = Path("/proc")
+        if not out.is_dir():
+            pytest.skip("no folder that this user cannot write into")
+    with pytest.raises(SystemExit) as exc:
+        main(["farm", "ray", str(plate), "-o", str(out), "--object-store", "always", *FAST])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("dvd-vfx: error:")]
+    assert exc.value.code == 2 and len(errors) == 1, err
+    assert errors[0].startswith(f"dvd-vfx: error: cannot write into the output folder {out}: "), errors
+    assert "Traceback" not in err
+
+
+def test_a_cancel_lands_while_the_render_prints_nothing():
+    """ray.cancel raises KeyboardInterrupt in the task's main thread (interrupt_main): it must not wait
+    for the render's next line."""
+    from dvd_vfx.farm import ray_tasks
+
+    from dvd_vfx.jobs import SCHEMA
+
+    events = []
+    script = ("import json, sys, time; print(json.dumps({'schema': sys.argv[1], 'event': 'job_started'}), "
+              "flush=True); time.sleep(120)")
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ray_tasks._run_child([sys.executable, "-c", script, SCHEMA], dict(os.environ), events.append)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 1.5 + 5.0  # the child gets SIGTERM and goes at once
+    assert [e.get("event") for e in events] == ["job_started"]
+
+
+def test_an_assemble_tasks_files_are_fetched_and_freed_one_at_a_time(tmp_path):
+    """The submitter's side of the object store: it holds one file's bytes at a time and drops each
+    ref (it is its only owner) once the file is written."""
+    held = []
+
+    class FakeRay:
+        def get(self, ref):
+            held.append(len(part.payload))
+            return ref
+
+    files = [(f"sh010.depth.{n:04d}.exr", bytes([n]) * 10) for n in range(1, 6)]
+    part = ray_runner._Part(name="frames 1-5", kind="assemble", size=5, payload=list(files))
+    shot = ray_runner._Shot(index=0, tasks=None, job=None, staging=tmp_path)
+    farm = ray_runner.RayFarm(FakeRay(), None, [], None, ray_runner.FarmSettings(address=None), model=None)
+    farm._fetch_files(shot, part)
+    assert held == [4, 3, 2, 1, 0] and part.payload == []  # each ref left the list before its bytes came
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == dict(files)
+
+
+def test_object_store_parts_return_one_object_per_window_or_file(tmp_path, monkeypatch):
+    """The worker's side: a window task returns its key and manifest, then one object per window; an
+    assemble task writes them one at a time (and the shot's stitch numbers) into its private cache,
+    and returns one object per EXR file, read only when Ray takes it."""
+    import ray
+
+    from dvd_vfx.cache import ShotCache
+    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.farm import ray_tasks
+
+    key = "ab" + "0" * 62
+    cache = tmp_path / "cache"
+    folder = ShotCache(cache).folder(key)
+    folder.mkdir(parents=True)
+    windows = {}
+    for k in range(3):
+        data = bytes([k]) * (100 + k)
+        (folder / f"window.{k:05d}.npy").write_bytes(data)
+        windows[str(k)] = {"sha256": f"sum{k}", "bytes": len(data), "seconds": 0.1}
+    manifest = {"schema": 1, "key": key, "plan": [[0, 5, 5]] * 3, "windows": windows, "stitch": None,
+                "complete": False, "timings": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    returns = list(ray_tasks._pack_windows(cache, 1, 2))
+    assert len(returns) == ray_tasks.payload_count(ray_tasks.PartSpec(
+        0, "sh010", "windows 1-2", "p.mp4", RenderOptions(out_dir=tmp_path), None, windows=(1, 2)))
+    assert returns[0]["key"] == key and "windows" not in returns[0]["manifest"]
+    assert [(k, e["bytes"], len(d)) for k, e, d in returns[1:]] == [(1, 101, 101), (2, 102, 102)]
+    with pytest.raises(ray_tasks.PartCrashed, match="window 3 is missing"):
+        ray_tasks._pack_windows(cache, 2, 3)  # checked before anything is returned (a crash: retried)
+
+    fetched = []
+    monkeypatch.setattr(ray, "get", lambda ref: fetched.append(ref) or ref if not isinstance(ref, list) else ref)
+    chunks = [list(ray_tasks._pack_windows(cache, 0, 0)), returns]
+    spec = ray_tasks.PartSpec(0, "sh010", "frames 1-2", "p.mp4", RenderOptions(out_dir=tmp_path), None, frames=(1, 2))
+    stitch = {"scales": [1.0, 0.5, 2.0], "shifts": [0.0, 0.1, -0.1], "percentiles": [0.25, 0.75]}
+    private = tmp_path / "private"
+    ray_tasks._unpack_windows(spec, private, chunks, stitch)
+    written = json.loads((ShotCache(private).folder(key) / "manifest.json").read_text())
+    assert written["stitch"] == stitch and written["windows"] == windows and written["complete"] is False
+    assert all((ShotCache(private).folder(key) / f"window.{k:05d}.npy").read_bytes() == bytes([k]) * (100 + k)
+               for k in range(3))
+    assert len(fetched) == 3  # the windows, one get each
+
+    work = tmp_path / "work"
+    (work / "out").mkdir(parents=True)
+    for n in (1, 2):
+        (work / "out" / f"sh010.depth.{n:04d}.exr").write_bytes(bytes([n]))
+    files = ray_tasks._payload(spec, work, private)
+    assert not isinstance(files, (list, tuple))  # a generator: nothing read yet
+    assert list(files) == [("sh010.depth.0001.exr", b"\x01"), ("sh010.depth.0002.exr", b"\x02")]
+    (work / "out" / "sh010.depth.0002.exr").unlink()
+    with pytest.raises(ray_tasks.PartCrashed, match="wrote 1 EXR files for frames 1-2, expected 2"):
+        ray_tasks._payload(spec, work, private)
+
+
+def test_pending_tasks_that_no_live_node_fits_fail_their_shot_after_a_grace_period():
+    class FakeRay:
+        alive = [{"Alive": True, "Resources": {"CPU": 8.0}}]
+
+        def nodes(self):
+            return self.alive
+
+    class FakeEngine:
+        failed = []
+
+        def call(self, hook, job, error):
+            self.failed.append((hook, job, str(error)))
+
+    settings = ray_runner.FarmSettings(address="h:1", gpus_per_task=1)
+    farm = ray_runner.RayFarm(FakeRay(), FakeEngine(), [], None, settings, model=None)
+    farm.where = "h:1"
+    shot = ray_runner._Shot(index=0, tasks=None, job="job-1", staging=None)
+    windows = ray_runner._Part(name="windows 2-3", kind="windows", size=2)
+    assemble = ray_runner._Part(name="frames 1-9", kind="assemble", size=9)
+    shot.parts = {p.name: p for p in (windows, assemble)}
+    shot.refs = ["w", "a"]
+    farm.pending = {"w": (shot, windows), "a": (shot, assemble)}
+    farm._check_nodes(now=100.0)  # the GPU node just went: wait for it to come back
+    farm._check_nodes(now=100.0 + ray_runner.NODE_LOSS_GRACE_S - 1)
+    assert not shot.closed and not farm.engine.failed
+
+    class Cancelling(FakeRay):
+        cancelled = []
+
+        def cancel(self, ref, force=False):
+            self.cancelled.append(ref)
+
+    farm.ray = Cancelling()
+    farm._check_nodes(now=100.0 + ray_runner.NODE_LOSS_GRACE_S + ray_runner.NODE_CHECK_S)
+    assert shot.closed and farm.ray.cancelled == ["w", "a"]
+    (hook, job, message), = farm.engine.failed
+    assert hook == "dvd_vfx_job_failed" and job == "job-1"
+    assert message.startswith("windows 2-3: no live node of the Ray cluster at h:1 has 1 CPU and 1 GPU for it any "
+                              "more (1 live node, 8 CPUs, 0 GPUs, for "), message
+
+    FakeRay.alive = [{"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}]  # a node that fits: no failure
+    shot2 = ray_runner._Shot(index=1, tasks=None, job="job-2", staging=None)
+    farm.pending = {"w2": (shot2, windows)}
+    farm._check_nodes(now=1000.0)
+    farm._check_nodes(now=1000.0 + 2 * ray_runner.NODE_LOSS_GRACE_S)
+    assert not shot2.closed
 
 
 def test_farm_without_cache_and_without_object_store_is_refused(tmp_path, capsys):

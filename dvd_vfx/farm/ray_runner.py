@@ -2,7 +2,9 @@
 
 Per shot: one task per window chunk (``render --only-windows A-B``) and one per frame chunk
 (``render --assemble --write-frames X-Y``), which Ray starts once the shot's window tasks are
-done (their results are its arguments). What a task does on its worker: dvd_vfx/farm/ray_tasks.py.
+done (their receipts are its arguments); through the object store, a shot with several frame
+chunks also gets one stitch task between them. What a task does on its worker:
+dvd_vfx/farm/ray_tasks.py.
 
 Before anything is submitted, every shot is probed and planned, the resources a task asks for
 are checked against the cluster (Ray leaves a task that asks for GPUs the cluster lacks pending
@@ -11,7 +13,9 @@ sees the cache folder and the output folder at the same path, else Ray's object 
 (--object-store). The submitter fires the same hooks as a local render, one job per shot
 (job_started, job_progress, job_log, pass_written, job_finished, job_failed), and moves a
 shot's files into the output folder only once all its frames are written: a failed shot leaves
-nothing there.
+nothing there. While tasks are pending it checks every few seconds that some live node still
+fits each kind of task (after a node dies Ray would leave them pending forever) and fails the
+shots that wait for one once none has fitted for NODE_LOSS_GRACE_S.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ STAGES = ("predict", "stitch", "write")
 POLL_S = 0.2
 PROBE_TIMEOUT_S = 180.0
 STOP_WAIT_S = 30.0  # after a cancel: how long cancelled tasks get to clean up
+FORCE_CANCEL_S = 20.0  # a cancelled task still running after this is killed (ray.cancel force=True)
+NODE_CHECK_S = 5.0  # while tasks are pending: how often the live nodes are compared with the tasks' needs
+NODE_LOSS_GRACE_S = 60.0  # no live node fits a pending task for this long: its shot fails
+OBJECT_STORE_FRAMES_PER_TASK = 100  # default --frames-per-task through the object store (bounds a task's objects)
 
 
 def add_arguments(p) -> None:
@@ -55,7 +63,11 @@ def add_arguments(p) -> None:
                         "again (default 3; bad input or weights fail at once)")
     g.add_argument("--object-store", choices=OBJECT_STORE_CHOICES, default="auto",
                    help="move predictions and passes through Ray's object store instead of the shared cache and "
-                        "output folders: auto (when a node does not see them), always, never (default auto)")
+                        "output folders: auto (when a node does not see them), always, never (default auto); "
+                        f"--frames-per-task then defaults to {OBJECT_STORE_FRAMES_PER_TASK}")
+    g.add_argument("--scratch-dir", metavar="DIR",
+                   help="object store: the folder on each worker where a task renders into its private cache "
+                        "(a disk, not RAM; default: farm-scratch in the worker's dvd-vfx cache folder)")
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class FarmSettings:
     cpus_per_task: float = 1.0
     max_retries: int = 3
     object_store: str = "auto"
+    scratch_dir: str | None = None  # None: each worker's default (ray_tasks.scratch_root)
 
     @classmethod
     def from_args(cls, args) -> "FarmSettings":
@@ -77,8 +90,10 @@ class FarmSettings:
             raise InputError(f"--cpus-per-task {cpus:g} must be more than 0")
         if retries < 0:
             raise InputError(f"--max-retries {retries} must be 0 or more")
+        scratch = getattr(args, "scratch_dir", None)
         return cls(address=args.address or os.environ.get("RAY_ADDRESS") or None, gpus_per_task=float(gpus),
-                   cpus_per_task=float(cpus), max_retries=retries, object_store=args.object_store)
+                   cpus_per_task=float(cpus), max_retries=retries, object_store=args.object_store,
+                   scratch_dir=_absolute(scratch) if scratch else None)
 
 
 def run(args, options) -> int:
@@ -102,21 +117,14 @@ def run(args, options) -> int:
     plugins_dirs = tuple(_absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
     farm = RayFarm(ray, cli._engine(args), shots, options, settings, model=model,
                    predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
-                   cache_max_gb=args.cache_max_gb)
+                   cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task)
     bars = _Bars({})
     name = farm.engine.register(bars)
-    previous = None
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a farm manager's kill unwinds like Ctrl-C
-    except ValueError:  # not the main thread
-        pass
     try:
         farm.run(on_start=lambda jobs: bars.names.update(jobs))
     finally:
         bars.close()
         farm.engine.unregister(name)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     print(farm.summary())
     failed = [s for s in farm.shots if s.error is not None]
     if failed:  # each failed shot has its line in the summary; one error line names the first
@@ -201,8 +209,12 @@ def shared_storage(ray, nodes: list[dict], folders: list[str]) -> tuple[str, str
     try:
         for folder in folders:
             path = os.path.join(folder, f".dvd-vfx-probe-{token}")
-            with open(path, "w") as fh:
-                fh.write(token)
+            try:
+                with open(path, "w") as fh:
+                    fh.write(token)
+            except OSError as exc:
+                raise InputError(f"cannot write into {folder}: {exc.strerror or exc}; check the folder's "
+                                 "permissions or choose another one") from None
             files[path] = token
         probe = ray.remote(probe_paths)
         refs = {probe.options(num_cpus=0, max_retries=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
@@ -230,8 +242,8 @@ def shared_storage(ray, nodes: list[dict], folders: list[str]) -> tuple[str, str
 
 @dataclass
 class _Part:
-    name: str  # "windows 0-1" | "frames 1-13"
-    kind: str  # windows | assemble
+    name: str  # "windows 0-1" | "stitch" | "frames 1-13"
+    kind: str  # windows | stitch | assemble
     size: int  # windows or frames in the chunk
     progress: int = 0  # windows predicted / frames written by the current attempt
     stitch: int = 0
@@ -239,7 +251,7 @@ class _Part:
     attempts: int = 0
     finished: bool = False
     result: dict | None = None  # the task's receipt: the render's result, timings, node
-    payload: object = None  # ObjectRef of what the task hands on: windows, or the EXR files (object store)
+    payload: list = field(default_factory=list)  # object store: ObjectRefs of the windows, stitch or EXR files
 
 
 @dataclass
@@ -269,10 +281,12 @@ class RayFarm:
     """One batch on one Ray cluster: plan -> check -> submit -> relay events -> commit each shot."""
 
     def __init__(self, ray, engine, shots, options, settings: FarmSettings, *, model, predictor=None,
-                 plugins_dirs=(), cache_root: str | None = None, cache_max_gb: float | None = None):
+                 plugins_dirs=(), cache_root: str | None = None, cache_max_gb: float | None = None,
+                 frames_per_task: int | None = None):
         self.ray, self.engine, self.options, self.settings = ray, engine, options, settings
         self.model, self.predictor, self.plugins_dirs = model, predictor, tuple(plugins_dirs)
         self.cache_root, self.cache_max_gb = cache_root, cache_max_gb
+        self.frames_per_task = frames_per_task  # None: the planned chunks (object store: bounded)
         self.planned = list(shots)
         self.shots: list[_Shot] = []
         self.pending: dict = {}  # ObjectRef -> (shot, part)
@@ -284,19 +298,27 @@ class RayFarm:
         self._created: list[Path] = []
         self._relay = None
         self._relay_lost = False
+        self._cancelled: dict = {}  # receipt -> when ray.cancel was asked (force-cancelled after FORCE_CANCEL_S)
+        self._next_node_check = 0.0
+        self._nodes_short_since: float | None = None  # since when some pending task fits no live node
 
     # -- set-up ----------------------------------------------------------------------------------
     def run(self, on_start=None) -> None:
         ray = self.ray
         t0 = time.perf_counter()
-        self.where = connect(ray, self.settings.address)
+        previous = None
         try:
+            self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
+            self.where = connect(ray, self.settings.address)
+            try:  # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up)
+                previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a farm manager's kill: like Ctrl-C
+            except ValueError:  # not the main thread
+                pass
             nodes = check_resources(ray, self.settings, self.where)
             total = ray.cluster_resources()
             alive = [n for n in ray.nodes() if n.get("Alive")]
             self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
                             f"{total.get('GPU', 0):g} GPUs")
-            self._created = _make_dirs(Path(self.options.out_dir))
             self._choose_storage(nodes)
             self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
             self._submit_all()
@@ -314,6 +336,8 @@ class RayFarm:
             if not any(s.paths for s in self.shots):
                 _remove_empty(self._created)
             ray.shutdown()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def _choose_storage(self, nodes: list[dict]) -> None:
         mode = self.settings.object_store
@@ -342,45 +366,69 @@ class RayFarm:
         log.info("farm ray: %s", self.storage)
 
     def _submit_all(self) -> None:
-        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, run_part
+        from dvd_vfx.farm.plan import chunks
+        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, payload_count, run_part
         from dvd_vfx.jobs import Job, jsonable, new_job_id
 
         ray, s = self.ray, self.settings
         remote = ray.remote(run_part)
         env = {k: v for k, v in os.environ.items() if k.startswith("DVD_VFX_") or k in FORWARDED_ENV}
-        assemble_gpus = min(s.gpus_per_task, ASSEMBLE_GPU_SHARE) if s.gpus_per_task > 0 else 0
+        assemble_gpus = self._needs()["assemble"][1]
         run_id = secrets.token_hex(4)
         options = self.options
+
+        def submit(shot: _Shot, part: _Part, spec: PartSpec, gpus: float, *after, **kwargs) -> None:
+            """Returns: the payload objects (ray_tasks.payload_count), then the receipt."""
+            n = payload_count(spec)
+            refs = remote.options(
+                num_cpus=s.cpus_per_task, num_gpus=gpus, max_retries=s.max_retries, num_returns=n + 1,
+                retry_exceptions=[PartCrashed], name=f"dvd-vfx {spec.shot} {part.name}").remote(
+                spec, self._relay, *after, **kwargs)
+            refs = list(refs) if n else [refs]
+            part.payload = refs[:-1]
+            self._track(shot, part, refs[-1])
+
         for index, tasks in enumerate(self.planned):
+            if not self.shared and self.frames_per_task is None:  # bounded: a task's files wait in the store
+                tasks = dataclasses.replace(tasks, frame_chunks=chunks(*tasks.frame_range,
+                                                                       OBJECT_STORE_FRAMES_PER_TASK))
             job = Job(id=new_job_id(), source=tasks.source, out_dir=str(options.out_dir), shot=options.shot,
                       predictor=str(self.predictor or "dvd"), options=jsonable(dataclasses.asdict(options)))
             staging = Path(options.out_dir) / f".dvd-vfx-ray-{tasks.shot}-{run_id}"
-            staging.mkdir()
+            try:
+                staging.mkdir()
+            except OSError as exc:
+                raise InputError(f"cannot create a staging folder in {options.out_dir}: {exc.strerror or exc}; "
+                                 "check the folder's permissions or choose another -o") from None
             shot = _Shot(index=index, tasks=tasks, job=job, staging=staging, t0=time.perf_counter())
             self.shots.append(shot)
             common = dict(shot_index=index, shot=tasks.shot, source=tasks.source,
                           options=dataclasses.replace(options, out_dir=staging),
                           cache_dir=self.cache_root if self.shared else None, predictor=self.predictor,
-                          model=self.model, plugins_dirs=self.plugins_dirs, env=env, cache_max_gb=self.cache_max_gb)
-            window_refs = []
+                          model=self.model, plugins_dirs=self.plugins_dirs, env=env, cache_max_gb=self.cache_max_gb,
+                          scratch_dir=s.scratch_dir)
+            receipts, windows = [], []
             for a, b in tasks.window_chunks:
                 part = _Part(name=f"windows {a}-{b}", kind="windows", size=b - a + 1)
-                receipt, part.payload = remote.options(
-                    num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task, max_retries=s.max_retries, num_returns=2,
-                    retry_exceptions=[PartCrashed], name=f"dvd-vfx {tasks.shot} {part.name}").remote(
-                    PartSpec(part=part.name, windows=(a, b), **common), self._relay)
-                self._track(shot, part, receipt)
-                window_refs.append(part.payload)
+                submit(shot, part, PartSpec(part=part.name, windows=(a, b), **common), s.gpus_per_task)
+                receipts.append(shot.refs[-1])
+                windows.append(part.payload)
+            # The assemble tasks wait for the window tasks' receipts (returned last: every window exists
+            # then); through the object store they get the windows' refs nested in a list, fetched one at a time
+            inputs = {} if self.shared else {"windows": windows}
+            if not self.shared and len(tasks.frame_chunks) > 1:  # the stitch, solved once for the shot
+                first = tasks.frame_range[0]
+                part = _Part(name="stitch", kind="stitch", size=0)
+                submit(shot, part, PartSpec(part=part.name, frames=(first, first), solve_stitch=True, **common),
+                       assemble_gpus, *receipts, **inputs)
+                inputs["stitch"] = part.payload[0]
             for x, y in tasks.frame_chunks:
                 part = _Part(name=f"frames {x}-{y}", kind="assemble", size=y - x + 1)
-                receipt, part.payload = remote.options(
-                    num_cpus=s.cpus_per_task, num_gpus=assemble_gpus, max_retries=s.max_retries, num_returns=2,
-                    retry_exceptions=[PartCrashed], name=f"dvd-vfx {tasks.shot} {part.name}").remote(
-                    PartSpec(part=part.name, frames=(x, y), **common), self._relay, *window_refs)
-                self._track(shot, part, receipt)
+                submit(shot, part, PartSpec(part=part.name, frames=(x, y), **common), assemble_gpus, *receipts,
+                       **inputs)
 
     def _track(self, shot: _Shot, part: _Part, receipt) -> None:
-        """The submitter waits on receipts (small); payloads go from task to task without passing through it."""
+        """The submitter waits on receipts (small); windows go from task to task without passing through it."""
         shot.parts[part.name] = part
         shot.refs.append(receipt)
         self.pending[receipt] = (shot, part)
@@ -394,6 +442,8 @@ class RayFarm:
             self._drain()
             for ref in ready:
                 self._finished(ref)
+            self._force_cancel_overdue()
+            self._check_nodes()
             for shot in self.shots:
                 if not shot.closed:
                     try:
@@ -407,7 +457,7 @@ class RayFarm:
                 if shot.closed and shot.refs and not any(r in self.pending for r in shot.refs):
                     shot.refs = []  # every task of the shot has ended
                     for part in shot.parts.values():
-                        part.payload = None  # lets Ray free the shot's windows and files
+                        part.payload = []  # lets Ray free the shot's windows and files
                     if shot.staging is not None:  # a failed shot: what its tasks wrote goes
                         shutil.rmtree(shot.staging, ignore_errors=True)
                         shot.staging = None
@@ -445,6 +495,8 @@ class RayFarm:
             part.base = done if part.base is None else part.base
             part.progress = min(part.size, done - part.base)
             self._progress(shot, "predict", *self._windows_done(shot))
+        elif part.kind == "stitch" and stage != "stitch":
+            return  # the stitch task's one written frame is thrown away
         elif stage == "stitch":
             part.stitch = done
             shot.frames_total = total
@@ -469,7 +521,6 @@ class RayFarm:
             return
         try:
             out = self.ray.get(ref)
-            files = self.ray.get(part.payload) if part.kind == "assemble" and not self.shared else None
         except Exception as exc:  # noqa: BLE001 - a task's failure becomes its shot's error
             self._fail(shot, self._task_error(shot, part, exc))
             return
@@ -478,15 +529,29 @@ class RayFarm:
         if part.kind == "windows":
             self._progress(shot, "predict", *self._windows_done(shot))
             return
-        try:
-            for name, data in (files or {}).items():  # the EXR files, through the object store
-                _write_file(shot.staging / name, data)
-        except OSError as exc:
-            self._fail(shot, InputError(f"cannot write into {shot.staging}: {exc.strerror or exc}"))
+        if part.kind == "assemble" and part.payload:  # the EXR files, through the object store
+            try:
+                self._fetch_files(shot, part)
+            except OSError as exc:
+                self._fail(shot, InputError(f"cannot write into {shot.staging}: {exc.strerror or exc}"))
+                return
+            except Exception as exc:  # noqa: BLE001 - an object lost with its node
+                self._fail(shot, self._task_error(shot, part, exc))
+                return
+        if part.kind == "stitch":
+            if all(p.finished for p in shot.parts.values()):
+                self._complete(shot)
             return
         self._progress(shot, "write", self._frames_done(shot), shot.frames_total or self._frames_done(shot))
         if all(p.finished for p in shot.parts.values()):
             self._complete(shot)
+
+    def _fetch_files(self, shot: _Shot, part: _Part) -> None:
+        """Write an assemble task's files into the staging folder one at a time; each object is freed once written."""
+        while part.payload:
+            name, data = self.ray.get(part.payload.pop(0))  # the submitter holds the only ref: dropped here
+            _write_file(shot.staging / name, data)
+            del data
 
     def _task_error(self, shot: _Shot, part: _Part, exc: BaseException) -> DvdError:
         from dvd_vfx.farm.ray_tasks import PartCrashed, PartFailed
@@ -541,6 +606,7 @@ class RayFarm:
             if ref in self.pending:
                 try:
                     self.ray.cancel(ref)  # its process gets SIGTERM: staged files removed, windows kept
+                    self._cancelled.setdefault(ref, time.monotonic())
                 except Exception:  # noqa: BLE001 - already finished
                     pass
         try:
@@ -564,10 +630,76 @@ class RayFarm:
                 break
             for ref in ready:
                 self.pending.pop(ref, None)
+            self._force_cancel_overdue()
         for shot in self.shots:
             if shot.staging is not None:
                 shutil.rmtree(shot.staging, ignore_errors=True)
                 shot.staging = None
+
+    def _force_cancel_overdue(self) -> None:
+        """A cancelled task still running after FORCE_CANCEL_S is killed with its Ray worker (its render
+        process then gets SIGTERM from the parent-death signal)."""
+        now = time.monotonic()
+        for ref, since in list(self._cancelled.items()):
+            if ref not in self.pending:
+                del self._cancelled[ref]
+            elif since is not None and now - since > FORCE_CANCEL_S:
+                self._cancelled[ref] = None  # once
+                log.warning("farm ray: a cancelled task did not stop within %.0f s; killing its worker",
+                            FORCE_CANCEL_S)
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - finished meanwhile
+                    pass
+
+    def _needs(self) -> dict[str, tuple[float, float]]:
+        """(CPUs, GPUs) a task of each kind asks Ray for."""
+        s = self.settings
+        assemble_gpus = min(s.gpus_per_task, ASSEMBLE_GPU_SHARE) if s.gpus_per_task > 0 else 0
+        return {"windows": (s.cpus_per_task, s.gpus_per_task), "stitch": (s.cpus_per_task, assemble_gpus),
+                "assemble": (s.cpus_per_task, assemble_gpus)}
+
+    def _check_nodes(self, now: float | None = None) -> None:
+        """Fail the shots whose pending tasks no live node fits any more, after NODE_LOSS_GRACE_S.
+
+        Checked at set-up too, but a node can die mid-run, and Ray leaves a task that fits no node
+        pending forever without a word.
+        """
+        now = time.monotonic() if now is None else now
+        if now < self._next_node_check or not self.pending:
+            return
+        self._next_node_check = now + NODE_CHECK_S
+        try:
+            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 - the GCS is busy or restarting: next time
+            return
+        needs = self._needs()
+        short = {kind for kind, (cpus, gpus) in needs.items() if not any(
+            n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in nodes)}
+        waiting = [(shot, part) for shot, part in self.pending.values() if not shot.closed and part.kind in short]
+        if not waiting:
+            self._nodes_short_since = None
+            return
+        if self._nodes_short_since is None:
+            self._nodes_short_since = now
+            log.warning("farm ray: no live node of the Ray cluster at %s fits the pending tasks any more; waiting "
+                        "%.0f s for one to join", self.where, NODE_LOSS_GRACE_S)
+        if now - self._nodes_short_since < NODE_LOSS_GRACE_S:
+            return
+        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+        shape = f"{len(nodes)} live node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPUs, {gpus:g} GPUs"
+        for shot, part in waiting:
+            if shot.closed:
+                continue
+            want_cpus, want_gpus = needs[part.kind]
+            self._fail(shot, DvdError(
+                f"{part.name}: no live node of the Ray cluster at {self.where} has {want_cpus:g} CPU"
+                f"{'s' if want_cpus != 1 else ''}{f' and {want_gpus:g} GPU' if want_gpus else ''}"
+                f"{'s' if want_gpus > 1 else ''} for it any more "
+                f"({shape}, for {now - self._nodes_short_since:.0f} s): a node left the cluster; restart it "
+                "and render the shot again"))
+        self._nodes_short_since = None
 
     # -- hooks -----------------------------------------------------------------------------------
     def _hook(self, shot: _Shot, hook_name: str, **kwargs) -> None:
@@ -631,7 +763,16 @@ def _make_dirs(path: Path) -> list[Path]:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output folder {path}: {exc.strerror or exc}; choose another -o") from None
-    return list(reversed(missing))
+    created = list(reversed(missing))
+    probe = path / f".dvd-vfx-probe-{secrets.token_hex(8)}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        _remove_empty(created)
+        raise InputError(f"cannot write into the output folder {path}: {exc.strerror or exc}; check its "
+                         "permissions or choose another -o") from None
+    return created
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -9,10 +9,20 @@ as for a local render.
 
 Predictions travel one of two ways:
   shared   every task uses the same --cache-dir (shared storage); window results are receipts
-  objects  each task renders into a private cache on its worker; a window task returns its
-           windows' bytes and manifest entries as a Ray object, the assemble task writes them
-           into its own private cache entry (the manifest's sha256 sums are checked again) and
-           returns the EXR files' bytes for the submitter to write.
+  objects  each task renders into a private cache in a scratch folder on its worker's disk; a
+           window task returns its entry's key and manifest, then each window (bytes and
+           manifest entry) as its own Ray object; a shot split into several frame chunks gets
+           one stitch task, which solves the stitch once and returns its numbers; each assemble
+           task fetches the windows one at a time into its own private cache entry (the
+           manifest's sha256 sums are checked again), with the stitch numbers, and returns each
+           EXR file as its own object for the submitter to write.
+
+A task's returns: its payload objects (see `payload_count`), then its receipt, last: once the
+submitter sees the receipt, every object of the task exists. run_part runs the render, then
+returns a generator that Ray stores one return value at a time (heap memory holds one window or
+one file, whatever the shot's length). run_part is not itself a generator function because Ray
+does not retry (retry_exceptions) an exception raised while it iterates one: everything that
+can fail and be retried happens before the generator is returned.
 
 Ray itself is imported only inside the task (this module imports on machines without Ray).
 """
@@ -23,6 +33,8 @@ import collections
 import dataclasses
 import json
 import os
+import queue
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +52,8 @@ from dvd_vfx.jobs import parse_event
 from dvd_vfx.plugins import ModelSettings
 
 TERMINATE_GRACE_S = 10.0
+CHILD_POLL_S = 0.2  # how often the task's main thread wakes up: a cancel (KeyboardInterrupt) lands then
+SCRATCH_FOLDER = "farm-scratch"  # object store: below the worker's dvd-vfx cache folder unless --scratch-dir
 
 
 class PartFailed(Exception):
@@ -69,6 +83,8 @@ class PartSpec:
     cache_dir: str | None  # the shared cache; None: a private cache on the worker (object store)
     windows: tuple[int, int] | None = None  # a window task: --only-windows A-B
     frames: tuple[int, int] | None = None  # an assemble task: --assemble --write-frames X-Y
+    solve_stitch: bool = False  # a stitch task (object store): frames is one frame, returns the stitch numbers
+    scratch_dir: str | None = None  # object store: the parent of the task's scratch folder on the worker
     predictor: str | None = None
     model: ModelSettings | None = None
     plugins_dirs: tuple[str, ...] = ()
@@ -105,23 +121,37 @@ def probe_paths(files: dict[str, str]) -> tuple[str, dict[str, bool]]:
     return socket.gethostname(), seen
 
 
-def run_part(spec: PartSpec, relay, *window_payloads) -> tuple[dict, object]:
-    """One part on a worker: (receipt, payload), two Ray objects.
+def payload_count(spec: PartSpec) -> int:
+    """How many objects a task returns before its receipt (num_returns = this + 1)."""
+    if spec.cache_dir is not None:
+        return 0
+    if spec.windows is not None:
+        return 1 + spec.windows[1] - spec.windows[0] + 1  # the entry's key and manifest, then one per window
+    if spec.solve_stitch:
+        return 1  # the stitch numbers
+    return spec.frames[1] - spec.frames[0] + 1  # one per EXR file
 
-    receipt: the render's result, timings and node (the submitter waits on it). payload: what the
-    part hands on through the object store: a window task's windows (the inputs of the shot's
-    assemble tasks, `window_payloads`), an assemble task's EXR files; None with shared storage.
+
+def run_part(spec: PartSpec, relay, *after, windows=(), stitch: dict | None = None):
+    """One part on a worker; returns the generator of its `payload_count(spec)` objects, then its receipt.
+
+    after: the receipts of the tasks this one waits for (Ray resolves them before it starts; only
+    their order matters). windows: object store, an assemble or stitch task: per window task, the
+    ObjectRefs of its returns (nested in a list, so Ray does not fetch them all into this worker
+    before it starts: they are fetched and written one at a time). stitch: the stitch task's
+    numbers, written into the private manifest so this task does not solve the stitch again.
+    receipt: the render's result, timings and node (the submitter waits on it).
     """
     import ray
 
     t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="dvd-vfx-ray-")) if spec.cache_dir is None else None
+    work = _scratch(spec) if spec.cache_dir is None else None
     try:
         options, cache_dir = spec.options, spec.cache_dir
         if work is not None:
             cache_dir = str(work / "cache")
             if spec.frames is not None:
-                _unpack_windows(spec, Path(cache_dir), window_payloads)
+                _unpack_windows(spec, Path(cache_dir), windows, stitch)
                 options = dataclasses.replace(options, out_dir=work / "out")
         split = (["--only-windows", f"{spec.windows[0]}-{spec.windows[1]}"] if spec.windows is not None
                  else ["--assemble", "--write-frames", f"{spec.frames[0]}-{spec.frames[1]}"])
@@ -143,17 +173,77 @@ def run_part(spec: PartSpec, relay, *window_payloads) -> tuple[dict, object]:
             pass
         if code != 0:
             raise _part_error(spec, code, error, tail)
-        payload = None
-        if work is not None and spec.windows is not None:
-            payload = _pack_windows(Path(cache_dir), *spec.windows)
-        if work is not None and spec.frames is not None:
-            payload = {p.name: p.read_bytes() for p in sorted((work / "out").glob("*.exr"))}
-        receipt = {"result": result, "child_s": round(child_s, 3), "task_s": round(time.perf_counter() - t0, 3),
-                   "node": socket.gethostname()}
-        return receipt, payload
+        payload = _payload(spec, work, Path(cache_dir)) if work is not None else iter(())
+        receipt = {"result": result, "child_s": round(child_s, 3), "node": socket.gethostname()}
+    except BaseException:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    return _returns(payload, receipt, work, t0)
+
+
+def _returns(payload, receipt: dict, work: Path | None, t0: float):
+    try:
+        yield from payload
+        yield {**receipt, "task_s": round(time.perf_counter() - t0, 3)}
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _payload(spec: PartSpec, work: Path, cache_dir: Path):
+    """The object-store part's returns after its render, checked first (a missing piece is a crash, retried)."""
+    if spec.windows is not None:
+        return _pack_windows(cache_dir, *spec.windows)
+    if spec.solve_stitch:
+        manifest = json.loads((_entry_folder(cache_dir) / "manifest.json").read_text())
+        if not manifest.get("stitch"):
+            raise PartCrashed(f"the stitch of {spec.shot} is missing from the part's cache after a successful render")
+        return iter([manifest["stitch"]])
+    files = sorted((work / "out").glob("*.exr"))
+    expected = spec.frames[1] - spec.frames[0] + 1
+    if len(files) != expected:
+        raise PartCrashed(f"the render wrote {len(files)} EXR files for frames {spec.frames[0]}-{spec.frames[1]}, "
+                          f"expected {expected}")
+    return ((p.name, p.read_bytes()) for p in files)
+
+
+def scratch_root(spec: PartSpec) -> Path:
+    """Where object-store tasks render on this worker: a disk folder, not /tmp (often RAM)."""
+    if spec.scratch_dir:
+        return Path(spec.scratch_dir)
+    from dvd_vfx.cache import ShotCache
+
+    return ShotCache(None).root / SCRATCH_FOLDER  # the worker's own cache folder ($DVD_VFX_CACHE_DIR of `ray start`)
+
+
+def _scratch(spec: PartSpec) -> Path:
+    """A fresh scratch folder `<host>-<pid>-*` for this task; folders of dead tasks of this host go first."""
+    root = scratch_root(spec)
+    host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep_scratch(root, host)
+        return Path(tempfile.mkdtemp(prefix=f"{host}-{os.getpid()}-", dir=root))
+    except OSError as exc:
+        raise PartFailed(f"cannot create a scratch folder in {root} on {socket.gethostname()}: "
+                         f"{exc.strerror or exc}; choose a writable folder on the workers' disks with --scratch-dir",
+                         2, "InputError") from None
+
+
+def _sweep_scratch(root: Path, host: str) -> None:
+    """Remove scratch folders left by killed tasks of this host (the folder may be shared between hosts)."""
+    for d in root.glob(f"{host}-*-*"):
+        m = re.fullmatch(re.escape(host) + r"-(\d+)-.*", d.name)
+        if m is None or not d.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # alive (or another user's process): leave it
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            continue
 
 
 # -- the child process ---------------------------------------------------------------------------
@@ -175,34 +265,58 @@ def _parent_death_signal():
 
 
 def _run_child(cmd: list[str], env: dict, on_event) -> tuple[int, dict | None, dict | None, list[str]]:
-    """Run the render; every event line goes to on_event. (exit code, result, error, stderr tail)."""
+    """Run the render; every event line goes to on_event. (exit code, result, error, stderr tail).
+
+    Threads read the child's output; this (main) thread only waits in short steps, so a cancel
+    (ray.cancel raises KeyboardInterrupt in the main thread) lands within CHILD_POLL_S even while
+    the render prints nothing, and the render then gets SIGTERM.
+    """
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, text=True, encoding="utf-8", errors="replace", bufsize=1,
                             start_new_session=True, preexec_fn=_parent_death_signal())
     tail: collections.deque[str] = collections.deque(maxlen=40)
+    events: queue.Queue = queue.Queue()
 
     def read_stderr() -> None:
         for line in proc.stderr:
             tail.append(line.rstrip("\n"))
 
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
+    def read_stdout() -> None:
+        try:
+            for line in proc.stdout:
+                event = parse_event(line)
+                if event is not None:
+                    events.put(event)
+        finally:
+            events.put(None)  # the end of the output
+
+    readers = [threading.Thread(target=read_stderr, daemon=True), threading.Thread(target=read_stdout, daemon=True)]
+    for reader in readers:
+        reader.start()
     result = error = None
     try:
-        for line in proc.stdout:
-            event = parse_event(line)
-            if event is None:
+        while True:
+            try:
+                event = events.get(timeout=CHILD_POLL_S)
+            except queue.Empty:
                 continue
+            if event is None:
+                break
             if event["event"] == "job_finished":
                 result = event.get("result")
             elif event["event"] == "job_failed":
                 error = event.get("error")
             on_event(event)
-        code = proc.wait()
+        while True:
+            try:
+                code = proc.wait(timeout=CHILD_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     except BaseException:  # cancelled (KeyboardInterrupt from ray.cancel) or failing: stop the render
         _stop(proc)
         raise
-    reader.join(timeout=5)
+    readers[0].join(timeout=5)
     return code, result, error, list(tail)
 
 
@@ -255,36 +369,47 @@ def _entry_folder(cache_dir: Path) -> Path:
     return manifests[0].parent
 
 
-def _pack_windows(cache_dir: Path, first: int, last: int) -> dict:
-    """A window task's windows a..b as bytes + their manifest entries, and the entry's key and manifest."""
+def _pack_windows(cache_dir: Path, first: int, last: int):
+    """A window task's returns: the entry's key and manifest, then each window a..b (index, entry, bytes)."""
     folder = _entry_folder(cache_dir)
     manifest = json.loads((folder / "manifest.json").read_text())
-    windows = {}
     for k in range(first, last + 1):
-        entry = manifest["windows"].get(str(k))
-        if entry is None:
+        if str(k) not in manifest["windows"] or not (folder / f"window.{k:05d}.npy").is_file():
             raise PartCrashed(f"window {k} is missing from the part's cache after a successful render")
-        windows[str(k)] = (entry, (folder / f"window.{k:05d}.npy").read_bytes())
     base = {k: v for k, v in manifest.items() if k not in ("windows", "stitch", "complete", "timings")}
-    return {"key": manifest["key"], "manifest": base, "windows": windows, "node": socket.gethostname()}
+
+    def returns():
+        yield {"key": manifest["key"], "manifest": base, "node": socket.gethostname()}
+        for k in range(first, last + 1):
+            yield k, manifest["windows"][str(k)], (folder / f"window.{k:05d}.npy").read_bytes()
+
+    return returns()
 
 
-def _unpack_windows(spec: PartSpec, cache_dir: Path, payloads) -> None:
-    """Write the window tasks' payloads into this worker's private cache entry (one key for all)."""
+def _unpack_windows(spec: PartSpec, cache_dir: Path, windows, stitch: dict | None) -> None:
+    """Write the window tasks' windows into this worker's private cache entry (one key for all), one at a time.
+
+    windows: per window task, the ObjectRefs of its returns (key and manifest first).
+    """
+    import ray
+
     from dvd_vfx.cache import ShotCache
 
-    keys = sorted({r["key"] for r in payloads})
+    infos = ray.get([refs[0] for refs in windows])  # small: keys and manifests
+    keys = sorted({r["key"] for r in infos})
     if len(keys) != 1:
-        nodes = ", ".join(sorted({r.get("node", "?") for r in payloads}))
+        nodes = ", ".join(sorted({r.get("node", "?") for r in infos}))
         raise PartFailed(f"the window tasks of {spec.shot} computed {len(keys)} different cache keys (nodes {nodes}): "
                          "the plate or the weights differ between workers (content, size or modification time); make "
                          "them identical or use shared storage (--object-store never)", 2, "InputError")
     folder = ShotCache(cache_dir).folder(keys[0])
     folder.mkdir(parents=True)
-    manifest = {**payloads[0]["manifest"], "windows": {}, "stitch": None, "complete": False,
+    manifest = {**infos[0]["manifest"], "windows": {}, "stitch": stitch, "complete": False,
                 "last_used": time.time()}
-    for r in payloads:
-        for k, (entry, data) in r["windows"].items():
+    for refs in windows:
+        for ref in refs[1:]:
+            k, entry, data = ray.get(ref)
             (folder / f"window.{int(k):05d}.npy").write_bytes(data)
-            manifest["windows"][k] = entry
+            manifest["windows"][str(k)] = entry
+            del data
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
