@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -58,20 +59,25 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def jsonable(value):
-    """Plain JSON values for options and results: paths and fractions as strings, tuples as lists."""
+def jsonable(value, *, finite: bool = False):
+    """Plain JSON values for options and results: paths and fractions as strings, tuples as lists.
+
+    finite: NaN and infinities become None (strict JSON, e.g. reports read by other tools).
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, finite=finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, finite=finite) for v in value]
     if isinstance(value, (os.PathLike, Fraction)):
         return str(value) if not isinstance(value, os.PathLike) else os.fspath(value)
+    if isinstance(value, float) and finite and not math.isfinite(value):
+        return None
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "item"):  # numpy scalars
-        return value.item()
+        return jsonable(value.item(), finite=finite)
     return str(value)
 
 

@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
 
 
 def run(args, options) -> int:
-    from dvd_vfx.farm.plan import check_unique_shots, plan_shot, task_model
+    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model
 
     if getattr(args, "no_cache", False):
         raise InputError("farm tasks share windows through the cache; drop --no-cache and give a --cache-dir "
@@ -60,7 +60,7 @@ def run(args, options) -> int:
     template_path = Path(args.template).expanduser()
     template, values = build_template(
         shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),
-        plugins_dirs=[os.path.abspath(d) for d in getattr(args, "plugins_dir", None) or ()],
+        plugins_dirs=[absolute(d) for d in getattr(args, "plugins_dir", None) or ()],
         python=args.engine_python or sys.executable, template_dir=template_path.parent, job_name=args.job_name,
         gpus_per_task=args.gpus_per_task, cache_max_gb=args.cache_max_gb,
         source_date_epoch=os.environ.get("SOURCE_DATE_EPOCH"))

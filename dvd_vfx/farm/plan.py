@@ -8,6 +8,7 @@ cache key) plus `--only-windows A-B`, or `--assemble --write-frames X-Y`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,6 @@ def task_model(model, gpus_per_task: float):
     holds the device class and dtype, so window and assemble tasks must agree whatever worker they
     land on (a GPU worker's "auto" is cuda, a CPU worker's is cpu)."""
     import dataclasses
-    import os
 
     device = (model.device or "auto").lower()
     if device == "auto":
@@ -119,8 +119,12 @@ def task_model(model, gpus_per_task: float):
     if device != "cuda" and gpus_per_task > 0:
         raise InputError(f"--gpus-per-task {gpus_per_task:g} with --device {device}: the tasks would hold GPUs "
                          "they never use; drop one of them")
-    weights = os.path.abspath(os.path.expanduser(os.fspath(model.weights))) if model.weights else None
-    return dataclasses.replace(model, device=device, weights=weights)
+    return dataclasses.replace(model, device=device, weights=absolute(model.weights) if model.weights else None)
+
+
+def absolute(path) -> str:
+    """An absolute path (~ expanded): what a task on another machine or in another folder needs."""
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
 def task_argv(source: str, options: RenderOptions, *, cache_dir: str, predictor: str | None = None, model=None,

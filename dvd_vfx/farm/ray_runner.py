@@ -81,6 +81,8 @@ class FarmSettings:
 
     @classmethod
     def from_args(cls, args) -> "FarmSettings":
+        from dvd_vfx.farm.plan import absolute
+
         gpus, cpus, retries = args.gpus_per_task, args.cpus_per_task, args.max_retries
         if not (math.isfinite(gpus) and gpus >= 0):
             raise InputError(f"--gpus-per-task {gpus:g} must be 0 or more")
@@ -93,19 +95,19 @@ class FarmSettings:
         scratch = getattr(args, "scratch_dir", None)
         return cls(address=args.address or os.environ.get("RAY_ADDRESS") or None, gpus_per_task=float(gpus),
                    cpus_per_task=float(cpus), max_retries=retries, object_store=args.object_store,
-                   scratch_dir=_absolute(scratch) if scratch else None)
+                   scratch_dir=absolute(scratch) if scratch else None)
 
 
 def run(args, options) -> int:
     """`dvd-vfx farm ray`: render every source; 0 when every shot's pass is written."""
     ray = import_ray()
     from dvd_vfx import cli
-    from dvd_vfx.farm.plan import check_unique_shots, plan_shot, task_model
+    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model
 
     settings = FarmSettings.from_args(args)
     model = task_model(cli._model_settings(args), settings.gpus_per_task)
-    options = dataclasses.replace(options, out_dir=Path(_absolute(options.out_dir)))
-    shots = [plan_shot(_absolute(s), options, windows_per_task=args.windows_per_task,
+    options = dataclasses.replace(options, out_dir=Path(absolute(options.out_dir)))
+    shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
                        frames_per_task=args.frames_per_task) for s in args.sources]
     check_unique_shots(shots)
     if args.no_cache and settings.object_store == "never":
@@ -113,8 +115,8 @@ def run(args, options) -> int:
                          "drop one of them")
     from dvd_vfx.cache import ShotCache
 
-    cache_root = None if args.no_cache else _absolute(ShotCache(args.cache_dir).root)
-    plugins_dirs = tuple(_absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
+    cache_root = None if args.no_cache else absolute(ShotCache(args.cache_dir).root)
+    plugins_dirs = tuple(absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
     farm = RayFarm(ray, cli._engine(args), shots, options, settings, model=model,
                    predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
                    cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task)
@@ -143,14 +145,6 @@ def import_ray():
         raise InputError("dvd-vfx farm ray needs Ray: pip install 'dvd-vfx[farm]' (or pip install ray) in this "
                          "Python and on every worker") from None
     return ray
-
-
-def _absolute(path) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 # -- cluster checks ------------------------------------------------------------------------------
@@ -304,6 +298,9 @@ class RayFarm:
 
     # -- set-up ----------------------------------------------------------------------------------
     def run(self, on_start=None) -> None:
+        from dvd_vfx import cli
+        from dvd_vfx.passes.exr import remove_created
+
         ray = self.ray
         t0 = time.perf_counter()
         previous = None
@@ -311,7 +308,7 @@ class RayFarm:
             self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
             self.where = connect(ray, self.settings.address)
             try:  # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up)
-                previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a farm manager's kill: like Ctrl-C
+                previous = signal.signal(signal.SIGTERM, cli._raise_interrupt)  # a farm manager's kill: like Ctrl-C
             except ValueError:  # not the main thread
                 pass
             nodes = check_resources(ray, self.settings, self.where)
@@ -334,7 +331,7 @@ class RayFarm:
         finally:
             self.seconds = time.perf_counter() - t0
             if not any(s.paths for s in self.shots):
-                _remove_empty(self._created)
+                remove_created(self._created)
             ray.shutdown()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -753,34 +750,19 @@ def _relay_class():
 
 
 def _make_dirs(path: Path) -> list[Path]:
-    """Create `path` and missing parents; the folders made, outermost first."""
-    missing = []
-    p = path
-    while not os.path.lexists(p) and p.parent != p:
-        missing.append(p)
-        p = p.parent
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {path}: {exc.strerror or exc}; choose another -o") from None
-    created = list(reversed(missing))
+    """Create `path` and missing parents and check it takes files; the folders made, outermost first."""
+    from dvd_vfx.passes.exr import make_out_dir, remove_created
+
+    created = make_out_dir(path)
     probe = path / f".dvd-vfx-probe-{secrets.token_hex(8)}"
     try:
         probe.touch(exist_ok=False)
         probe.unlink()
     except OSError as exc:
-        _remove_empty(created)
+        remove_created(created)
         raise InputError(f"cannot write into the output folder {path}: {exc.strerror or exc}; check its "
                          "permissions or choose another -o") from None
     return created
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for d in reversed(folders):
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass
 
 
 def _write_file(path: Path, data: bytes) -> None:

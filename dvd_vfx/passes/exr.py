@@ -348,7 +348,7 @@ def _hint(exc: BaseException) -> str:
     return "choose another output folder"
 
 
-def _remove_created(created: list[Path]) -> None:
+def remove_created(created: list[Path]) -> None:
     """Remove the folders the writer created (innermost first), if they are empty."""
     for d in reversed(created):
         try:
@@ -360,10 +360,10 @@ def _remove_created(created: list[Path]) -> None:
 def _discard(staging: Path, created: list[Path]) -> None:
     """Delete the staging folder and every (now empty) folder the writer created."""
     shutil.rmtree(staging, ignore_errors=True)
-    _remove_created(created)
+    remove_created(created)
 
 
-def _make_out_dir(out_dir: Path) -> list[Path]:
+def make_out_dir(out_dir: Path) -> list[Path]:
     """Create ``out_dir`` (and missing parents); return the folders created, outermost first."""
     missing: list[Path] = []
     p = out_dir
@@ -385,7 +385,7 @@ def _make_out_dir(out_dir: Path) -> list[Path]:
         if not out_dir.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "it exists and is not a folder")
     except OSError as exc:
-        _remove_created(created)
+        remove_created(created)
         raise InputError(
             f"cannot create output folder {out_dir}: {_reason(exc)}; {_hint(exc)}"
         ) from exc
@@ -491,13 +491,13 @@ class DepthPassWriter:
 
         # Then the folder: creatable and writable, before any work is done.
         self.out_dir = Path(os.path.abspath(os.path.expanduser(os.fspath(out_dir))))
-        self._created = _make_out_dir(self.out_dir)
+        self._created = make_out_dir(self.out_dir)
         try:
             staging = tempfile.mkdtemp(
                 prefix=f"{STAGING_PREFIX}{self.shot}-{os.getpid()}-", dir=self.out_dir
             )
         except OSError as exc:
-            _remove_created(self._created)
+            remove_created(self._created)
             raise InputError(
                 f"cannot write to output folder {self.out_dir}: {_reason(exc)}; {_hint(exc)}"
             ) from exc

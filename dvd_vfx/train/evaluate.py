@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.jobs import jsonable
 from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.train.dataset import ClipSpec, Dataset, clip_length, depth_files, load_dataset, read_depth_frames
 
@@ -290,7 +291,7 @@ class EvalReport:
     def to_json(self) -> dict:
         from dvd_vfx import __version__
 
-        return _jsonable({
+        return jsonable({
             "schema": SCHEMA,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "dvd_vfx_version": __version__,
@@ -310,20 +311,6 @@ class EvalReport:
                 "working_size": list(c.working_size) if c.working_size else None, "seconds": round(c.seconds, 3),
             } for c in self.clips],
         })
-
-
-def _jsonable(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _safe(name: str) -> str:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.jobs import jsonable
 from dvd_vfx.train import export
 from dvd_vfx.train import lora as lora_mod
 from dvd_vfx.train.loss import DEFAULT_LAMBDA, dvd_loss, latent_mask
@@ -578,7 +579,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in (run_dir / CHECKPOINTS).glob(".step-*.tmp"):  # left by a killed run
             shutil.rmtree(stale, ignore_errors=True)
-        _write_json(run_dir / "run.json", {"config": _jsonable(asdict(cfg)), "trajectory": trajectory,
+        _write_json(run_dir / "run.json", {"config": jsonable(asdict(cfg)), "trajectory": trajectory,
                                            "weights_folder": str(files.folder), "dataset": str(dataset.path)})
     accelerator.wait_for_everyone()
     prefetch = Prefetcher(sampler, cfg.workers)
@@ -700,7 +701,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
             "loss_first5": _mean([r["loss"] for r in recs[:5]]), "loss_last5": _mean([r["loss"] for r in recs[-5:]]),
             "final": str(result.final), "merged": str(result.merged) if result.merged else None,
             **_peak_memory(device)}
-        _write_json(run_dir / "log.json", {"summary": result.summary, "config": _jsonable(asdict(cfg)),
+        _write_json(run_dir / "log.json", {"summary": result.summary, "config": jsonable(asdict(cfg)),
                                            "trajectory": trajectory})
         if recs:
             plot_losses(recs, run_dir / "loss.png")
@@ -761,13 +762,3 @@ def _publish_final(ckpt: Path, dst: Path) -> Path:
             else:
                 export.link_or_copy(p, tmp / p.name)
     return dst
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
