@@ -165,9 +165,9 @@ def check_weights(folder: str | os.PathLike, *, with_hash: bool = True) -> list[
                      f"— {ck.describe_dit_size(cfg)}")
         if layout.has_lora:
             lines.append(f"  LoRA: {len(layout.lora)} adapted modules, rank {layout.lora_rank} (merged at load, scale 1)")
-        elif ck.read_dvd_vfx_metadata(files.dit).get("kind") == "merged":
-            rank = ck.read_dvd_vfx_metadata(files.dit).get("merged_lora_rank")
-            lines.append(f"  LoRA: merged into the weights by `dvd-vfx train --merge` (rank {rank})")
+        elif (trained := ck.read_dvd_vfx_metadata(files.dit)).get("kind") == "merged":
+            lines.append(f"  LoRA: merged into the weights by `dvd-vfx train --merge` "
+                         f"(rank {trained.get('merged_lora_rank')})")
         else:
             lines.append("  LoRA: none — this is a plain Wan backbone, not DVD; its depth will be meaningless")
         if not ck.is_full_size(cfg):
