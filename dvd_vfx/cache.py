@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx import __version__
+from dvd_vfx.fsutil import write_atomic
 
 log = logging.getLogger("dvd_vfx.cache")
 
@@ -56,15 +57,6 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("dvd-vfx", appauthor=False)) / "shots"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256_file(path: Path) -> str:
@@ -357,7 +349,7 @@ class CacheEntry(WindowStore):
         self._update(lambda m: m.__setitem__("stitch", numbers))
 
     def _save(self) -> None:
-        _atomic_write_bytes(self.folder / "manifest.json", json.dumps(self.manifest, indent=1).encode())
+        write_atomic(self.folder / "manifest.json", json.dumps(self.manifest, indent=1), fsync=True)
 
 
 def _matches(path: Path, entry: dict) -> bool:

@@ -21,10 +21,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.fsutil import write_atomic
 
 SPEC = "jobtemplate-2023-09"
 MAX_JOB_PARAMETERS = 50  # the 2023-09 specification's limits
@@ -236,12 +236,4 @@ def write_document(template: dict, path: Path) -> Path:
             text = json.dumps(template, indent=2) + "\n"
         else:
             text = yaml.safe_dump(template, sort_keys=False, width=120, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path.resolve()
+    return write_atomic(path, text).resolve()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dvd_vfx.errors import Cancelled, DvdError, InputError
+from dvd_vfx.fsutil import write_atomic
 from dvd_vfx.hookspecs import hookimpl
 
 log = logging.getLogger("dvd_vfx.farm.ray")
@@ -547,7 +548,7 @@ class RayFarm:
         """Write an assemble task's files into the staging folder one at a time; each object is freed once written."""
         while part.payload:
             name, data = self.ray.get(part.payload.pop(0))  # the submitter holds the only ref: dropped here
-            _write_file(shot.staging / name, data)
+            write_atomic(shot.staging / name, data)
             del data
 
     def _task_error(self, shot: _Shot, part: _Part, exc: BaseException) -> DvdError:
@@ -763,13 +764,6 @@ def _make_dirs(path: Path) -> list[Path]:
         raise InputError(f"cannot write into the output folder {path}: {exc.strerror or exc}; check its "
                          "permissions or choose another -o") from None
     return created
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _commit(staging: Path, out_dir: Path) -> list[Path]:

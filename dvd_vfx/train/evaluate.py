@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.fsutil import write_atomic
 from dvd_vfx.jobs import jsonable
 from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.train.dataset import ClipSpec, Dataset, clip_length, depth_files, load_dataset, read_depth_frames
@@ -454,9 +455,7 @@ def write_report(report: EvalReport, path: str | os.PathLike) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(report.to_json(), indent=2) + "\n")
     except OSError as exc:
         raise InputError(f"cannot write the eval report {path}: {exc.strerror or exc}; pass a writable --report") from None
     return path

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.fsutil import write_atomic
 from dvd_vfx.jobs import jsonable
 from dvd_vfx.train import export
 from dvd_vfx.train import lora as lora_mod
@@ -448,9 +449,7 @@ def plot_losses(records: list[dict], path: Path) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _peak_memory(device: torch.device) -> dict:
