@@ -114,6 +114,7 @@ class WindowStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._open: dict[int, np.ndarray] = {}
+        self._threads: dict[int, int | None] = {}
 
     def path(self, k: int) -> Path:
         return self.folder / f"window.{k:05d}.npy"
@@ -134,9 +135,14 @@ class WindowStore:
             raise
         return Path(tmp)
 
-    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
+    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0, threads: int | None = None) -> None:
         os.replace(self._stage(k, pred), self.path(k))
         self._open.pop(k, None)
+        self._threads[k] = threads
+
+    def threads(self, k: int) -> int | None:
+        """The CPU thread count window k was predicted with (None: unknown, or not a torch predictor)."""
+        return self._threads.get(k)
 
     def get(self, k: int) -> np.ndarray:
         if k not in self._open:
@@ -321,10 +327,11 @@ class CacheEntry(WindowStore):
         self._verified.add(k)
         return True
 
-    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0) -> None:
+    def put(self, k: int, pred: np.ndarray, seconds: float = 0.0, threads: int | None = None) -> None:
         tmp = self._stage(k, pred)
         try:
-            entry = {"sha256": _sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3)}
+            entry = {"sha256": _sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3),
+                     "threads": threads}
 
             def add(m: dict) -> None:
                 os.replace(tmp, self.path(k))  # file and manifest entry change together, under the lock
@@ -339,6 +346,9 @@ class CacheEntry(WindowStore):
             tmp.unlink(missing_ok=True)
         self._open.pop(k, None)
         self._verified.add(k)
+
+    def threads(self, k: int) -> int | None:
+        return (self.manifest["windows"].get(str(k)) or {}).get("threads")
 
     def stitch(self) -> dict | None:
         """The solved stitch, as the manifest on disk has it now (another part may have solved it)."""

@@ -151,6 +151,10 @@ def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--outpu
     g.add_argument("--resolution", type=int, metavar="SHORT_SIDE", help="working short side (default 480)")
     g.add_argument("--window", type=int, help="frames per window, 4n+1 (default 81)")
     g.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default 21)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads torch predicts with (default: torch's own, all cores; farm tasks: their CPUs). "
+                        "Renders are byte-identical only for windows predicted with the same device and count; "
+                        "it is recorded in the cache and the header (dvd/threads)")
     g = r.add_argument_group("output")
     g.add_argument("--mode", choices=("depth", "disparity"),
                    help="depth: z in [near, far] scene units; disparity: normalised, near = 1 (default depth)")
@@ -165,6 +169,10 @@ def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--outpu
     g.add_argument("--compression", help="EXR compression: zip | zips | piz | none (lossless only)")
     g.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
                    help="also write half R,G,B preview channels")
+    g.add_argument("--replace", action="store_true",
+                   help="frames of this shot already in the output folder from another render (other frames, "
+                        "near/far or settings) are removed; without it such a render is refused, since one folder "
+                        "must hold one normalisation per shot")
     g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
     _add_cache_args(r)
     if not split:
@@ -280,7 +288,8 @@ def _render_options(args):
         start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
         mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
         compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
-        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps)
+        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps, threads=args.threads,
+        replace=args.replace)
 
 
 class _Progress:
@@ -322,7 +331,7 @@ def _print_summary(result) -> None:
   frames      {result.frame_numbers[0]}-{result.frame_numbers[1]} ({result.frame_count} frames, {result.windows} windows)
   time        {result.seconds:.1f} s ({result.fps:.2f} fps)
   size        plate {result.plate_size[0]}x{result.plate_size[1]}, working {result.working_size[0]}x{result.working_size[1]}
-  values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity)
+  values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity) of frames {result.frame_numbers[0]}-{result.frame_numbers[1]}
   cache       {_CACHE_WORDS[result.cache]}{f" ({result.cache_key[:12]})" if result.cache_key else ""}
   output      {result.pattern}""")
 

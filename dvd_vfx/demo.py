@@ -59,7 +59,7 @@ def run(args, *, make_predictor, run_render) -> int:
         predictor = make_predictor(args)
     options = RenderOptions(out_dir=Path(args.output), shot="dvd_demo", resolution=128 if tiny else 320,
                             window=9 if tiny else 33, overlap=4 if tiny else 8, mode="depth", near=1.0, far=50.0,
-                            preview=True)
+                            preview=True, replace=True)  # the demo's folder is its own: an older demo pass is replaced
     print(f"demo plate: {plate}")
     from dvd_vfx.cache import ShotCache
 

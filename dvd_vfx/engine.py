@@ -14,6 +14,8 @@ Memory does not grow with shot length: at most one window of frames and one stit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd_vfx import __version__, stitch
+from dvd_vfx import __version__, stitch, threads
 from dvd_vfx.cache import ShotCache, WindowStore, cache_key, source_fingerprint
 from dvd_vfx.errors import Cancelled, InputError
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
@@ -60,6 +62,8 @@ class RenderOptions:
     colorspace: str = "auto"
     ocio_colorspace: str | None = None
     fps: Fraction | None = None
+    threads: int | None = None  # torch CPU threads while predicting (None: torch's default); see threads.py
+    replace: bool = False  # frames of this shot from another render in out_dir are removed, not refused
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -73,6 +77,7 @@ class RenderOptions:
         if self.resolution < 16:
             raise InputError(f"--resolution {self.resolution}: the working short side must be at least 16")
         plan_windows(1, self.window, self.overlap)  # validates window (4n+1) and overlap
+        threads.check(self.threads)
 
 
 @dataclass
@@ -176,6 +181,37 @@ def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window])
         del block
 
 
+def _digest(fields: dict) -> str:
+    """A short stable id of JSON-able fields (floats by repr: exact)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _describe_pass(attrs: dict) -> str:
+    if not attrs.get("setupId"):
+        return "written without a pass id: another tool or an older dvd-vfx"
+    values = (f"depth {float(attrs['near']):g}..{float(attrs['far']):g}" if attrs.get("mode") == "depth"
+              else "disparity")
+    return f"{values}, normalised over frames {attrs.get('normalisedFrames', '?')}"
+
+
+def _one_normalisation(writer, writing: list[int], id_key: str, ours: dict, options: RenderOptions) -> list[int]:
+    """The frames of this shot in the output folder that another render wrote (another `id_key`):
+    refused (InputError, nothing written), or with `--replace` returned to be removed at the commit."""
+    from dvd_vfx.passes.exr import foreign_frames
+
+    foreign = foreign_frames(writer.out_dir, writer.shot, writing, id_key, ours[id_key])
+    if not foreign or options.replace:
+        return sorted(foreign)
+    numbers = sorted(foreign)
+    raise InputError(
+        f"{writer.out_dir} already holds frames {_spans(numbers)} of shot {writer.shot!r} from another render "
+        f"({_describe_pass(foreign[numbers[0]])}); writing frames {_spans(writing)} ({_describe_pass(ours)}) "
+        "beside them would mix two normalisations in one folder. Render the whole shot again (from the cache: "
+        "no model call), or update frames under that pass's own numbers with --write-frames A-B and its flags, "
+        f"or add --replace to make this render the shot's only pass (frames {_spans(numbers)} are removed), "
+        "or write to another -o")
+
+
 def _spans(indices: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2, 5'."""
     out, start = [], indices[0]
@@ -243,6 +279,11 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     }
     if options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
+    # One normalisation per shot in a folder: the frames that define it, and the ids that tell one
+    # pass of the shot from another (setupId: known before predicting; passId: with the stitch)
+    attributes["normalisedFrames"] = f"{frame_range[0]}-{frame_range[1]}"
+    attributes["setupId"] = _digest(attributes)
+    writing = [n for n in numbers if write_frames is None or write_frames[0] <= n <= write_frames[1]]
     writer = None if only_windows is not None else DepthPassWriter(
         options.out_dir, shot, fps=info.fps, attributes=attributes, compression=options.compression,
         preview=options.preview, pixel_aspect=par, display_window=info.display_window,
@@ -271,6 +312,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     complete = False
     frames = guides = None
     try:
+        if writer is not None:  # fail before any work when the folder holds another pass of the shot
+            _one_normalisation(writer, writing, "setupId", attributes, options)
         # 4. Predict window by window (skipping cached ones); decode only if something is missing
         t0 = time.perf_counter()
         cached = [w.index for w in plan if store.has(w.index)]
@@ -288,20 +331,21 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             first = plan[missing[0]]
             frames = footage.read(size=(work_w, work_h), frames=(numbers[first.start], frame_range[1]))
             to_predict = set(missing)
-            for w, window_frames in _window_frames(frames, plan[missing[0]:]):
-                check_cancel()
-                if w.index > missing[-1]:
-                    break  # nothing left to predict in this part
-                if w.index not in to_predict:
-                    continue
-                t_window = time.perf_counter()
-                pred = predictor.predict(window_frames)
-                calls += 1
-                if pred.shape != (w.length, work_h, work_w):
-                    raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
-                                     f"window of {(w.length, work_h, work_w)}")
-                store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window)
-                progress("predict", len(cached) + calls, len(plan))
+            with threads.pinned(options.threads) as n_threads:
+                for w, window_frames in _window_frames(frames, plan[missing[0]:]):
+                    check_cancel()
+                    if w.index > missing[-1]:
+                        break  # nothing left to predict in this part
+                    if w.index not in to_predict:
+                        continue
+                    t_window = time.perf_counter()
+                    pred = predictor.predict(window_frames)
+                    calls += 1
+                    if pred.shape != (w.length, work_h, work_w):
+                        raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
+                                         f"window of {(w.length, work_h, work_w)}")
+                    store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
+                    progress("predict", len(cached) + calls, len(plan))
         timings["predict_s"] = time.perf_counter() - t0
         if only_windows is not None:  # a part of a split render: windows only, no pass
             return RenderResult(
@@ -351,8 +395,13 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         # 7. Normalise, convert, upsample, write
         t0 = time.perf_counter()
         guides = footage.read(size=None, frames=write_frames or frame_range) if options.upsample == "guided" else None
-        frame_attrs_common = {"percentiles": [p_lo, p_hi],
-                              "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)]}
+        frame_attrs_common = {"percentiles": [float(p_lo), float(p_hi)],
+                              "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)],
+                              "threads": threads.describe(store.threads(w.index) for w in plan)}
+        pass_id = _digest({"setupId": attributes["setupId"], "percentiles": frame_attrs_common["percentiles"],
+                           "affines": frame_attrs_common["affines"]})
+        frame_attrs_common["passId"] = pass_id
+        foreign = _one_normalisation(writer, writing, "passId", {**attributes, "passId": pass_id}, options)
         for index, number in enumerate(numbers):
             if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
                 continue
@@ -369,7 +418,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
             preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
             writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
             progress("write", index + 1, len(numbers))
-        paths = writer.commit()
+        paths = writer.commit(remove_frames=foreign)
         timings["write_s"] = time.perf_counter() - t0
         complete = True
     except BaseException:

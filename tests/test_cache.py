@@ -29,7 +29,7 @@ def make_clip(path, frames=25, size="128x96", pattern="testsrc2"):
 
 def cli_cmd(source, out, cache, weights, *extra):
     return [sys.executable, "-m", "dvd_vfx.cli", "render", str(source), "-o", str(out), "--cache-dir", str(cache),
-            "--weights", str(weights), *SLOW, *map(str, extra)]
+            "--weights", str(weights), "--threads", "1", *SLOW, *map(str, extra)]
 
 
 ENV = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}

@@ -58,12 +58,14 @@ def test_template_structure_and_openjd_check(plates, tiny_weights_master, tmp_pa
     assert steps["sh010 assemble"]["dependencies"] == [{"dependsOn": "sh010 windows"}]
     assert steps["sh010 assemble"]["parameterSpace"]["taskParameterDefinitions"][0]["range"] == ["1-5", "6-10", "11-13"]
     assert "parameterSpace" not in steps["sh020 assemble"]  # 5 frames fit one assemble task
-    assert steps["sh010 windows"]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 1}]
+    vcpu = {"name": "amount.worker.vcpu", "min": 1}  # --cpus-per-task (default 1) = the tasks' --threads
+    assert steps["sh010 windows"]["hostRequirements"]["amounts"] == [vcpu, {"name": "amount.worker.gpu", "min": 1}]
     # every task of a GPU job runs --device cuda (the cache key holds the device class), so the
     # assemble tasks need a CUDA worker too
-    assert steps["sh010 assemble"]["hostRequirements"]["amounts"] == [{"name": "amount.worker.gpu", "min": 1}]
+    assert steps["sh010 assemble"]["hostRequirements"]["amounts"] == [vcpu, {"name": "amount.worker.gpu", "min": 1}]
     args = steps["sh010 assemble"]["script"]["actions"]["onRun"]["args"]
     assert args[args.index("--device") + 1] == "cuda"
+    assert args[args.index("--threads") + 1] == "1"  # every task predicts with the same thread count
     assert args[:4] == ["-m", "dvd_vfx.cli", "render", "{{Param.Shot1}}"]
     assert args[-3:] == ["--assemble", "--write-frames", "{{Task.Param.Frames}}"]
     params = {p["name"]: p for p in template["parameterDefinitions"]}
@@ -85,8 +87,9 @@ def test_openjd_run_gives_the_single_render_pass(tiny_weights_master, tmp_path, 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     plate = make_testsrc(tmp_path / "plate.mp4", frames=13)
     weights = ["--weights", tiny_weights_master]
+    # the farm's tasks predict with --threads 1 (--cpus-per-task's default); so does this reference
     code, out = run_cli(capsys, "render", plate, "-o", tmp_path / "single", "--cache-dir", tmp_path / "c1",
-                        *weights, *COMMON)
+                        *weights, *COMMON, "--threads", "1")
     assert code == 0, out
     job = tmp_path / "job.json"
     code, out = run_cli(capsys, "farm", "openjd", plate, "--output-dir", tmp_path / "farm", "--cache-dir",

@@ -26,8 +26,9 @@ from ray_cluster import LocalRayCluster, ray_env  # noqa: E402
 
 EPOCH = "1700000000"
 TIMEOUT_S = 420  # one farm run; the whole module takes about two minutes on 2 busy cores
-# Single-process references run with this machine's default thread count, Ray's 1-CPU tasks with
-# one thread: the pass must not depend on it.
+# Predictions depend on torch's thread count (float sums in another order), and Ray's 1-CPU
+# tasks predict with --threads 1 (the farm's default: the task's CPUs), so the single-process
+# references pin one thread too: then the passes are byte-identical on any machine.
 REFERENCE_ENV = {"SOURCE_DATE_EPOCH": EPOCH}
 SINGLE_RENDERS = """
 import sys
@@ -36,7 +37,8 @@ from dvd_vfx.engine import RenderOptions, render_shot
 from dvd_vfx.model.predictor import DVDPredictor
 predictor = DVDPredictor(sys.argv[1], device="cpu")
 for plate in sys.argv[3:]:
-    render_shot(plate, RenderOptions(out_dir=Path(sys.argv[2]), resolution=48, window=5, overlap=2), predictor)
+    render_shot(plate, RenderOptions(out_dir=Path(sys.argv[2]), resolution=48, window=5, overlap=2, threads=1),
+                predictor)
 """
 
 # A luma predictor that, the first time it is called anywhere (a marker file records it), kills
@@ -160,7 +162,7 @@ def reference(tmp_path, plate, plugins_dir, out):
     """A single-process render of `plate` with the killonce predictor, its marker already set."""
     env = {**os.environ, **REFERENCE_ENV}
     done = subprocess.run([sys.executable, "-m", "dvd_vfx.cli", f"--plugins-dir={plugins_dir}", "render", str(plate),
-                           "-o", str(out), "--no-cache", "--predictor", "killonce", *FAST], env=env,
+                           "-o", str(out), "--no-cache", "--predictor", "killonce", "--threads", "1", *FAST], env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     return exr_bytes(out)

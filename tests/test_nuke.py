@@ -87,7 +87,7 @@ def test_plan_for_a_sequence_with_an_offset_uses_file_frames_and_the_default_out
     assert request.pattern == "/comp/sh010/depth/sh010/sh010.depth.####.exr"
     assert request.args == ["/plates/sh010.%04d.exr", "-o", "/comp/sh010/depth/sh010", "--shot", "sh010",
                             "--frames", "1001-1100", "--mode", "depth", "--near", "2.0", "--far", "50.0",
-                            "--weights", "/w", "--device", "cuda:1"]
+                            "--weights", "/w", "--replace", "--device", "cuda:1"]
     # a sub-range in comp frames
     part = shot.plan_render(source, NodeSettings(use_read_range=False, first=10, last=20, engine_python="py",
                                                  mode="disparity", preset="preview"), script_dir="/c")

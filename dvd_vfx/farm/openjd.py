@@ -43,14 +43,21 @@ def add_arguments(p) -> None:
     g.add_argument("--gpus-per-task", type=int, default=0, metavar="N",
                    help="host requirement amount.worker.gpu of the window tasks; tasks then run --device cuda "
                         "(default 0: CPU workers, --device cpu)")
+    g.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
+                   help="host requirement amount.worker.vcpu of every task, and the --threads each predicts with "
+                        "unless --threads is given (default 1): one count for all tasks keeps their windows "
+                        "consistent, and a single render with the same --threads reproduces the pass")
 
 
 def run(args, options) -> int:
-    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model
+    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model, task_threads
 
     if getattr(args, "no_cache", False):
         raise InputError("farm tasks share windows through the cache; drop --no-cache and give a --cache-dir "
                          "every worker can reach")
+    if args.cpus_per_task < 1:
+        raise InputError(f"--cpus-per-task {args.cpus_per_task} must be at least 1")
+    options = task_threads(options, args.cpus_per_task)
     shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
                        frames_per_task=args.frames_per_task) for source in args.sources]
     check_unique_shots(shots)
@@ -62,7 +69,7 @@ def run(args, options) -> int:
         shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),
         plugins_dirs=[absolute(d) for d in getattr(args, "plugins_dir", None) or ()],
         python=args.engine_python or sys.executable, template_dir=template_path.parent, job_name=args.job_name,
-        gpus_per_task=args.gpus_per_task, cache_max_gb=args.cache_max_gb,
+        gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, cache_max_gb=args.cache_max_gb,
         source_date_epoch=os.environ.get("SOURCE_DATE_EPOCH"))
     validate(template)
     values_path = template_path.with_name(template_path.stem + ".params" + (template_path.suffix or ".yaml"))
@@ -118,7 +125,7 @@ def _check_literals(template: dict) -> None:
 
 
 def build_template(shots, options, *, cache_dir: str, model, predictor=None, plugins_dirs=(), python: str,
-                   template_dir: Path, job_name: str | None = None, gpus_per_task: int = 0,
+                   template_dir: Path, job_name: str | None = None, gpus_per_task: int = 0, cpus_per_task: int = 1,
                    cache_max_gb: float | None = None, source_date_epoch: str | None = None) -> tuple[dict, dict]:
     """The job template as a dict (ready for YAML/JSON), and the job parameter values of this submission.
 
@@ -177,10 +184,13 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
             "script": _script([*base, "--only-windows", "{{Task.Param.Windows}}"]),
         }
         assemble_step = {"name": _step_name(shot.shot, "assemble", index), "dependencies": [{"dependsOn": windows}]}
+        vcpus = {"name": "amount.worker.vcpu", "min": cpus_per_task}
+        window_step["hostRequirements"] = {"amounts": [vcpus]}
+        assemble_step["hostRequirements"] = {"amounts": [vcpus]}
         if gpus_per_task:
-            window_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": gpus_per_task}]}
+            window_step["hostRequirements"]["amounts"].append({"name": "amount.worker.gpu", "min": gpus_per_task})
             # the cache key holds the device class: assembling needs a CUDA worker too (it runs no model)
-            assemble_step["hostRequirements"] = {"amounts": [{"name": "amount.worker.gpu", "min": 1}]}
+            assemble_step["hostRequirements"]["amounts"].append({"name": "amount.worker.gpu", "min": 1})
         if len(shot.frame_chunks) > 1:
             assemble_step["parameterSpace"] = {"taskParameterDefinitions": [
                 {"name": "Frames", "type": "STRING", "range": [f"{a}-{b}" for a, b in shot.frame_chunks]}]}

@@ -87,8 +87,20 @@ def render_flags(options: RenderOptions) -> list[str]:
               "--near", repr(float(options.near)), "--far", repr(float(options.far)),
               "--invert" if options.invert else "--no-invert", "--clamp" if options.clamp else "--no-clamp",
               "--upsample", options.upsample,
+              *(["--threads", str(options.threads)] if options.threads is not None else []),
+              *(["--replace"] if options.replace else []),
               "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
     return flags
+
+
+def task_threads(options: RenderOptions, cpus: float) -> RenderOptions:
+    """`options` with the CPU thread count every task predicts with: --threads, else the task's CPUs.
+    One count for all tasks, so the windows (and a single render with the same --threads) agree."""
+    import dataclasses
+
+    if options.threads is not None:
+        return options
+    return dataclasses.replace(options, threads=max(1, int(cpus)))
 
 
 def model_flags(model) -> list[str]:

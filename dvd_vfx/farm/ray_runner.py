@@ -103,11 +103,12 @@ def run(args, options) -> int:
     """`dvd-vfx farm ray`: render every source; 0 when every shot's pass is written."""
     ray = import_ray()
     from dvd_vfx import cli
-    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model
+    from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model, task_threads
 
     settings = FarmSettings.from_args(args)
     model = task_model(cli._model_settings(args), settings.gpus_per_task)
-    options = dataclasses.replace(options, out_dir=Path(absolute(options.out_dir)))
+    options = task_threads(dataclasses.replace(options, out_dir=Path(absolute(options.out_dir))),
+                           settings.cpus_per_task)
     shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
                        frames_per_task=args.frames_per_task) for s in args.sources]
     check_unique_shots(shots)

@@ -65,6 +65,7 @@ explicit ``commit()``, never half-way by accident.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import json
@@ -72,6 +73,7 @@ import math
 import numbers
 import operator
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -226,6 +228,39 @@ def read_pass_attributes(path) -> dict[str, object]:
             except ValueError:
                 pass
         out[name[len(ATTRIBUTE_PREFIX) :]] = value
+    return out
+
+
+def pass_frames(out_dir, shot: str, kind: str = "depth") -> dict[int, Path]:
+    """The frames of `shot`'s pass already in `out_dir`: {frame number: path}."""
+    pattern = re.compile(re.escape(shot) + r"\." + re.escape(kind) + r"\.(-?\d+)\.exr")
+    found = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(out_dir):
+            m = pattern.fullmatch(entry.name)
+            if m and entry.is_file():
+                found[int(m.group(1))] = Path(entry.path)
+    return dict(sorted(found.items()))
+
+
+def foreign_frames(out_dir, shot: str, keep, attribute: str, value: str) -> dict[int, dict]:
+    """Frames of `shot` in `out_dir` outside `keep` whose ``dvd/<attribute>`` is not `value`:
+    {frame: its dvd/ attributes ({} when unreadable or written without them)}.
+
+    The pass-identity attributes (``setupId``, ``passId``) tell one normalisation from another:
+    a folder must never hold frames of one shot from two (see DepthPassWriter's docstring).
+    """
+    keep = set(keep)
+    out = {}
+    for number, path in pass_frames(out_dir, shot).items():
+        if number in keep:
+            continue
+        try:
+            attrs = read_pass_attributes(path)
+        except Exception:  # noqa: BLE001 - unreadable files are foreign too
+            attrs = {}
+        if attrs.get(attribute) != value:
+            out[number] = attrs
     return out
 
 
@@ -395,17 +430,24 @@ def make_out_dir(out_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- writer
 
 
-def publish_staged(staging: Path, out_dir: Path, names: list[str]) -> list[Path]:
-    """Move the files `names` from `staging` into `out_dir`, replacing existing ones: all or nothing.
+def publish_staged(staging: Path, out_dir: Path, names: list[str], remove: list[str] = ()) -> list[Path]:
+    """Move the files `names` from `staging` into `out_dir`, replacing existing ones, and take the
+    files `remove` out of `out_dir`: all or nothing.
 
-    On an OSError the files moved so far are removed and the replaced ones restored, and the
-    error is raised again with ``filename`` set to the destination that failed.
+    On an OSError the files moved so far are removed and the replaced (or removed) ones
+    restored, and the error is raised again with ``filename`` set to the destination that failed.
     """
     moved: list[Path] = []
     replaced: list[tuple[Path, Path]] = []
     backup_dir = staging / ".replaced"
     current = None
     try:
+        for name in remove:
+            current = out_dir / name
+            if os.path.lexists(current):
+                backup_dir.mkdir(exist_ok=True)
+                os.replace(current, backup_dir / name)
+                replaced.append((backup_dir / name, current))
         for name in names:
             current = out_dir / name
             if os.path.lexists(current):
@@ -601,8 +643,12 @@ class DepthPassWriter:
         removed with the staging area on commit, abort or a crash cleanup."""
         return self._staging / f".{name}"
 
-    def commit(self) -> list[Path]:
-        """Wait for every write, publish all files into ``out_dir``; paths in frame order."""
+    def commit(self, *, remove_frames=()) -> list[Path]:
+        """Wait for every write, publish all files into ``out_dir``; paths in frame order.
+
+        ``remove_frames``: frames of this shot to take out of ``out_dir`` in the same all-or-nothing
+        publish (what ``--replace`` does to frames of another render of the shot).
+        """
         if self._state == "committed":
             return list(self._committed)
         self._check_usable()
@@ -612,7 +658,8 @@ class DepthPassWriter:
 
         names = [pass_filename(self.shot, frame) for frame in sorted(self._futures)]
         try:
-            moved = publish_staged(self._staging, self.out_dir, names)
+            moved = publish_staged(self._staging, self.out_dir, names,
+                                   [pass_filename(self.shot, frame) for frame in remove_frames])
         except OSError as exc:
             self._fail(InputError(f"cannot write {exc.filename}: {_reason(exc)}; {_hint(exc)}"), exc)
             raise self._error from exc  # type: ignore[misc]

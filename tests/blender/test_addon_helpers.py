@@ -65,7 +65,7 @@ def test_render_request_args():
                              frames=(3, 9), weights="/w", cache_dir="/c", extra_args="--device cpu --window 5")
     assert req.args() == ["/f/plate.mov", "-o", "/o", "--shot", "plate", "--mode", "depth", "--near", "2",
                           "--far", "40", "--preset", "preview", "--frames", "3-9", "--weights", "/w",
-                          "--cache-dir", "/c", "--device", "cpu", "--window", "5"]
+                          "--cache-dir", "/c", "--replace", "--device", "cpu", "--window", "5"]
     assert "--near" not in shot.RenderRequest(source="s", out_dir="o", shot="s", mode="disparity").args()
     with pytest.raises(ValueError, match="near"):
         shot.RenderRequest(source="s", out_dir="o", shot="s", near=5, far=5).args()

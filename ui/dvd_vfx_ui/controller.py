@@ -498,7 +498,7 @@ class BatchController:
                 out_dir=Path(out_dir), shot=name, resolution=values["resolution"], window=values["window"],
                 overlap=values["overlap"], mode=values["mode"], near=values["near"], far=values["far"],
                 invert=values["invert"], upsample=values["upsample"], compression=values["compression"],
-                preview=values["preview"])
+                preview=values["preview"], replace=True)  # the row's folder holds the row's one pass
             model = ModelSettings(weights=self.settings.weights or None, device=values["device"],
                                   dtype=values["dtype"], vae_tiling=values["vae_tiling"],
                                   offload=bool(values["offload"]))
@@ -564,7 +564,7 @@ class BatchController:
                 "--compression", values["compression"], "--device", values["device"], "--dtype", values["dtype"],
                 "--invert" if values["invert"] else "--no-invert",
                 "--preview" if values["preview"] else "--no-preview",
-                "--offload" if values["offload"] else "--no-offload"]
+                "--offload" if values["offload"] else "--no-offload", "--replace"]
         if values["vae_tiling"] is not None:
             args.append("--vae-tiling" if values["vae_tiling"] else "--no-vae-tiling")
         if model.weights:

@@ -248,6 +248,7 @@ def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str =
         args += ["--near", repr(near), "--far", repr(far)]
     if settings.weights.strip():
         args += ["--weights", os.path.expanduser(settings.weights.strip())]
+    args.append("--replace")  # the node's folder holds the node's one pass: a new range replaces the old one
     args += extra
     return RenderRequest(source=source, shot=shot, out_dir=out_dir, comp_range=comp, file_range=files,
                          mode=settings.mode, near=near, far=far, engine_python=python, args=args)

@@ -107,6 +107,7 @@ class RenderRequest:
             args += ["--weights", self.weights]
         if self.cache_dir:
             args += ["--cache-dir", self.cache_dir]
+        args.append("--replace")  # the clip's folder holds its one pass: a new range replaces the old one
         return args + shlex.split(self.extra_args)
 
 
