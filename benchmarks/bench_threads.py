@@ -1,6 +1,6 @@
 """How much a pass depends on torch's CPU thread count (why `--threads` exists).
 
-    python benchmarks/bench_threads.py [--frames 40] [--size 256x144] [--threads 1 2]
+    python benchmarks/bench_threads.py [--frames 40] [--size 256x144] [--threads 1 2] [--resolution 480]
 
 Renders one generated clip (ffmpeg testsrc2) with the tiny official-format model on CPU, once
 per thread count, without the cache (each render predicts its own windows), near 1 / far 100,
@@ -30,6 +30,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--size", default="256x144")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--resolution", type=int, default=480, help="working short side (default 480, the engine's)")
+    ap.add_argument("--window", type=int, default=81)
+    ap.add_argument("--overlap", type=int, default=21)
     args = ap.parse_args()
     os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
 
@@ -51,11 +54,11 @@ def main() -> None:
                         "-frames:v", str(args.frames), "-pix_fmt", "yuv420p", str(clip)], check=True)
         write_tiny_weights(tmp / "w", seed=0)
         predictor = DVDPredictor(tmp / "w", device="cpu")
-        short = min(int(v) for v in args.size.split("x"))
         runs = []
         for n in [args.threads[0], *args.threads]:
             out = tmp / f"out{len(runs)}"
-            render_shot(clip, RenderOptions(out_dir=out, resolution=short, window=9, overlap=4, near=1, far=100,
+            render_shot(clip, RenderOptions(out_dir=out, resolution=args.resolution, window=args.window,
+                                            overlap=args.overlap, near=1, far=100,
                                             threads=n), predictor)
             runs.append((n, sorted(out.glob("*.exr"))))
         ref_n, ref = runs[0]
