@@ -1,14 +1,16 @@
-"""Failures that must not lose data or be misread: NaN/inf predictions (never cached, exit 4)."""
+"""Failures that must not lose data or be misread: NaN/inf predictions (never cached, exit 4) and running
+out of GPU memory (exit 75, retried by farms)."""
 
 import json
 
 import numpy as np
 import pytest
+import torch
 
 from plugin_helpers import FAST, make_plate, write_plugin
 
 from dvd_vfx.cli import main
-from dvd_vfx.errors import PERMANENT_EXIT_CODES, PredictionError
+from dvd_vfx.errors import PERMANENT_EXIT_CODES, DeviceMemoryError, PredictionError
 from dvd_vfx.farm import ray_tasks
 from dvd_vfx.jobs import error_from_dict, error_to_dict
 from dvd_vfx.windows import plan_windows
@@ -92,8 +94,25 @@ def test_dvd_overflow_names_the_dtype(tmp_path, capsys, tiny_weights, monkeypatc
     assert not (tmp_path / "out").exists()
 
 
+def test_cuda_out_of_memory_exits_75_not_bad_input(tmp_path, capsys, tiny_weights, monkeypatch):
+    from dvd_vfx.model.predictor import DVDPredictor
+
+    def oom(self, frames):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DVDPredictor, "_predict", oom)
+    plate = make_plate(tmp_path / "plate.mp4", 5)
+    code, _, err = run_cli(capsys, "render", plate, "-o", tmp_path / "out", "--weights", tiny_weights,
+                           "--device", "cpu", "--cache-dir", tmp_path / "cache", *FAST)
+    lines = err.strip().splitlines()
+    assert code == DeviceMemoryError.exit_code == 75
+    assert lines[-1].startswith("dvd-vfx: error: out of CPU memory for a 5-frame 64x48 window")
+    assert "--offload" in lines[-1] and "retr" in lines[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_job_events_carry_the_new_error_classes():
-    for error in (PredictionError("NaN"),):
+    for error in (DeviceMemoryError("out of memory"), PredictionError("NaN")):
         back = error_from_dict(json.loads(json.dumps(error_to_dict(error))))
         assert type(back) is type(error) and back.exit_code == error.exit_code
 
@@ -105,11 +124,14 @@ def _spec(tmp_path):
                               windows=(0, 1))
 
 
-def test_farm_fails_bad_predictions_at_once(tmp_path):
+def test_farm_retries_out_of_memory_and_fails_bad_predictions_at_once(tmp_path):
     def decide(code, error_type):
         error = {"type": error_type, "message": f"{error_type} happened", "exit_code": code}
         return ray_tasks._part_error(_spec(tmp_path), code, error, [f"dvd-vfx: error: {error_type} happened"])
 
+    oom = decide(75, "DeviceMemoryError")
+    assert isinstance(oom, ray_tasks.PartCrashed)  # retry_exceptions=[PartCrashed]: Ray runs it again
+    assert oom.exit_code == 75 and oom.error_type == "DeviceMemoryError"
     for code, error_type in ((2, "InputError"), (3, "WeightsError"), (4, "PredictionError")):
         failed = decide(code, error_type)
         assert type(failed) is ray_tasks.PartFailed and failed.exit_code == code  # not retried
