@@ -191,8 +191,9 @@ def _check_finite(pred: np.ndarray, w: Window, numbers: list[int], predictor: st
     bad = nonfinite_count(pred)
     if not bad:
         return
-    hint = (f"try another --dtype (now {identity['dtype']}; fp32, or bf16 where fp16 overflows)"
-            if "dtype" in identity else "try another --dtype")
+    dtype = identity.get("dtype")
+    hint = ("try --dtype bf16 or fp32 (float16 overflows)" if dtype == "float16"
+            else f"try another --dtype (now {dtype})" if dtype else "try another --dtype")
     if predictor != "dvd":
         hint += f", or check the predictor plugin {predictor!r} (`dvd-vfx plugins` shows where it comes from)"
     raise PredictionError(f"predictor {predictor!r} returned {bad} NaN/inf values of {pred.size} for window "

@@ -90,7 +90,7 @@ def test_dvd_overflow_names_the_dtype(tmp_path, capsys, tiny_weights, monkeypatc
                            "--device", "cpu", "--dtype", "fp16", "--no-cache", *FAST)
     assert code == 4
     assert "predictor 'dvd' returned 1 NaN/inf values of" in err and "window 0 (source frames 1-5)" in err
-    assert "try another --dtype (now float16; fp32, or bf16" in err
+    assert "try --dtype bf16 or fp32 (float16 overflows)" in err
     assert not (tmp_path / "out").exists()
 
 
