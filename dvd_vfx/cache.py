@@ -1,7 +1,7 @@
 """Per-shot cache: raw window predictions + a manifest, so re-renders are instant and resumable.
 
-Layout: ``<root>/<key[:2]>/<key>/``  with ``manifest.json``, ``window.NNNNN.npy`` (float16,
-working resolution, padding dropped) and ``lock``. The key (sha256) covers exactly what changes
+Layout: ``<root>/<key[:2]>/<key>/``  with ``manifest.json``, ``window.NNNNN.npy`` (working
+resolution, padding dropped; encoded as below) and ``lock``. The key (sha256) covers exactly what changes
 the predictions: the source (path, size, mtime, frame range, bytes sampled from the media), the
 model (predictor identity: name, weights sha256, dtype, device class) and the inference
 parameters (working size, window, overlap, colour handling, engine version). Near/far, mode,
@@ -10,6 +10,22 @@ format and upsampling are applied after the cache and never change the key.
 Safety: every file is written to a temp name and renamed; the manifest (written last) lists
 each window with its sha256, and a window whose bytes do not match is discarded and
 recomputed; a cache folder that cannot be written degrades to no cache with a warning.
+
+Window encoding (each window its own; the manifest's window entry records it as ``encoding``,
+and `get` returns the prediction's values whatever it is):
+``{"dtype": "float16"}``  the values as they are: a window within [0, 1] (DVD's output), 2 bytes a
+                        value, steps of at most 2^-11 (byte for byte what caches held before);
+``{"dtype": "uint16", "offset": o, "scale": s}``  ``round((v - o) / s)`` with o the window's minimum
+                        and s its range / 65535: any other window, e.g. metric disparity above
+                        float16's 65504 or 1000-1010 (float16 steps of 0.5 there); 2 bytes a value,
+                        steps of 1/65535 of the window's range whatever the predictor's affine
+                        (the predictor contract: "any affine");
+``{"dtype": "float32"}``  the values as predicted, 4 bytes a value: a window whose full range is
+                        more than RANGE_PER_SPREAD times the spread of its 2-98 % (outliers would
+                        make uint16 steps coarser than 1/4096 of that spread).
+A window entry without ``encoding`` (written before encodings existed) is float16 as it is; such
+a window holding values outside [0, 1] or NaN/inf lost them when it was written and is recomputed.
+Predictions with NaN/inf are refused (ValueError; the engine checks first and names the window).
 
 Locks (files in the entry folder, across processes and machines that share the folder):
 ``lock`` is held for a whole render: exclusively by an unsplit render (a second render of the
@@ -27,6 +43,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -48,6 +65,11 @@ ENV_MAX_GB = "DVD_VFX_CACHE_MAX_GB"
 DEFAULT_MAX_GB = 20.0
 SCHEMA = 1
 _SAMPLE_BYTES = 1 << 20
+RAW_F16 = {"dtype": "float16"}  # a window within [0, 1]: float16 as it is
+RANGE_PER_SPREAD = 16.0  # a window's full range above this times its 2-98 % spread is kept float32
+_U16_STEPS = 65535
+_SPREAD_SAMPLES = 1 << 16  # values (evenly strided) the spread is measured on
+_F16_ONE = 0x3C00  # float16 1.0: the bits of 0.0 <= x <= 1.0 are 0x0000..0x3C00 (and -0.0 is 0x8000)
 
 
 def default_cache_dir() -> Path:
@@ -107,13 +129,97 @@ def cache_key(source: dict, identity: dict, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def nonfinite_count(pred: np.ndarray) -> int:
+    """How many NaN/inf values `pred` holds (0 in one min/max pass when there are none)."""
+    pred = np.asarray(pred)
+    if pred.size == 0 or (math.isfinite(float(np.min(pred))) and math.isfinite(float(np.max(pred)))):
+        return 0
+    return int(pred.size - np.count_nonzero(np.isfinite(pred)))
+
+
+def window_encoding(pred: np.ndarray) -> dict:
+    """How window `pred` is stored (see the module docstring); ValueError for NaN/inf."""
+    pred = np.asarray(pred)
+    if pred.size == 0:
+        return dict(RAW_F16)
+    lo, hi = float(np.min(pred)), float(np.max(pred))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{nonfinite_count(pred)} of {pred.size} predicted values are NaN/inf")
+    if 0.0 <= lo and hi <= 1.0:
+        return dict(RAW_F16)
+    flat = pred.reshape(-1)
+    p_lo, p_hi = np.percentile(flat[:: max(1, flat.size // _SPREAD_SAMPLES)].astype(np.float64), [2.0, 98.0])
+    if hi - lo > RANGE_PER_SPREAD * float(p_hi - p_lo):
+        return {"dtype": "float32"}
+    return {"dtype": "uint16", "offset": lo, "scale": (hi - lo) / _U16_STEPS or 1.0}
+
+
+def encode_window(pred: np.ndarray, encoding: dict) -> np.ndarray:
+    """The array written to disk for `pred` under `encoding` (frame by frame: no float64 copy of the window)."""
+    if "offset" not in encoding:
+        return np.asarray(pred, dtype=encoding["dtype"])
+    pred = np.asarray(pred)
+    out = np.empty(pred.shape, dtype=encoding["dtype"])
+    offset, scale = float(encoding["offset"]), float(encoding["scale"])
+    for t in range(pred.shape[0]):
+        out[t] = np.clip(np.rint((pred[t].astype(np.float64) - offset) / scale), 0, _U16_STEPS)
+    return out
+
+
+class DecodedWindow:
+    """A stored window read through its offset/scale: indexing decodes only what is asked for (float32)."""
+
+    def __init__(self, data: np.ndarray, offset: float, scale: float):
+        self.data, self.offset, self.scale = data, float(offset), float(scale)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return (np.asarray(self.data[index], dtype=np.float64) * self.scale + self.offset).astype(np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _read_window(path: Path, encoding: dict | None):
+    """Window file `path` memory-mapped, decoded on access when its encoding has an offset/scale."""
+    data = np.load(path, mmap_mode="r")
+    want = np.dtype((encoding or RAW_F16)["dtype"])
+    if data.dtype != want:
+        raise ValueError(f"cached window {path} holds {data.dtype}, its encoding says {want}")
+    if encoding and "offset" in encoding:
+        return DecodedWindow(data, encoding["offset"], encoding["scale"])
+    return data
+
+
+def _within_unit_range(path: Path) -> bool:
+    """A float16 window file holds only values in [0, 1] (no NaN/inf): checked on the bits, no float16 math."""
+    try:
+        bits = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    if bits.dtype != np.float16:
+        return False
+    bits = bits.view(np.uint16)
+    if bits.size == 0 or int(bits.max()) <= _F16_ONE:
+        return True
+    return not np.any((bits > _F16_ONE) & (bits != 0x8000))
+
+
 class WindowStore:
-    """Raw per-window predictions, float16 on disk, memory-mapped back (a private temp folder)."""
+    """Raw per-window predictions, encoded per window (float16 mostly), memory-mapped back (a private temp folder)."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._open: dict[int, np.ndarray] = {}
+        self._open: dict[int, np.ndarray | DecodedWindow] = {}
+        self._encodings: dict[int, dict] = {}
         self._threads: dict[int, int | None] = {}
 
     def path(self, k: int) -> Path:
@@ -122,21 +228,24 @@ class WindowStore:
     def has(self, k: int) -> bool:
         return self.path(k).is_file()
 
-    def _stage(self, k: int, pred: np.ndarray) -> Path:
-        """Window k as float16 .npy in a uniquely named temp file of the folder: parts on several
-        hosts of a shared cache never share a temp name, whatever their pids (created with the
-        umask's permissions, so farm users sharing the cache can read it)."""
+    def _stage(self, k: int, pred: np.ndarray) -> tuple[Path, dict]:
+        """Window k encoded (window_encoding) as .npy in a uniquely named temp file of the folder:
+        parts on several hosts of a shared cache never share a temp name, whatever their pids
+        (created with the umask's permissions, so farm users sharing the cache can read it)."""
+        encoding = window_encoding(pred)
         tmp = self.folder / f".window.{k:05d}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy"
         try:
             with open(tmp, "xb") as fh:
-                np.save(fh, np.asarray(pred, dtype=np.float16))
+                np.save(fh, encode_window(pred, encoding))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return Path(tmp)
+        return Path(tmp), encoding
 
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0, threads: int | None = None) -> None:
-        os.replace(self._stage(k, pred), self.path(k))
+        tmp, encoding = self._stage(k, pred)
+        os.replace(tmp, self.path(k))
+        self._encodings[k] = encoding
         self._open.pop(k, None)
         self._threads[k] = threads
 
@@ -144,9 +253,13 @@ class WindowStore:
         """The CPU thread count window k was predicted with (None: unknown, or not a torch predictor)."""
         return self._threads.get(k)
 
-    def get(self, k: int) -> np.ndarray:
+    def encoding(self, k: int) -> dict | None:
+        return self._encodings.get(k)
+
+    def get(self, k: int) -> np.ndarray | DecodedWindow:
+        """Window k's predicted values, memory-mapped (an offset/scale window decodes the frames indexed)."""
         if k not in self._open:
-            self._open[k] = np.load(self.path(k), mmap_mode="r")
+            self._open[k] = _read_window(self.path(k), self.encoding(k))
         return self._open[k]
 
     def release_before(self, k: int) -> None:
@@ -308,7 +421,7 @@ class CacheEntry(WindowStore):
         entry = self.manifest["windows"].get(str(k))
         if entry is None or not path.is_file():
             return False
-        if not _matches(path, entry):
+        if not _usable(path, entry):
             # Decide under the manifest lock, against the manifest on disk: another part may have
             # replaced the window (file and entry change together under this lock) since we read it.
             with self._manifest_lock:
@@ -316,9 +429,13 @@ class CacheEntry(WindowStore):
                 entry = self.manifest["windows"].get(str(k))
                 if entry is None or not path.is_file():
                     return False
-                if not _matches(path, entry):
-                    log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it",
-                                k, self.folder)
+                if not _usable(path, entry):
+                    if _matches(path, entry):
+                        log.warning("cached window %d of %s was stored as float16 before windows kept their own "
+                                    "offset/scale and lost values outside 0..1; recomputing it", k, self.folder)
+                    else:
+                        log.warning("cached window %d of %s is corrupt (checksum mismatch); recomputing it",
+                                    k, self.folder)
                     path.unlink(missing_ok=True)
                     self.manifest["windows"].pop(str(k), None)
                     self.manifest["stitch"] = None
@@ -327,11 +444,15 @@ class CacheEntry(WindowStore):
         self._verified.add(k)
         return True
 
+    def encoding(self, k: int) -> dict | None:
+        entry = self.manifest["windows"].get(str(k))
+        return entry.get("encoding") if entry is not None else self._encodings.get(k)
+
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0, threads: int | None = None) -> None:
-        tmp = self._stage(k, pred)
+        tmp, encoding = self._stage(k, pred)
         try:
             entry = {"sha256": _sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3),
-                     "threads": threads}
+                     "encoding": encoding, "threads": threads}
 
             def add(m: dict) -> None:
                 os.replace(tmp, self.path(k))  # file and manifest entry change together, under the lock
@@ -368,6 +489,11 @@ def _matches(path: Path, entry: dict) -> bool:
         return path.stat().st_size == entry["bytes"] and _sha256_file(path) == entry["sha256"]
     except OSError:
         return False
+
+
+def _usable(path: Path, entry: dict) -> bool:
+    """_matches, and a window stored before encodings existed holds only what float16 kept exactly enough."""
+    return _matches(path, entry) and ("encoding" in entry or _within_unit_range(path))
 
 
 def _read_manifest(folder: Path) -> dict | None:

@@ -1,4 +1,5 @@
-"""`dvd-vfx ...`: the command line. Exit codes: 0 ok, 2 bad input/usage, 3 weights, 130 interrupted, 1 unexpected."""
+"""`dvd-vfx ...`: the command line. Exit codes: 0 ok, 2 bad input/usage, 3 weights, 4 NaN/inf predictions,
+75 out of GPU memory (may be transient: farms retry it), 130 interrupted, 1 unexpected."""
 
 from __future__ import annotations
 

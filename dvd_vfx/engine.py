@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx import __version__, stitch, threads
-from dvd_vfx.cache import ShotCache, WindowStore, cache_key, source_fingerprint
-from dvd_vfx.errors import Cancelled, InputError
+from dvd_vfx.cache import ShotCache, WindowStore, cache_key, nonfinite_count, source_fingerprint
+from dvd_vfx.errors import Cancelled, InputError, PredictionError
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
 
 log = logging.getLogger("dvd_vfx.engine")
@@ -222,11 +222,26 @@ def _spans(indices: list[int]) -> str:
     return ", ".join(out)
 
 
+def _check_finite(pred: np.ndarray, w: Window, numbers: list[int], predictor: str, identity: dict) -> None:
+    """PredictionError naming the window when its prediction holds NaN/inf: nothing gets cached for it."""
+    bad = nonfinite_count(pred)
+    if not bad:
+        return
+    dtype = identity.get("dtype")
+    hint = ("try --dtype bf16 or fp32 (float16 overflows)" if dtype == "float16"
+            else f"try another --dtype (now {dtype})" if dtype else "try another --dtype")
+    if predictor != "dvd":
+        hint += f", or check the predictor plugin {predictor!r} (`dvd-vfx plugins` shows where it comes from)"
+    raise PredictionError(f"predictor {predictor!r} returned {bad} NaN/inf values of {pred.size} for window "
+                          f"{w.index} (source frames {numbers[w.start]}-{numbers[w.start + w.n_real - 1]}); "
+                          f"nothing was cached for it; {hint}")
+
+
 def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
                 should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None,
                 only_windows: tuple[int, int] | None = None, assemble: bool = False,
                 write_frames: tuple[int, int] | None = None) -> RenderResult:
-    """Render one shot's depth pass. Raises InputError/WeightsError/Cancelled; leaves no partial output.
+    """Render one shot's depth pass. Raises InputError/WeightsError/PredictionError/Cancelled; leaves no partial output.
 
     With a `cache`, raw window predictions are kept per shot: a re-render with other near/far,
     mode or format runs no predictor call, and a killed render resumes from its finished windows.
@@ -344,6 +359,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
                     if pred.shape != (w.length, work_h, work_w):
                         raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
                                          f"window of {(w.length, work_h, work_w)}")
+                    _check_finite(pred[: w.n_real], w, numbers, attributes["predictor"], identity)
                     store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
                     progress("predict", len(cached) + calls, len(plan))
         timings["predict_s"] = time.perf_counter() - t0

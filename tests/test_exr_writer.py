@@ -416,3 +416,80 @@ def test_failed_commit_restores_the_previous_render(tmp_path, monkeypatch):
     assert sorted(os.listdir(out)) == ["sh010.depth.1001.exr", "sh010.depth.1002.exr"]
     assert (out / "sh010.depth.1001.exr").read_bytes() == b"old 1001"
     assert (out / "sh010.depth.1002.exr").read_bytes() == b"old 1002"
+
+
+def _failing_publish(monkeypatch, out, fail_dst, restore_fails=True):
+    """os.replace that fails for `fail_dst` and, with restore_fails, for every move out of `.replaced`."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == fail_dst or (restore_fails and Path(src).parent.name == ".replaced"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(exr.os, "replace", replace)
+
+
+def test_failed_restore_keeps_the_previous_render_and_names_where(tmp_path, monkeypatch):
+    """A publish fails, then putting the previous render's frames back fails too: their only copies
+    (the staging folder's .replaced) are kept, also through abort and cleanup, and the error names them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sh010.depth.1001.exr").write_bytes(b"old 1001")
+    (out / "sh010.depth.1002.exr").write_bytes(b"old 1002")
+    w = _writer(out)
+    for f in FRAMES:
+        w.submit(f, _depth(f))
+    kept = w.staging_dir / ".replaced"
+    _failing_publish(monkeypatch, out, out / "sh010.depth.1003.exr")
+    with pytest.raises(InputError) as exc_info:
+        w.commit()
+    monkeypatch.undo()
+    message = str(exc_info.value)
+    assert len(message.splitlines()) == 1
+    assert "sh010.depth.1003.exr: Input/output error" in message
+    assert (f"the previous render's sh010.depth.1001.exr, sh010.depth.1002.exr could not be put back: the only "
+            f"copies are in {kept}; move them back into {out}") in message
+    w.abort()
+    del w
+    import gc
+
+    gc.collect()  # the writer's finalizer: it must not remove them either
+    assert (kept / "sh010.depth.1001.exr").read_bytes() == b"old 1001"
+    assert (kept / "sh010.depth.1002.exr").read_bytes() == b"old 1002"
+    assert sorted(p.name for p in kept.parent.iterdir()) == [".replaced"]  # the new frames went
+    assert sorted(os.listdir(out)) == [kept.parent.name]  # nothing of the failed render in out
+
+
+def test_farm_commit_keeps_unrestored_frames_and_names_them(tmp_path, monkeypatch):
+    from dvd_vfx.farm import ray_runner
+
+    out = tmp_path / "out"
+    staging = out / ".dvd-vfx-ray-sh010-run"
+    staging.mkdir(parents=True)
+    (out / "sh010.depth.1001.exr").write_bytes(b"old 1001")
+    for f in FRAMES:
+        (staging / pass_filename("sh010", f)).write_bytes(b"new")
+    _failing_publish(monkeypatch, out, out / "sh010.depth.1002.exr")
+    with pytest.raises(InputError, match=rf"the only copies are in {re.escape(str(staging / '.replaced'))}; "
+                                         rf"move them back into {re.escape(str(out))}"):
+        ray_runner._commit(staging, out)
+    monkeypatch.undo()
+    exr.discard_staging(staging)  # what the farm does with a failed shot's staging folder
+    assert (staging / ".replaced" / "sh010.depth.1001.exr").read_bytes() == b"old 1001"
+    assert sorted(p.name for p in staging.iterdir()) == [".replaced"]
+
+
+def test_restored_backups_leave_no_staging_folder(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sh010.depth.1001.exr").write_bytes(b"old 1001")
+    w = _writer(out)
+    for f in FRAMES:
+        w.submit(f, _depth(f))
+    _failing_publish(monkeypatch, out, out / "sh010.depth.1003.exr", restore_fails=False)
+    with pytest.raises(InputError) as exc_info:
+        w.commit()
+    monkeypatch.undo()
+    assert "could not be put back" not in str(exc_info.value)
+    assert sorted(os.listdir(out)) == ["sh010.depth.1001.exr"]

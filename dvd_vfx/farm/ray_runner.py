@@ -458,7 +458,9 @@ class RayFarm:
                     for part in shot.parts.values():
                         part.payload = []  # lets Ray free the shot's windows and files
                     if shot.staging is not None:  # a failed shot: what its tasks wrote goes
-                        shutil.rmtree(shot.staging, ignore_errors=True)
+                        from dvd_vfx.passes.exr import discard_staging
+
+                        discard_staging(shot.staging)
                         shot.staging = None
 
     def _drain(self) -> None:
@@ -630,9 +632,11 @@ class RayFarm:
             for ref in ready:
                 self.pending.pop(ref, None)
             self._force_cancel_overdue()
+        from dvd_vfx.passes.exr import discard_staging
+
         for shot in self.shots:
             if shot.staging is not None:
-                shutil.rmtree(shot.staging, ignore_errors=True)
+                discard_staging(shot.staging)
                 shot.staging = None
 
     def _force_cancel_overdue(self) -> None:
@@ -769,12 +773,13 @@ def _make_dirs(path: Path) -> list[Path]:
 
 def _commit(staging: Path, out_dir: Path) -> list[Path]:
     """Move a shot's files from its staging folder into `out_dir` (frame order); undone on failure."""
-    from dvd_vfx.passes.exr import publish_staged
+    from dvd_vfx.passes.exr import kept_note, publish_staged
 
     try:
         moved = publish_staged(staging, out_dir, sorted(p.name for p in staging.glob("*.exr")))
     except OSError as exc:
-        raise InputError(f"cannot write {exc.filename}: {exc.strerror or exc}; check the output folder") from None
+        raise InputError(f"cannot write {exc.filename}: {exc.strerror or exc}; check the output folder"
+                         f"{kept_note(exc, out_dir)}") from None
     shutil.rmtree(staging, ignore_errors=True)
     return moved
 

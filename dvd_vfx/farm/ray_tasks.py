@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dvd_vfx.engine import RenderOptions
+from dvd_vfx.errors import PERMANENT_EXIT_CODES
 from dvd_vfx.farm.plan import task_argv
 from dvd_vfx.jobs import parse_event
 from dvd_vfx.plugins import ModelSettings
@@ -57,7 +58,7 @@ SCRATCH_FOLDER = "farm-scratch"  # object store: below the worker's dvd-vfx cach
 
 
 class PartFailed(Exception):
-    """A part failed in a way a retry cannot fix (bad input, weights): its shot fails at once."""
+    """A part failed in a way a retry cannot fix (bad input, weights, NaN predictions): its shot fails at once."""
 
     def __init__(self, message: str, exit_code: int = 1, error_type: str = "DvdError"):
         super().__init__(message, exit_code, error_type)
@@ -354,7 +355,7 @@ def _part_error(spec: PartSpec, code: int, error: dict | None, tail: list[str]) 
         return PartFailed("the assembling worker computed another cache key than the window tasks: the plate, the "
                           "weights or the model settings differ between workers; make them identical (same files, "
                           "sizes and modification times) or use shared storage (--object-store never)", 2, "InputError")
-    if code in (2, 3):  # bad input or weights: the same again on every retry
+    if code in PERMANENT_EXIT_CODES:  # bad input, weights or predictions: the same again on every retry
         return PartFailed(message, code, error_type)
     return PartCrashed(message, code, error_type)
 

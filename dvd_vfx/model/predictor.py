@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dvd_vfx.errors import InputError
+from dvd_vfx.errors import DeviceMemoryError, InputError
 from dvd_vfx.model.weights import WeightFiles, find_weight_files, resolve_weights_dir, weights_sha256
 
 log = logging.getLogger("dvd_vfx.model")
@@ -168,9 +168,10 @@ class DVDPredictor:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             t, h, w, _ = frames.shape
-            raise InputError(f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window; use "
-                             "--offload, --vae-tiling, a smaller --resolution or --window, or --preset low-vram"
-                             ) from None
+            raise DeviceMemoryError(
+                f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window (exit code 75: a farm "
+                "retries it, another process may have held the memory); if it keeps happening use --offload, "
+                "--vae-tiling, a smaller --resolution or --window, or --preset low-vram") from None
 
     @torch.inference_mode()
     def _predict(self, frames: np.ndarray) -> np.ndarray:

@@ -56,7 +56,9 @@ writes and renames every file into ``out_dir`` (same filesystem, so each rename 
 files of an earlier render with the same names are replaced, and restored if the commit
 fails). On any failure the staging folder is deleted, nothing from this render is left in
 ``out_dir``, folders the writer created are removed again, and :class:`InputError` says which
-file could not be written and what to do.
+file could not be written and what to do. The one exception: earlier files that a failed commit
+could not restore stay in the staging folder's ``.replaced`` (their only copy), and the error
+names that folder.
 
 Context manager: leaving the ``with`` block *without* having called ``commit()`` (whether by
 an exception, a cancel or a plain return) aborts: a pass is only ever published by an
@@ -104,6 +106,7 @@ DEPTH_CHANNEL = "depth.Z"
 PREVIEW_CHANNELS = ("R", "G", "B")
 ATTRIBUTE_PREFIX = "dvd/"
 STAGING_PREFIX = ".dvd-vfx-staging-"
+BACKUP_FOLDER = ".replaced"  # in a staging folder: the files a publish replaces, until it succeeds
 
 #: Lossless compressions hosts read (name -> OpenEXR enum).
 COMPRESSIONS = {
@@ -392,9 +395,48 @@ def remove_created(created: list[Path]) -> None:
             pass
 
 
+def discard_staging(staging: Path) -> None:
+    """Delete a staging folder, except its ``.replaced`` folder while that holds files: frames of the
+    previous render that a failed publish could not put back (see publish_staged), their only copy."""
+    backups = Path(staging) / BACKUP_FOLDER
+    try:
+        keep = any(backups.iterdir())
+    except FileNotFoundError:
+        keep = False
+    except OSError:
+        keep = True  # cannot tell: never delete it
+    if not keep:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    try:
+        children = [child for child in Path(staging).iterdir() if child.name != BACKUP_FOLDER]
+    except OSError:
+        return
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            try:
+                child.unlink()
+            except OSError:
+                pass
+
+
+def kept_note(exc: BaseException, out_dir: Path) -> str:
+    """For a failed publish_staged: '; <where the previous render's unrestored files are>' ('' when none)."""
+    kept = getattr(exc, "kept", None)
+    if not kept:
+        return ""
+    names = [Path(p).name for p in getattr(exc, "unrestored", ())]
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"; the previous render's {listed or 'files'} could not be put back: the only copies are in {kept}; "
+            f"move them back into {out_dir}")
+
+
 def _discard(staging: Path, created: list[Path]) -> None:
-    """Delete the staging folder and every (now empty) folder the writer created."""
-    shutil.rmtree(staging, ignore_errors=True)
+    """Delete the staging folder (but backups a failed publish could not restore) and every (now empty)
+    folder the writer created."""
+    discard_staging(staging)
     remove_created(created)
 
 
@@ -436,10 +478,13 @@ def publish_staged(staging: Path, out_dir: Path, names: list[str], remove: list[
 
     On an OSError the files moved so far are removed and the replaced (or removed) ones
     restored, and the error is raised again with ``filename`` set to the destination that failed.
+    A file that cannot be put back stays in ``staging/.replaced``, its only copy: the error then has
+    ``kept`` (that folder) and ``unrestored`` (the paths it belongs at); otherwise ``kept`` is None.
+    Remove a staging folder with discard_staging, which leaves such a folder alone.
     """
     moved: list[Path] = []
     replaced: list[tuple[Path, Path]] = []
-    backup_dir = staging / ".replaced"
+    backup_dir = staging / BACKUP_FOLDER
     current = None
     try:
         for name in remove:
@@ -462,12 +507,15 @@ def publish_staged(staging: Path, out_dir: Path, names: list[str], remove: list[
                 path.unlink()
             except OSError:
                 pass
+        unrestored = []
         for backup, original in replaced:
             try:
                 os.replace(backup, original)
             except OSError:
-                pass
+                unrestored.append(original)
         exc.filename = str(current)
+        exc.kept = backup_dir if unrestored else None
+        exc.unrestored = unrestored
         raise
     return moved
 
@@ -661,7 +709,8 @@ class DepthPassWriter:
             moved = publish_staged(self._staging, self.out_dir, names,
                                    [pass_filename(self.shot, frame) for frame in remove_frames])
         except OSError as exc:
-            self._fail(InputError(f"cannot write {exc.filename}: {_reason(exc)}; {_hint(exc)}"), exc)
+            self._fail(InputError(f"cannot write {exc.filename}: {_reason(exc)}; {_hint(exc)}"
+                                  f"{kept_note(exc, self.out_dir)}"), exc)
             raise self._error from exc  # type: ignore[misc]
         shutil.rmtree(self._staging, ignore_errors=True)
         self._finalizer.detach()
