@@ -15,14 +15,21 @@ Frame numbers come from the file names and are kept. Hidden files (".name") are 
 
 EXR plates are read with the OpenEXR bindings; the other formats with ffmpeg's image2 demuxer
 (converted and resized by ffmpeg as for movies, see ffmpeg_tools: 10-bit DPX and 16-bit
-PNG/TIFF keep their precision).
+PNG/TIFF keep their precision). One ffmpeg process decodes each run of consecutive files. The
+demuxer finds a sequence's end by probing numbers in growing steps, so it may step over a gap
+and then fail on the missing file, while frame-threaded decoders (PNG, TIFF) still hold the last
+frames of the run: a run that ends at a gap is therefore given to ffmpeg as links to exactly its
+files in a temporary folder (or, where links cannot be made, decoded with one thread).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,6 +54,9 @@ from .ffmpeg_tools import (
 
 IMAGE_EXTS = frozenset({"exr", "png", "jpg", "jpeg", "tif", "tiff", "dpx", "tga", "bmp"})
 MAX_BAD_PIXEL_WARNINGS = 5  # per read; then one summary line at the end
+# After ffmpeg fails on a run, the files from the first missing frame on are decoded one by one
+# to name the broken one (a frame-threaded decoder fails a few frames after the last it output).
+MAX_BLAME_CHECKS = 40
 
 _TOKEN_RE = re.compile(
     r"(?:(?P<a>\d+)-(?P<b>\d+))?(?P<tok>%(?P<pw>\d*)d|#+|@+|\$F(?P<fw>\d*))"
@@ -480,20 +490,30 @@ class SequenceFootage(Footage):
         else:
             warned["suppressed"] += 1
 
-    def ffmpeg_args(self, start: int, count: int, width: int, height: int) -> tuple[list[str], Conversion]:
-        """ffmpeg command that decodes `count` files from frame `start`."""
+    def ffmpeg_args(
+        self, start: int, count: int, width: int, height: int, *, links: str | None = None, threads: int | None = None
+    ) -> tuple[list[str], Conversion]:
+        """ffmpeg command that decodes `count` files from frame `start`.
+
+        links: a folder of links frame.000000.EXT ... made by `link_run` (start is then ignored);
+        threads: decoder threads (None = ffmpeg's default).
+        """
         import ffmpeg
 
         spec = self.spec
         exe = find_ffmpeg()
-        if spec.single or spec.pad is None:
-            inp = ffmpeg.input("file:" + spec.files[start], f="image2", pattern_type="none")
+        opts = {} if threads is None else {"threads": threads}
+        if links is not None:
+            pattern = os.path.join(links.replace("%", "%%"), "frame.%06d" + _link_ext(spec))
+            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=0, **opts)
+        elif spec.single or spec.pad is None:
+            inp = ffmpeg.input("file:" + spec.files[start], f="image2", pattern_type="none", **opts)
         else:
             pattern = os.path.join(
                 spec.directory, spec.prefix.replace("%", "%%") + (f"%0{spec.pad}d" if spec.pad > 1 else "%d")
                 + spec.suffix.replace("%", "%%")
             )
-            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=start)
+            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=start, **opts)
         stream, conv = add_conversion(inp["0"], self._probe, (self.info.width, self.info.height), (width, height), exe)
         sync = passthrough_args(exe)
         out = ffmpeg.output(stream, "pipe:", format="rawvideo", **{"frames:v": count, sync[0][1:]: sync[1]})
@@ -501,20 +521,83 @@ class SequenceFootage(Footage):
         args = out.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-xerror").compile(cmd=exe)
         return args, conv
 
+    def _ends_at_gap(self, sources: list[int]) -> bool:
+        """True when ffmpeg's demuxer could read past the run into a missing file."""
+        files = self.spec.files
+        after = sources[-1] + 1
+        return not (self.spec.single or self.spec.pad is None) and after not in files and max(files) > after
+
     def _read_ffmpeg(self, sources: list[int], width: int, height: int) -> Iterator[np.ndarray]:
         info = self.info
         for n in sources:
             self._check_image_size(n)  # cheap; the scaler would silently resize a stray frame
-        status = RawStream()
-        args, conv = self.ffmpeg_args(sources[0], len(sources), width, height)
-        for frame in stream_frames(args, conv, len(sources), status):
-            yield to_display(frame, info.colorspace, self._ocio)
+        links = None
+        threads = None
+        if self._ends_at_gap(sources):
+            links = link_run([self.spec.files[n] for n in sources], _link_ext(self.spec))
+            if links is None:
+                threads = 1  # no read-ahead past the run's last file
+        try:
+            status = RawStream()
+            args, conv = self.ffmpeg_args(sources[0], len(sources), width, height, links=links, threads=threads)
+            for frame in stream_frames(args, conv, len(sources), status):
+                yield to_display(frame, info.colorspace, self._ocio)
+        finally:
+            if links is not None:
+                shutil.rmtree(links, ignore_errors=True)
         if status.frames < len(sources):
-            n = sources[status.frames]
+            n, reason = self._blame(sources[status.frames:])
+            if n is None:
+                n = sources[status.frames]
+                reason = (ffmpeg_reason(status.stderr, self.spec.files[n]) if status.stderr
+                          else f"ffmpeg exit status {status.returncode}")
             path = self.spec.files[n]
-            reason = ffmpeg_reason(status.stderr, path) if status.stderr else f"ffmpeg exit status {status.returncode}"
             raise InputError(
                 f"cannot decode {_frame_label(n, path)}: {reason}; the file may be truncated or damaged, "
                 "re-render it"
             )
 
+    def _blame(self, numbers: list[int]) -> tuple[int | None, str]:
+        """The first of `numbers` whose file ffmpeg cannot decode on its own, and ffmpeg's reason."""
+        exe = find_ffmpeg()
+        for n in numbers[:MAX_BLAME_CHECKS]:
+            path = self.spec.files[n]
+            if not os.path.isfile(path):
+                return n, "the file has disappeared"
+            cmd = [exe, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-f", "image2", "-pattern_type",
+                   "none", "-i", "file:" + path, "-frames:v", "1", "-f", "framecrc", "-"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+            except (OSError, subprocess.SubprocessError):
+                return None, ""
+            decoded = any(line and not line.startswith(b"#") for line in proc.stdout.splitlines())
+            if proc.returncode != 0 or not decoded:
+                err = proc.stderr.decode("utf-8", "replace")
+                return n, ffmpeg_reason(err, path) if err.strip() else f"ffmpeg exit status {proc.returncode}"
+        return None, ""
+
+
+def _link_ext(spec: SequenceSpec) -> str:
+    """Extension for linked frames: ffmpeg picks the image decoder from it."""
+    return "." + spec.ext
+
+
+def link_run(paths: list[str], ext: str) -> str | None:
+    """A temporary folder with links frame.000000EXT, frame.000001EXT, ... to `paths` (symbolic, else
+    hard links); None when the links cannot be made (the caller then decodes without read-ahead)."""
+    try:
+        folder = tempfile.mkdtemp(prefix="dvd-vfx-frames-")
+    except OSError:
+        return None
+    try:
+        for i, path in enumerate(paths):
+            link = os.path.join(folder, f"frame.{i:06d}{ext}")
+            try:
+                os.symlink(os.path.abspath(path), link)
+            except OSError:
+                os.link(path, link)  # Windows without the symlink privilege
+    except OSError as exc:
+        log.debug("cannot link frames into %s (%s); decoding with one thread", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return folder
