@@ -824,3 +824,33 @@ def test_damaged_png_in_sequence_is_named(tmp_path):
         for n, _ in footage.read():
             got.append(n)
     assert got == list(range(1001, 1001 + len(got))) and len(got) <= 7  # the threaded decoder may hold some back
+
+
+def run_cli(capsys, *argv):
+    from dvd_vfx.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_info_takes_the_flags_that_change_what_it_reports(exr_seq, media, capsys):
+    d, _ = exr_seq
+    (d / "sh010.1002.exr").unlink()
+    pattern = d / "sh010.####.exr"
+    code, out, err = run_cli(capsys, "info", pattern)
+    assert code == 2 and "--hold-missing" in err and out == ""
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing")  # what the message says to do
+    assert code == 0, err
+    assert "1001-1003 (3 frames) at 25 fps" in out and "held:        1002" in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--frames", "1003-1003", "--fps", "24")
+    assert code == 0, err
+    assert "frames:      1003 (1 frame of 1001-1003) at 24 fps" in out and "held" not in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--frames", "990-1002")
+    assert code == 2 and "990-1002" in err and "1001-1003" in err
+    code, out, err = run_cli(capsys, "info", media["h264"], "--start-frame", "1001", "--frames", "1005-1012")
+    assert code == 0, err
+    assert "1005-1012 (8 frames of 1001-1012)" in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--colorspace", "display")
+    assert code == 0 and "display-referred" in out

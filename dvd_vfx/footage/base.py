@@ -67,9 +67,12 @@ class FootageInfo:
     def last_frame(self) -> int:
         return self.frame_numbers[-1]
 
-    def describe(self) -> str:
-        """Multi-line human summary (used by `dvd-vfx info`)."""
+    def describe(self, frames: tuple[int, int] | None = None) -> str:
+        """Multi-line human summary (used by `dvd-vfx info`); frames: only this (checked) range."""
         fps = format_fps(self.fps)
+        first, last = frames or (self.first_frame, self.last_frame)
+        count = sum(1 for n in self.frame_numbers if first <= n <= last)
+        held = [n for n in self.held_frames if first <= n <= last]
         lines = [f"source:      {self.source}"]
         if self.path != self.source:
             lines.append(f"path:        {self.path}")
@@ -96,13 +99,15 @@ class FootageInfo:
                 f"windows:     data {dw[0]},{dw[1]}-{dw[2]},{dw[3]} inside display "
                 f"{dsp[0]},{dsp[1]}-{dsp[2]},{dsp[3]} (outside the data window is black)"
             )
+        whole = (first, last) == (self.first_frame, self.last_frame)
         lines.append(
-            f"frames:      {format_frame_span(self.first_frame, self.last_frame)} "
-            f"({self.frame_count} frame{'s' if self.frame_count != 1 else ''}) at {fps} fps"
+            f"frames:      {format_frame_span(first, last)} ({count} frame{'s' if count != 1 else ''}"
+            + ("" if whole else f" of {format_frame_span(self.first_frame, self.last_frame)}")
+            + f") at {fps} fps"
         )
-        if self.held_frames:
+        if held:
             lines.append(
-                f"held:        {format_frame_list(self.held_frames)} "
+                f"held:        {format_frame_list(held)} "
                 "(missing; the previous frame is repeated)"
             )
         if self.ocio_colorspace:
@@ -150,6 +155,10 @@ class Footage(abc.ABC):
     @abc.abstractmethod
     def _read(self, width: int, height: int, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield frames first..last (already validated) at width x height."""
+
+    def check_range(self, frames) -> tuple[int, int]:
+        """(first, last) checked against the source's frames (InputError naming both if outside)."""
+        return self._check_range(frames)
 
     def _check_size(self, size) -> tuple[int, int]:
         if size is None:
