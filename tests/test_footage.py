@@ -854,3 +854,30 @@ def test_info_takes_the_flags_that_change_what_it_reports(exr_seq, media, capsys
     assert "1005-1012 (8 frames of 1001-1012)" in out
     code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--colorspace", "display")
     assert code == 0 and "display-referred" in out
+
+
+def test_constant_rate_with_a_container_duration_one_frame_long(tmp_path, probe_mode):
+    """r_frame_rate 60/1, frames 1/60 s apart, but avg_frame_rate 3600/61 (the last sample lasts two
+    frames): the clip is 60 fps, not 59.016, in every probe mode and container."""
+    plain = make_testsrc(tmp_path / "c60.mp4", rate="60", frames=60)
+    long_last = tmp_path / "long_last.mp4"
+    ffmpeg("-i", str(plain), "-c", "copy", "-bsf:v", r"setts=duration=if(eq(N\,59)\,2*DURATION\,DURATION)",
+           str(long_last))
+    ffmpeg("-i", str(long_last), "-c", "copy", str(tmp_path / "long_last.mkv"))  # DefaultDuration 61/3600 s
+    if shutil.which("ffprobe"):
+        import ffmpeg as ffmpeg_python
+
+        stream = ffmpeg_python.probe(str(long_last), cmd=shutil.which("ffprobe"))["streams"][0]
+        assert (stream["r_frame_rate"], stream["avg_frame_rate"]) == ("60/1", "3600/61")  # the defect's input
+    for source in (long_last, tmp_path / "long_last.mkv"):
+        info = open_footage(source).info
+        assert info.fps == 60 and info.frame_count == 60, (source, info.fps)
+        assert "at 60 fps" in info.describe()
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe")
+def test_variable_rate_clip_is_still_variable(tmp_path):
+    """Timestamps that really vary (15 frames at 1/30 s, then 1/20 s): not called 30 fps."""
+    path = make_testsrc(tmp_path / "vfr.mp4", rate="30", frames=30,
+                        extra=("-vf", "setpts='(N+if(gte(N,15),(N-15)*0.5,0))/(30*TB)'", "-fps_mode", "vfr"))
+    assert open_footage(path).info.fps == 25  # ffprobe's average, as before
