@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -137,11 +138,22 @@ def shot_layout(info, options: RenderOptions) -> ShotLayout:
 
 
 def _default_shot_name(info) -> str:
-    name = Path(info.path).name
+    """The source's file name without folder, extension and frame number.
+
+    plate.mov -> plate; sh010.%04d.exr -> sh010; Desk.exr -> Desk; one file of a sequence,
+    singlepart.0003.exr (frame 3) -> singlepart.
+    """
+    file_name = name = Path(info.path).name
     for token in ("%", "#", "@"):
         name = name.split(token)[0]
-    stem = name.rsplit(".", 1)[0] if info.kind == "video" else name
-    stem = stem.rstrip("._- ")
+    if info.kind == "video":
+        name = name.rsplit(".", 1)[0]
+    elif name == file_name:  # one image file, no frame-number token: drop the extension and frame number
+        name = name.rsplit(".", 1)[0]
+        m = re.search(r"(?:^|[._-])(\d+)$", name)  # (not a version number like v002)
+        if m and len(info.frame_numbers) == 1 and int(m.group(1)) == info.frame_numbers[0]:
+            name = name[: m.start()]
+    stem = name.rstrip("._- ")
     return stem or "shot"
 
 

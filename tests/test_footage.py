@@ -881,3 +881,63 @@ def test_variable_rate_clip_is_still_variable(tmp_path):
     path = make_testsrc(tmp_path / "vfr.mp4", rate="30", frames=30,
                         extra=("-vf", "setpts='(N+if(gte(N,15),(N-15)*0.5,0))/(30*TB)'", "-fps_mode", "vfr"))
     assert open_footage(path).info.fps == 25  # ffprobe's average, as before
+
+
+def test_default_shot_names_drop_extension_and_frame_number(tmp_path, exr_seq, media, caplog):
+    from dvd_vfx.engine import RenderOptions, shot_layout
+
+    def shot(source, **kw):
+        return shot_layout(open_footage(source, **kw).info, RenderOptions(out_dir=tmp_path)).shot
+
+    d, _ = exr_seq
+    one = np.zeros((4, 6, 3), np.float16)
+    write_exr_rgb(tmp_path / "Desk.exr", one)
+    write_exr_rgb(tmp_path / "plate_v002.exr", one)
+    single = tmp_path / "single"
+    single.mkdir()
+    for n in range(1, 6):
+        write_exr_rgb(single / f"singlepart.{n:04d}.exr", one)
+    write_exr_rgb(tmp_path / "lonely.0007.exr", one)
+    assert shot(tmp_path / "Desk.exr") == "Desk"
+    assert shot(tmp_path / "Desk.exr", start_frame=1001) == "Desk"
+    assert shot(tmp_path / "plate_v002.exr") == "plate_v002"  # a version, not a frame number
+    assert shot(tmp_path / "lonely.0007.exr") == "lonely"
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        footage = open_footage(single / "singlepart.0003.exr")
+    assert footage.info.frame_numbers == (3,)
+    assert shot(single / "singlepart.0003.exr") == "singlepart"
+    # it says that only that frame is used, and offers the sequence
+    hint = str(single / "singlepart.####.exr")
+    assert "only frame 3" in caplog.text and hint in caplog.text and "1-5" in caplog.text
+    assert "only frame 3" in footage.info.describe() and hint in footage.info.describe()
+    assert open_footage(tmp_path / "lonely.0007.exr").info.sequence_note is None
+    # unchanged: patterns, folders, movies
+    assert shot(d / "sh010.####.exr") == shot(d) == "sh010"
+    assert shot(media["h264"]) == "clip"
+
+
+class Luma:
+    """A cheap predictor for renders in these tests: brightness as disparity."""
+
+    name = "luma"
+
+    def identity(self):
+        return {"predictor": "luma", "model_id": "luma-1", "weights_sha256": "0" * 64}
+
+    def predict(self, frames):
+        return (frames.mean(axis=-1) * 0.8 + 0.1).astype(np.float32)
+
+
+def render(source, out, cache=None, **kw):
+    from dvd_vfx.engine import RenderOptions, render_shot
+
+    return render_shot(source, RenderOptions(out_dir=out, resolution=16, window=5, overlap=2, **kw), Luma(),
+                       cache=cache)
+
+
+def test_single_exr_renders_without_the_extension_in_the_name(tmp_path):
+    xx, yy = np.meshgrid(np.linspace(0, 1, 40), np.linspace(0, 1, 24))
+    write_exr_rgb(tmp_path / "Desk.exr", np.stack([xx, yy, np.full_like(xx, 0.5)], axis=2).astype(np.float16))
+    result = render(tmp_path / "Desk.exr", tmp_path / "out")
+    assert result.shot == "Desk"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Desk.depth.0001.exr"]

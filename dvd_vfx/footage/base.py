@@ -54,6 +54,7 @@ class FootageInfo:
     color_matrix: str | None = None  # video: YCbCr matrix used for YUV -> RGB
     color_range: str | None = None  # video: "tv" (limited) / "pc" (full) when tagged
     held_frames: tuple[int, ...] = ()  # sequences with hold_missing: frames repeating a previous one
+    sequence_note: str | None = None  # one numbered file given: the sequence it belongs to
 
     @property
     def frame_count(self) -> int:
@@ -110,6 +111,8 @@ class FootageInfo:
                 f"held:        {format_frame_list(held)} "
                 "(missing; the previous frame is repeated)"
             )
+        if self.sequence_note:
+            lines.append(f"sequence:    {self.sequence_note}")
         if self.ocio_colorspace:
             colour = f"OCIO: {self.ocio_colorspace} -> default display/view"
         elif self.colorspace == "linear":

@@ -178,6 +178,33 @@ def spec_from_file(path: str, start_frame: int | None) -> SequenceSpec:
     return SequenceSpec(directory, stem, ext, None, {number: path}, single=True)
 
 
+def sequence_around(spec: SequenceSpec) -> SequenceSpec | None:
+    """For one numbered file named on its own: the sequence it belongs to (2+ files), else None."""
+    if not spec.single or spec.pad is None:
+        return None
+    regex = re.compile("^" + re.escape(spec.prefix) + r"(\d+)" + re.escape(spec.suffix) + "$")
+    try:
+        entries = _listdir(spec.directory)
+    except InputError:
+        return None
+    files = {}
+    for entry in entries:
+        m = regex.match(entry)
+        if m and _pad_matches(m.group(1), spec.pad) and os.path.isfile(os.path.join(spec.directory, entry)):
+            files[int(m.group(1))] = os.path.join(spec.directory, entry)
+    if len(files) < 2:
+        return None
+    return SequenceSpec(spec.directory, spec.prefix, spec.suffix, spec.pad, files)
+
+
+def hash_pattern(spec: SequenceSpec) -> str:
+    """The sequence as the user would type it: /x/shot.####.exr (%d when unpadded)."""
+    token = "#" * spec.pad if spec.pad and spec.pad > 1 else "%d"
+    if spec.pad == 1:
+        token = "%01d"
+    return os.path.join(spec.directory, spec.prefix + token + spec.suffix)
+
+
 def find_sequences(directory: str) -> tuple[list[SequenceSpec], list[str]]:
     """All numbered image sequences in a folder, and the names of the other entries."""
     groups: dict[tuple[str, str], dict[str, str]] = {}
@@ -325,6 +352,16 @@ class SequenceFootage(Footage):
                 "%s: missing frames %s are filled by repeating the previous frame (--hold-missing)",
                 pattern, format_frame_list(missing),
             )
+        whole = sequence_around(spec)
+        sequence_note = None
+        if whole is not None:
+            only = next(iter(files))
+            sequence_note = (
+                f"only frame {only}: {os.path.basename(spec.pattern)} is one file of "
+                f"{hash_pattern(whole)} (frames {format_frame_list(whole.files, limit=3)}, {len(whole.files)} files); "
+                "pass that pattern or the folder for the whole sequence"
+            )
+            log.warning("%s: %s", spec.pattern, sequence_note)
         existing = [n for n in range(first, last + 1) if n in files]
         if spec.ext == "exr":
             fields = self._probe_exr(existing, fps)
@@ -340,6 +377,7 @@ class SequenceFootage(Footage):
             colorspace=default_cs if colorspace == "auto" else colorspace,
             ocio_colorspace=ocio.colorspace if ocio else None,
             held_frames=tuple(missing),
+            sequence_note=sequence_note,
             **fields,
         )
 
