@@ -941,3 +941,12 @@ def test_single_exr_renders_without_the_extension_in_the_name(tmp_path):
     result = render(tmp_path / "Desk.exr", tmp_path / "out")
     assert result.shot == "Desk"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Desk.depth.0001.exr"]
+
+
+def test_display_window_mismatch_shows_both_windows(exr_seq):
+    d, _ = exr_seq
+    same_size = np.zeros((4, 8, 3), np.float16)  # 8x4 like the others, but moved 2 pixels right
+    write_exr_rgb(d / "sh010.1003.exr", same_size, dataWindow=((2, 0), (9, 3)), displayWindow=((2, 0), (9, 3)))
+    with raises_one_line("frame 1003", "sh010.1003.exr", "8x4 at 2,0 (2,0-9,3)", "8x4 at 0,0 (0,0-7,3)",
+                         "frame 1001", "re-render"):
+        open_footage(d / "sh010.####.exr")

@@ -295,6 +295,12 @@ def _frame_label(number: int, path: str) -> str:
     return f"frame {number} ({path})"
 
 
+def _window_text(box) -> str:
+    """An EXR window as size and origin: '400x300 at 0,0 (0,0-399,299)'."""
+    x0, y0, x1, y1 = box
+    return f"{x1 - x0 + 1}x{y1 - y0 + 1} at {x0},{y0} ({x0},{y0}-{x1},{y1})"
+
+
 class SequenceFootage(Footage):
     """A numbered image sequence (or a single image)."""
 
@@ -389,6 +395,7 @@ class SequenceFootage(Footage):
         header = read_exr_header(files[first])
         layout = choose_layout(header, _frame_label(first, files[first]))
         self._layout = layout
+        self._first_exr = first
         for n in existing[1:]:
             self._frame_layout(n, read_exr_header(files[n]))
         width, height = layout.size
@@ -413,11 +420,10 @@ class SequenceFootage(Footage):
             raise InputError(f"{label} has fewer image parts than the first frame; re-render it")
         part = header.parts[ref.part_index]
         if part.display_window != ref.display_window:
-            x0, y0, x1, y1 = part.display_window
             raise InputError(
-                f"{label} is {x1 - x0 + 1}x{y1 - y0 + 1} but the sequence is "
-                f"{ref.size[0]}x{ref.size[1]} (display window differs); all frames must have the same "
-                "size: re-render it"
+                f"{label} has display window {_window_text(part.display_window)} but the sequence's is "
+                f"{_window_text(ref.display_window)} (frame {self._first_exr}); all frames must have the same "
+                "display window, size and origin: re-render it"
             )
         missing = [n for n in ref.names if n not in part.channels]
         if missing:
