@@ -179,6 +179,9 @@ def _add_footage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hold-missing", action="store_true", help="repeat the previous frame over gaps in a sequence")
     p.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
     p.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
+    p.add_argument("--part", metavar="NAME|N", help="multi-part EXR: the part to read, by name or number (0 = first; "
+                                                   "default: the first part with R,G,B)")
+    p.add_argument("--view", help="multi-view EXR: the view to read, e.g. left or right (default: the default view)")
 
 
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
@@ -213,7 +216,7 @@ def _cmd_info(args) -> int:
     frames = parse_frame_range(args.frames) if args.frames else None
     footage = open_footage(args.source, start_frame=args.start_frame, fps=_parse_fps(args.fps),
                            hold_missing=args.hold_missing, colorspace=args.colorspace,
-                           ocio_colorspace=args.ocio_colorspace)
+                           ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view)
     if frames is not None:
         frames = footage.check_range(frames)
     print(footage.info.describe(frames=frames))
@@ -297,7 +300,7 @@ def _render_options(args):
         start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
         mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
         compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
-        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps)
+        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view, fps=fps)
 
 
 class _Progress:

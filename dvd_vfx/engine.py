@@ -60,6 +60,8 @@ class RenderOptions:
     hold_missing: bool = False
     colorspace: str = "auto"
     ocio_colorspace: str | None = None
+    part: str | None = None  # multi-part EXR: part name or number (default: the first with a picture)
+    view: str | None = None  # multi-view EXR: view (default: the default view)
     fps: Fraction | None = None
 
     def validate(self) -> None:
@@ -227,7 +229,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     options.validate()
     footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
                            hold_missing=options.hold_missing, colorspace=options.colorspace,
-                           ocio_colorspace=options.ocio_colorspace)
+                           ocio_colorspace=options.ocio_colorspace, part=options.part, view=options.view)
     info = footage.info
     # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
     layout = shot_layout(info, options)
@@ -266,6 +268,9 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
                   "colorspace": options.colorspace, "ocio": options.ocio_colorspace,
                   "hold_missing": options.hold_missing}
+        for name in ("part", "view"):  # only when chosen: the keys of existing cache entries stay valid
+            if getattr(options, name) is not None:
+                params[name] = str(getattr(options, name))
         source_id = source_fingerprint(info, numbers)
         key = cache_key(source_id, identity, params)
         store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),

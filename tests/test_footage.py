@@ -950,3 +950,102 @@ def test_display_window_mismatch_shows_both_windows(exr_seq):
     with raises_one_line("frame 1003", "sh010.1003.exr", "8x4 at 2,0 (2,0-9,3)", "8x4 at 0,0 (0,0-7,3)",
                          "frame 1001", "re-render"):
         open_footage(d / "sh010.####.exr")
+
+
+def _stereo_exr(path, left, right, *, depth_first=True, swap=False):
+    """Multi-part multi-view EXR: [depth (Z only)], rgba.left (view left), rgba.right (view right)."""
+    import OpenEXR
+
+    z = np.ones(left.shape[:2], np.float32)
+    parts = [OpenEXR.Part({"type": OpenEXR.scanlineimage}, {"Z": z}, "depth")] if depth_first else []
+    views = [
+        OpenEXR.Part({"type": OpenEXR.scanlineimage, "view": "left"},
+                     {c: np.ascontiguousarray(left[..., i]) for i, c in enumerate("RGB")}, "rgba.left"),
+        OpenEXR.Part({"type": OpenEXR.scanlineimage, "view": "right"},
+                     {c: np.ascontiguousarray(right[..., i]) for i, c in enumerate("RGB")}, "rgba.right"),
+    ]
+    OpenEXR.File(parts + (views[::-1] if swap else views)).write(str(path))
+    return path
+
+
+def test_multipart_multiview_exr_says_what_it_reads_and_lets_you_choose(tmp_path, caplog, capsys):
+    left = np.full((4, 6, 3), 0.18, np.float16)
+    right = np.full((4, 6, 3), 0.5, np.float16)
+    path = _stereo_exr(tmp_path / "stereo.0001.exr", left, right)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        footage = open_footage(path)
+    assert 'part 1 "rgba.left" view left' in caplog.text and 'part 2 "rgba.right" view right' in caplog.text
+    assert "--part / --view" in caplog.text
+    info = footage.info
+    assert (info.part, info.view) == ("rgba.left", "left")
+    assert 'part 1 "rgba.left" (of 0 "depth", 1 "rgba.left", 2 "rgba.right")' in info.describe()
+    assert "view left (of left, right)" in info.describe()
+    np.testing.assert_allclose(footage.read_frame(1), srgb(np.float16(0.18)), atol=1e-6)
+    for kw in ({"view": "right"}, {"part": "rgba.right"}, {"part": "2"}, {"part": 2, "view": "right"}):
+        chosen = open_footage(path, **kw)
+        assert (chosen.info.part, chosen.info.view) == ("rgba.right", "right"), kw
+        np.testing.assert_allclose(chosen.read_frame(1), srgb(np.float16(0.5)), atol=1e-6)
+    with raises_one_line("stereo.0001.exr", "no part 'beauty'", '0 "depth", 1 "rgba.left", 2 "rgba.right"', "--part"):
+        open_footage(path, part="beauty")
+    with raises_one_line("stereo.0001.exr", "no view 'centre'", "left, right", "--view"):
+        open_footage(path, view="centre")
+    with raises_one_line("no view 'right'", 'part 1 "rgba.left"'):
+        open_footage(path, part="rgba.left", view="right")
+    with raises_one_line("no R, G, B or Y channels in the part 'depth'", "found: Z", "--part"):
+        open_footage(path, part="depth")
+    # a sequence whose later frame stores the parts in another order still reads the chosen part
+    _stereo_exr(tmp_path / "stereo.0002.exr", left, right, swap=True)
+    frames = dict(open_footage(tmp_path / "stereo.####.exr", part="rgba.right").read())
+    np.testing.assert_allclose(frames[2], srgb(np.float16(0.5)), atol=1e-6)
+    # info takes the flags too
+    code, out, err = run_cli(capsys, "info", path, "--view", "right")
+    assert code == 0, err
+    assert "picture:" in out and 'part 2 "rgba.right"' in out and "view right" in out
+    code, out, err = run_cli(capsys, "info", path, "--part", "nope")
+    assert code == 2 and "no part 'nope'" in err
+
+
+def test_single_part_multiview_exr(tmp_path):
+    left = np.full((4, 6), 0.18, np.float16)
+    right = np.full((4, 6), 0.5, np.float16)
+    channels = {"R": left, "G": left, "B": left, "right.R": right, "right.G": right, "right.B": right}
+    path = write_exr(tmp_path / "mv.exr", channels, multiView=["left", "right"])
+    footage = open_footage(path)
+    assert footage.info.view == "left" and footage.info.part is None
+    assert "view left (of left, right), channels R, G, B" in footage.info.describe()
+    np.testing.assert_allclose(footage.read_frame(1), srgb(np.float16(0.18)), atol=1e-6)
+    right_view = open_footage(path, view="right")
+    assert right_view.info.view == "right" and "channels right.R, right.G, right.B" in right_view.info.describe()
+    np.testing.assert_allclose(right_view.read_frame(1), srgb(np.float16(0.5)), atol=1e-6)
+    # a plain file: --view has nothing to choose
+    plain = write_exr_rgb(tmp_path / "plain.exr", np.zeros((4, 6, 3), np.float16))
+    with raises_one_line("plain.exr", "no views", "drop --view"):
+        open_footage(plain, view="left")
+    assert open_footage(plain, part="0").info.part is None  # its only part
+
+
+def test_part_and_view_need_an_exr(tmp_path, media):
+    encode_raw(tmp_path / "p.%04d.png", gradient16(frames=1), pix_fmt_in="rgb48le", out_args=("-pix_fmt", "rgb48be"))
+    with raises_one_line("--part", "p.%04d.png", "PNG", "drop --part"):
+        open_footage(tmp_path / "p.####.png", part="1")
+    with raises_one_line("--view", "clip.mp4", "movie", "drop --view"):
+        open_footage(media["h264"], view="left")
+
+
+def test_two_parts_of_one_file_never_share_cached_windows(tmp_path):
+    from dvd_vfx.cache import ShotCache
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3):
+        _stereo_exr(tmp_path / f"st.{n:04d}.exr", rng.random((12, 16, 3)).astype(np.float16),
+                    rng.random((12, 16, 3)).astype(np.float16), depth_first=False)
+    cache = ShotCache(tmp_path / "cache")
+    pattern = tmp_path / "st.####.exr"
+    left = render(pattern, tmp_path / "left", cache=cache, mode="disparity", view="left")
+    right = render(pattern, tmp_path / "right", cache=cache, mode="disparity", view="right")
+    again = render(pattern, tmp_path / "again", cache=cache, mode="disparity", view="right")
+    assert left.cache == right.cache == "miss" and again.cache == "hit"
+    assert len({left.cache_key, right.cache_key}) == 2 and again.cache_key == right.cache_key
+    assert left.percentiles != right.percentiles
+    plain = render(pattern, tmp_path / "plain", cache=cache, mode="disparity")  # default: part 0, view left
+    assert plain.cache_key not in (left.cache_key, right.cache_key) and plain.percentiles == left.percentiles

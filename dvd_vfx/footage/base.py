@@ -55,6 +55,9 @@ class FootageInfo:
     color_range: str | None = None  # video: "tv" (limited) / "pc" (full) when tagged
     held_frames: tuple[int, ...] = ()  # sequences with hold_missing: frames repeating a previous one
     sequence_note: str | None = None  # one numbered file given: the sequence it belongs to
+    part: str | None = None  # multi-part EXR: the part read (its name, else its number)
+    view: str | None = None  # multi-view EXR: the view read
+    picture: str | None = None  # EXR: which part/view/channels make the picture, when there is a choice
 
     @property
     def frame_count(self) -> int:
@@ -94,6 +97,8 @@ class FootageInfo:
         if self.rotation:
             extras.append(f"rotated {self.rotation} degrees clockwise on read")
         lines.append(f"size:        {size}" + (f" ({', '.join(extras)})" if extras else ""))
+        if self.picture:
+            lines.append(f"picture:     {self.picture}")
         if self.data_window is not None and self.data_window != self.display_window:
             dw, dsp = self.data_window, self.display_window
             lines.append(

@@ -314,10 +314,19 @@ class SequenceFootage(Footage):
         hold_missing: bool = False,
         colorspace: str = "auto",
         ocio: OcioConversion | None = None,
+        part: str | None = None,
+        view: str | None = None,
     ):
         self.spec = spec
         self._ocio = ocio
+        self._part, self._view = part, view
         pattern = spec.pattern
+        if (part is not None or view is not None) and spec.ext != "exr":
+            flag = "--part" if part is not None else "--view"
+            raise InputError(
+                f"{flag} chooses a part or view of a multi-part or multi-view EXR, but {pattern} is "
+                f"{spec.ext.upper()}; drop {flag}"
+            )
         if start_frame is not None and spec.pad is not None:
             log.warning(
                 "%s: start_frame %s ignored; image sequences keep the frame numbers of their file names",
@@ -393,7 +402,7 @@ class SequenceFootage(Footage):
         files = self.spec.files
         first = existing[0]
         header = read_exr_header(files[first])
-        layout = choose_layout(header, _frame_label(first, files[first]))
+        layout = choose_layout(header, _frame_label(first, files[first]), self._part, self._view)
         self._layout = layout
         self._first_exr = first
         for n in existing[1:]:
@@ -409,6 +418,9 @@ class SequenceFootage(Footage):
             codec="exr",
             data_window=tuple(layout.data_window),
             display_window=tuple(layout.display_window),
+            part=(layout.part_name or str(layout.part_index)) if len(header.parts) > 1 else None,
+            view=layout.view,
+            picture=layout.description,
         )
 
     def _frame_layout(self, number: int, header) -> ExrLayout:
@@ -416,9 +428,18 @@ class SequenceFootage(Footage):
         ref = self._layout
         path = self.spec.files[number]
         label = _frame_label(number, path)
-        if ref.part_index >= len(header.parts):
+        index = ref.part_index
+        names = [p.name for p in header.parts]
+        if ref.part_name is not None and len(header.parts) > 1:
+            if ref.part_name not in names:
+                raise InputError(
+                    f"{label} has no part \"{ref.part_name}\" (its parts: {', '.join(str(n) for n in names)}), "
+                    f"which frame {self._first_exr} has; re-render it with the same parts"
+                )
+            index = names.index(ref.part_name)
+        if index >= len(header.parts):
             raise InputError(f"{label} has fewer image parts than the first frame; re-render it")
-        part = header.parts[ref.part_index]
+        part = header.parts[index]
         if part.display_window != ref.display_window:
             raise InputError(
                 f"{label} has display window {_window_text(part.display_window)} but the sequence's is "
@@ -433,13 +454,16 @@ class SequenceFootage(Footage):
                 f"(found: {found}); re-render it with the same channels as the other frames"
             )
         return ExrLayout(
-            part_index=ref.part_index,
+            part_index=index,
             names=ref.names,
             pixel_type=ref.pixel_type,
             data_window=part.data_window,
             display_window=part.display_window,
             pixel_aspect=ref.pixel_aspect,
             fps=ref.fps,
+            part_name=ref.part_name,
+            view=ref.view,
+            description=ref.description,
         )
 
     def _probe_image(self, existing: list[int], fps: Fraction | None) -> dict:
