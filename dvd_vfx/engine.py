@@ -255,6 +255,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         "modelId": identity.get("model_id", "?"), "weightsSha256": identity.get("weights_sha256", "?"),
         "source": str(info.path), "upsample": options.upsample,
     }
+    if info.color_matrix:  # YCbCr sources: the matrix their RGB was made with
+        attributes["colorMatrix"] = info.color_matrix
     if options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
     writer = None if only_windows is not None else DepthPassWriter(

@@ -1049,3 +1049,35 @@ def test_two_parts_of_one_file_never_share_cached_windows(tmp_path):
     assert left.percentiles != right.percentiles
     plain = render(pattern, tmp_path / "plain", cache=cache, mode="disparity")  # default: part 0, view left
     assert plain.cache_key not in (left.cache_key, right.cache_key) and plain.percentiles == left.percentiles
+
+
+@pytest.mark.parametrize("size,matrix", [((1280, 720), "bt709"), ((1920, 800), "bt709"), ((720, 576), "bt601")])
+def test_untagged_hd_video_is_bt709(tmp_path, size, matrix, probe_mode, scaler):
+    w, h = size
+    rgb = np.zeros((1, h, w, 3), np.uint8)
+    rgb[:] = (200, 50, 30)
+    path = encode_raw(
+        tmp_path / "untagged.mp4", rgb, pix_fmt_in="rgb24",
+        out_args=("-vf", f"scale=out_color_matrix={matrix}:out_range=tv", "-c:v", "libx264", "-qp", "0",
+                  "-pix_fmt", "yuv444p"),  # no colour tags
+    )
+    info = open_footage(path).info
+    assert info.color_matrix == matrix
+    text = info.describe()
+    assert f"YCbCr matrix {matrix} (untagged; {'HD video' if matrix == 'bt709' else 'SD'}" in text
+    got = open_footage(path).read_frame(1, size=(16, 16))[8, 8] * 255
+    assert np.abs(got - (200, 50, 30)).max() < 2.0, got  # bt709 decoded as bt601 is ~15 levels off
+
+
+def test_colour_matrix_in_the_pass_header(tmp_path, exr_seq):
+    from dvd_vfx.passes.exr import read_pass_attributes
+
+    rgb = np.zeros((5, 720, 1280, 3), np.uint8)
+    rgb[:] = (200, 50, 30)
+    path = encode_raw(tmp_path / "hd.mp4", rgb, pix_fmt_in="rgb24",
+                      out_args=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"))
+    result = render(path, tmp_path / "out", mode="disparity")
+    assert read_pass_attributes(result.paths[0])["colorMatrix"] == "bt709"
+    d, _ = exr_seq  # RGB sources have no matrix to record
+    result = render(d / "sh010.####.exr", tmp_path / "exr", mode="disparity")
+    assert "colorMatrix" not in read_pass_attributes(result.paths[0])

@@ -52,6 +52,7 @@ class FootageInfo:
     # Extras (all optional, with defaults, so the required fields above stay the contract).
     ocio_colorspace: str | None = None  # OCIO source colourspace used instead of the sRGB curve
     color_matrix: str | None = None  # video: YCbCr matrix used for YUV -> RGB
+    color_matrix_note: str | None = None  # video: why that matrix ("tagged", "untagged; HD ...")
     color_range: str | None = None  # video: "tv" (limited) / "pc" (full) when tagged
     held_frames: tuple[int, ...] = ()  # sequences with hold_missing: frames repeating a previous one
     sequence_note: str | None = None  # one numbered file given: the sequence it belongs to
@@ -126,6 +127,8 @@ class FootageInfo:
             colour = "display-referred (used as is)"
         if self.kind == "video" and self.color_matrix:
             colour += f"; YCbCr matrix {self.color_matrix}"
+            if self.color_matrix_note:
+                colour += f" ({self.color_matrix_note})"
             if self.color_range:
                 colour += f", {'full' if self.color_range == 'pc' else 'limited'} range"
         lines.append(f"colour:      {colour}")

@@ -19,8 +19,8 @@ Streaming and conversion
   One ffmpeg process per read decodes, converts to RGB and resizes; frames are read from its
   pipe one at a time into one reused buffer; closing the iterator kills the process.
   - zscale (zimg), when the ffmpeg build has it (default; DVD_VFX_SCALER=zscale|swscale picks):
-    exact YCbCr -> RGB with the stream's matrix and range (untagged = BT.601, as ffmpeg
-    assumes), output as 32-bit float planar RGB, resized with a bilinear (tent) filter when
+    exact YCbCr -> RGB with the stream's matrix and range (untagged: BT.709 for HD video, 720
+    lines and up, as Nuke assumes; BT.601 otherwise, as ffmpeg assumes), output as 32-bit float planar RGB, resized with a bilinear (tent) filter when
     reducing -- an antialiased, ringing-free average -- and bicubic when enlarging.
   - swscale (`scale` filter) otherwise: rgb48le, flags area (reducing) / bicubic (enlarging)
     + accurate_rnd + full_chroma_int, in_color_matrix from the stream. swscale puts n-bit
@@ -60,6 +60,7 @@ _MATRIX = {
     "bt2020c": ("bt2020", 10),
 }
 DEFAULT_MATRIX = "bt601"  # what ffmpeg assumes for untagged YCbCr (= smpte170m coefficients)
+HD_MATRIX = "bt709"  # untagged HD video (720 lines and up, or 1280 wide): BT.709 by convention, as Nuke assumes
 _RGB_FAMILY = ("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "gray", "ya", "pal", "mono")
 
 _DISABLED = {"", "0", "none", "no", "false", "off"}
@@ -221,10 +222,38 @@ class MediaProbe:
 
     @property
     def color_matrix(self) -> str | None:
-        """YCbCr matrix used for YUV -> RGB (ffprobe names); None for RGB/grey sources."""
+        """YCbCr matrix used for YUV -> RGB (ffprobe names); None for RGB/grey sources.
+
+        The stream's tag when it has a known one; untagged HD video (720 lines and up, or 1280
+        wide) is BT.709 by convention, anything else untagged BT.601 (SD, and JPEG by definition).
+        """
         if self.is_rgb:
             return None
-        return self.color_space if self.color_space in _MATRIX else DEFAULT_MATRIX
+        if self.color_space in _MATRIX:
+            return self.color_space
+        return HD_MATRIX if self._hd_video else DEFAULT_MATRIX
+
+    @property
+    def color_matrix_note(self) -> str | None:
+        """Why color_matrix is what it is, for `dvd-vfx info`; None for RGB/grey sources."""
+        if self.is_rgb:
+            return None
+        if self.color_space in _MATRIX:
+            return "tagged"
+        if self._hd_video:
+            return "untagged; HD video (720 lines and up) is BT.709 by convention"
+        if self._jpeg:
+            return "untagged; JPEG is BT.601"
+        return "untagged; SD is BT.601" + (f" (tag {self.color_space} not supported)" if self.color_space else "")
+
+    @property
+    def _jpeg(self) -> bool:
+        return self.codec in ("mjpeg", "jpegls") or self.pix_fmt.startswith("yuvj")
+
+    @property
+    def _hd_video(self) -> bool:
+        image = self.format_name.startswith("image2") or self.format_name.endswith("_pipe")
+        return not image and not self._jpeg and (self.height >= 720 or self.width >= 1280)
 
     @property
     def full_range(self) -> bool:

@@ -73,6 +73,7 @@ class VideoFootage(Footage):
             codec=probe.codec,
             ocio_colorspace=ocio.colorspace if ocio else None,
             color_matrix=probe.color_matrix,
+            color_matrix_note=probe.color_matrix_note,
             color_range=None if probe.is_rgb else ("pc" if probe.full_range else "tv"),
         )
 
