@@ -219,7 +219,7 @@ def _cmd_info(args) -> int:
                            ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view)
     if frames is not None:
         frames = footage.check_range(frames)
-    print(footage.info.describe(frames=frames))
+    print(footage.check_length().describe(frames=frames))
     return 0
 
 

@@ -1081,3 +1081,25 @@ def test_colour_matrix_in_the_pass_header(tmp_path, exr_seq):
     d, _ = exr_seq  # RGB sources have no matrix to record
     result = render(d / "sh010.####.exr", tmp_path / "exr", mode="disparity")
     assert "colorMatrix" not in read_pass_attributes(result.paths[0])
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="the container's count comes from ffprobe")
+@pytest.mark.parametrize("keep", [0.6, 0.45])
+def test_info_on_a_truncated_movie_says_the_count_is_the_containers(tmp_path, capsys, keep):
+    whole = make_testsrc(tmp_path / "fs.mp4", rate="24", frames=30, extra=("-g", "5", "-movflags", "+faststart"))
+    data = whole.read_bytes()
+    cut = tmp_path / "fs_cut.mp4"
+    cut.write_bytes(data[: int(len(data) * keep)])  # index intact, media data short
+    code, out, err = run_cli(capsys, "info", cut)
+    assert code == 0, err
+    assert "30 frames, as the container says" in out and "container says 30 frames" in out
+    readable = open_footage(cut).check_length().readable_frames
+    got = []
+    with raises_one_line("fs_cut.mp4", "truncated"):
+        for n, _ in open_footage(cut).read(size=(16, 16)):
+            got.append(n)
+    assert readable == len(got)  # what info counts is what decodes
+    assert f"ends after {readable} (frame {readable})" in out and f"--frames 1-{readable}" in out
+    code, out, err = run_cli(capsys, "info", whole)
+    assert code == 0 and "truncated:" not in out and "container" not in out
+    assert open_footage(whole).check_length().readable_frames is None

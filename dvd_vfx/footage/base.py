@@ -59,6 +59,7 @@ class FootageInfo:
     part: str | None = None  # multi-part EXR: the part read (its name, else its number)
     view: str | None = None  # multi-view EXR: the view read
     picture: str | None = None  # EXR: which part/view/channels make the picture, when there is a choice
+    readable_frames: int | None = None  # movie checked by check_length: frames really in a truncated file
 
     @property
     def frame_count(self) -> int:
@@ -107,11 +108,26 @@ class FootageInfo:
                 f"{dsp[0]},{dsp[1]}-{dsp[2]},{dsp[3]} (outside the data window is black)"
             )
         whole = (first, last) == (self.first_frame, self.last_frame)
+        truncated = self.readable_frames is not None and self.readable_frames < self.frame_count
         lines.append(
             f"frames:      {format_frame_span(first, last)} ({count} frame{'s' if count != 1 else ''}"
             + ("" if whole else f" of {format_frame_span(self.first_frame, self.last_frame)}")
+            + (", as the container says" if truncated else "")
             + f") at {fps} fps"
         )
+        if truncated:
+            n = self.readable_frames
+            if n:
+                end = self.first_frame + n - 1
+                lines.append(
+                    f"truncated:   the container says {self.frame_count} frames but the file ends after {n} "
+                    f"(frame {end}); re-export it, or render only --frames {format_frame_span(self.first_frame, end)}"
+                )
+            else:
+                lines.append(
+                    f"truncated:   the container says {self.frame_count} frames but none of them is in the "
+                    "file; re-export it"
+                )
         if held:
             lines.append(
                 f"held:        {format_frame_list(held)} "
@@ -166,6 +182,10 @@ class Footage(abc.ABC):
     @abc.abstractmethod
     def _read(self, width: int, height: int, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield frames first..last (already validated) at width x height."""
+
+    def check_length(self) -> FootageInfo:
+        """Verify the frame count against the file where it comes from an index (movies); see VideoFootage."""
+        return self.info
 
     def check_range(self, frames) -> tuple[int, int]:
         """(first, last) checked against the source's frames (InputError naming both if outside)."""

@@ -209,6 +209,8 @@ class MediaProbe:
     color_range: str | None
     other_streams: list[str] = field(default_factory=list)
     probed_with: str = "ffprobe"
+    count_from_container: bool = False  # frame_count is the container's (index) count, not packets read
+    duration: float | None = None  # seconds, when known
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -361,9 +363,11 @@ def _probe_ffprobe(path: str, ffprobe: str, ffmpeg: str, count_frames: bool) -> 
             rotation = int(round(float(tag) / 90.0)) * 90 % 360
     nb = video.get("nb_frames")
     count = int(nb) if nb and str(nb).isdigit() else 0
+    from_container = count > 0
     if count <= 0 and count_frames:
         count = _count_packets_ffprobe(path, ffprobe, video["index"])
     color_space = video.get("color_space")
+    duration = _float(video.get("duration")) or _float(data.get("format", {}).get("duration"))
     r_rate, avg_rate = _ratio(video.get("r_frame_rate")), _ratio(video.get("avg_frame_rate"))
     fps = _choose_rate(r_rate, avg_rate)
     if count_frames and count > 1 and fps is not None and (
@@ -371,7 +375,6 @@ def _probe_ffprobe(path: str, ffprobe: str, ffmpeg: str, count_frames: bool) -> 
     ):
         # the rates disagree (a container duration one frame long, a VFR clip) or are odd: the
         # packet timestamps decide; the clip is variable-rate only when they vary
-        duration = _float(video.get("duration")) or _float(data.get("format", {}).get("duration"))
         measured = _rate_from_timestamps(path, ffprobe, int(video["index"]), count, _ratio(video.get("time_base")),
                                          duration, [r_rate, avg_rate])
         if measured is not None:
@@ -393,6 +396,8 @@ def _probe_ffprobe(path: str, ffprobe: str, ffmpeg: str, count_frames: bool) -> 
         color_range=video.get("color_range") if video.get("color_range") in ("tv", "pc") else None,
         other_streams=others,
         probed_with="ffprobe",
+        count_from_container=from_container,
+        duration=duration,
     )
 
 
@@ -444,6 +449,40 @@ def _rate_from_timestamps(path: str, ffprobe: str, index: int, count: int, time_
         if rate and abs(span - (count - 1) / rate) <= Fraction(1, 2) / rate:
             return rate
     return None
+
+
+def count_readable_frames(probe: MediaProbe) -> int | None:
+    """Frames whose data is really in a movie whose frame count comes from its container index:
+    fewer than probe.frame_count for a truncated file, else None (complete, or cannot be told).
+
+    Cheap for a complete file: one seek to its last seconds (the packets there must be readable).
+    Only a file that fails that is counted, packet by packet (no decoding); its last packet is
+    taken to be cut short and not counted (at worst one frame too few, never one too many).
+    """
+    ffprobe = find_ffprobe()
+    if ffprobe is None or not probe.count_from_container or probe.frame_count <= 0:
+        return None
+    where = f"{max(0.0, probe.duration - TAIL_SECONDS):.6f}%" if probe.duration else "%+#1"
+    cmd = [ffprobe, "-v", "error", "-select_streams", str(probe.stream_index), "-read_intervals", where,
+           "-show_entries", "packet=pts", "-of", "json", ffmpeg_input_name(probe.path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        tail = json.loads(proc.stdout).get("packets", [])
+    except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
+        return None
+    if tail and "partial file" not in proc.stderr:
+        return None
+    cmd = [ffprobe, "-v", "error", "-select_streams", str(probe.stream_index), "-count_packets",
+           "-show_entries", "stream=nb_read_packets", "-of", "json", ffmpeg_input_name(probe.path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        readable = int(json.loads(proc.stdout)["streams"][0]["nb_read_packets"])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    if readable >= probe.frame_count:
+        return None  # all there after all
+    # the file was cut somewhere, almost surely inside its last packet: that one does not decode
+    return max(0, readable - 1)
 
 
 def _count_packets_ffprobe(path: str, ffprobe: str, index: int) -> int:
