@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print what dvd-vfx sees in a movie file or image sequence")
     i.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
-    i.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
+    _add_footage_args(i)
 
     r = sub.add_parser("render", help="render a shot's depth pass (EXR sequence)")
     r.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
@@ -142,12 +142,7 @@ def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--outpu
     r.add_argument(*output_flags, dest="output", required=True, metavar="OUT_DIR",
                    help="output folder for SHOT.depth.####.exr")
     r.add_argument("--shot", help="output name (default: the source's name)")
-    r.add_argument("--frames", metavar="A-B", help="inclusive source frame range (default: all)")
-    r.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
-    r.add_argument("--fps", help="frame rate of an image sequence, e.g. 24 or 24000/1001 (default: from EXR or 24)")
-    r.add_argument("--hold-missing", action="store_true", help="repeat the previous frame over gaps in a sequence")
-    r.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
-    r.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
+    _add_footage_args(r)
     g = r.add_argument_group("windows")
     g.add_argument("--resolution", type=int, metavar="SHORT_SIDE", help="working short side (default 480)")
     g.add_argument("--window", type=int, help="frames per window, 4n+1 (default 81)")
@@ -185,6 +180,19 @@ def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--outpu
     g.add_argument("--write-frames", metavar="X-Y", help="write only these source frames of the pass")
 
 
+def _add_footage_args(p: argparse.ArgumentParser) -> None:
+    """How the source is read: shared by `render` (and the farm commands) and `info`."""
+    p.add_argument("--frames", metavar="A-B", help="inclusive source frame range (default: all)")
+    p.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
+    p.add_argument("--fps", help="frame rate of an image sequence, e.g. 24 or 24000/1001 (default: from EXR or 24)")
+    p.add_argument("--hold-missing", action="store_true", help="repeat the previous frame over gaps in a sequence")
+    p.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
+    p.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
+    p.add_argument("--part", metavar="NAME|N", help="multi-part EXR: the part to read, by name or number (0 = first; "
+                                                   "default: the first part with R,G,B)")
+    p.add_argument("--view", help="multi-view EXR: the view to read, e.g. left or right (default: the default view)")
+
+
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cache")
     g.add_argument("--cache-dir", help="per-shot cache folder (default: $DVD_VFX_CACHE_DIR, else the user cache dir)")
@@ -212,10 +220,31 @@ def _cmd_weights(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from dvd_vfx.footage import open_footage
+    from dvd_vfx.footage import open_footage, parse_frame_range
 
-    print(open_footage(args.source, start_frame=args.start_frame).info.describe())
+    frames = parse_frame_range(args.frames) if args.frames else None
+    footage = open_footage(args.source, start_frame=args.start_frame, fps=_parse_fps(args.fps),
+                           hold_missing=args.hold_missing, colorspace=args.colorspace,
+                           ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view)
+    if frames is not None:
+        frames = footage.check_range(frames)
+    print(footage.check_length().describe(frames=frames))
     return 0
+
+
+def _parse_fps(text):
+    """--fps as an exact Fraction (None when not given)."""
+    from fractions import Fraction
+
+    if not text:
+        return None
+    try:
+        fps = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise InputError(f"--fps {text!r} is not a frame rate; use e.g. 24, 25 or 24000/1001") from None
+    if fps <= 0:
+        raise InputError(f"--fps {text!r} must be positive")
+    return fps
 
 
 def _engine(args):
@@ -271,26 +300,17 @@ def _split_args(args) -> dict:
 
 
 def _render_options(args):
-    from fractions import Fraction
-
     from dvd_vfx.engine import RenderOptions
     from dvd_vfx.footage import parse_frame_range
 
-    fps = None
-    if args.fps:
-        try:
-            fps = Fraction(args.fps)
-        except (ValueError, ZeroDivisionError):
-            raise InputError(f"--fps {args.fps!r} is not a frame rate; use e.g. 24, 25 or 24000/1001") from None
-        if fps <= 0:
-            raise InputError(f"--fps {args.fps!r} must be positive")
+    fps = _parse_fps(args.fps)
     return RenderOptions(
         out_dir=Path(args.output), shot=args.shot, frames=parse_frame_range(args.frames) if args.frames else None,
         start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
         mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
         compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
-        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, fps=fps, threads=args.threads,
-        replace=args.replace)
+        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view, fps=fps,
+        threads=args.threads, replace=args.replace)
 
 
 class _Progress:

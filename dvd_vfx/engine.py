@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -61,6 +62,8 @@ class RenderOptions:
     hold_missing: bool = False
     colorspace: str = "auto"
     ocio_colorspace: str | None = None
+    part: str | None = None  # multi-part EXR: part name or number (default: the first with a picture)
+    view: str | None = None  # multi-view EXR: view (default: the default view)
     fps: Fraction | None = None
     threads: int | None = None  # torch CPU threads while predicting (None: torch's default); see threads.py
     replace: bool = False  # frames of this shot from another render in out_dir are removed, not refused
@@ -142,11 +145,22 @@ def shot_layout(info, options: RenderOptions) -> ShotLayout:
 
 
 def _default_shot_name(info) -> str:
-    name = Path(info.path).name
+    """The source's file name without folder, extension and frame number.
+
+    plate.mov -> plate; sh010.%04d.exr -> sh010; Desk.exr -> Desk; one file of a sequence,
+    singlepart.0003.exr (frame 3) -> singlepart.
+    """
+    file_name = name = Path(info.path).name
     for token in ("%", "#", "@"):
         name = name.split(token)[0]
-    stem = name.rsplit(".", 1)[0] if info.kind == "video" else name
-    stem = stem.rstrip("._- ")
+    if info.kind == "video":
+        name = name.rsplit(".", 1)[0]
+    elif name == file_name:  # one image file, no frame-number token: drop the extension and frame number
+        name = name.rsplit(".", 1)[0]
+        m = re.search(r"(?:^|[._-])(\d+)$", name)  # (not a version number like v002)
+        if m and len(info.frame_numbers) == 1 and int(m.group(1)) == info.frame_numbers[0]:
+            name = name[: m.start()]
+    stem = name.rstrip("._- ")
     return stem or "shot"
 
 
@@ -266,7 +280,7 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     options.validate()
     footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
                            hold_missing=options.hold_missing, colorspace=options.colorspace,
-                           ocio_colorspace=options.ocio_colorspace)
+                           ocio_colorspace=options.ocio_colorspace, part=options.part, view=options.view)
     info = footage.info
     # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
     layout = shot_layout(info, options)
@@ -292,6 +306,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         "modelId": identity.get("model_id", "?"), "weightsSha256": identity.get("weights_sha256", "?"),
         "source": str(info.path), "upsample": options.upsample,
     }
+    if info.color_matrix:  # YCbCr sources: the matrix their RGB was made with
+        attributes["colorMatrix"] = info.color_matrix
     if options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
     # One normalisation per shot in a folder: the frames that define it, and the ids that tell one
@@ -310,6 +326,9 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
                   "colorspace": options.colorspace, "ocio": options.ocio_colorspace,
                   "hold_missing": options.hold_missing}
+        for name in ("part", "view"):  # only when chosen: the keys of existing cache entries stay valid
+            if getattr(options, name) is not None:
+                params[name] = str(getattr(options, name))
         source_id = source_fingerprint(info, numbers)
         key = cache_key(source_id, identity, params)
         store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),

@@ -51,6 +51,8 @@ def test_plan_rejects_bad_inputs_with_the_value(tmp_path):
                   fps=Fraction(24000, 1001), hold_missing=True, colorspace="linear", resolution=240, window=17,
                   overlap=5, mode="disparity", near=0.1, far=1e4, invert=True, upsample="guided",
                   compression="piz", preview=True),
+    RenderOptions(out_dir=Path("out"), part="rgba.left", view="left"),
+    RenderOptions(out_dir=Path("out"), part="0"),
 ])
 def test_render_flags_rebuild_the_options(options):
     args = cli.build_parser().parse_args(["render", "SRC", *render_flags(options)])

@@ -762,3 +762,344 @@ def test_footage_imports_without_torch():
     code = "import sys, dvd_vfx.footage; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# engine-hardening "Footage" defects found on real footage
+
+
+def _levels_sequence(folder, name, ext, pix_fmt, count=20, first=1001, size=(32, 24)):
+    """count frames name.####.ext, frame i a flat grey of 8-bit level 10*i (16-bit: same level * 257)."""
+    w, h = size
+    levels = (np.arange(count) * 10 + 10).astype(np.uint16)
+    pixels = np.repeat(levels[:, None, None, None], h * w * 3, axis=1).reshape(count, h, w, 3)
+    if pix_fmt in ("rgb24",):
+        encode_raw(folder / f"{name}.%04d.{ext}", pixels.astype(np.uint8), pix_fmt_in="rgb24",
+                   out_args=("-pix_fmt", pix_fmt, "-start_number", str(first)))
+    else:
+        encode_raw(folder / f"{name}.%04d.{ext}", pixels * 257, pix_fmt_in="rgb48le",
+                   out_args=("-pix_fmt", pix_fmt, "-start_number", str(first)))
+    return {first + i: int(levels[i]) for i in range(count)}
+
+
+@pytest.mark.parametrize("ext,pix_fmt", [("png", "rgb24"), ("png", "rgb48be"), ("tif", "rgb24"), ("tif", "rgb48le")])
+def test_hold_missing_png_tiff_gap_inside_long_sequence(tmp_path, ext, pix_fmt, monkeypatch):
+    """ffmpeg's image2 demuxer probes ahead in powers of two, so its last frame lies past a gap;
+    the frame-threaded PNG/TIFF decoders then read into the missing file and lost frames before it."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    want = _levels_sequence(tmp_path, "g", ext, pix_fmt)
+    (tmp_path / f"g.1010.{ext}").unlink()
+    (tmp_path / f"g.1011.{ext}").unlink()
+    want[1010] = want[1011] = want[1009]
+    footage = open_footage(tmp_path / f"g.####.{ext}", hold_missing=True)
+    got = {n: round(float(rgb[0, 0, 0]) * 255) for n, rgb in footage.read()}
+    assert got == want
+    got = {n: round(float(rgb[0, 0, 0]) * 255) for n, rgb in footage.read(size=(16, 12), frames=(1004, 1012))}
+    assert got == {n: want[n] for n in range(1004, 1013)}
+    assert ffmpeg_children() == []
+    # a range given in the name that stops before a gap reads the same way
+    limited = open_footage(tmp_path / f"g.1001-1009#.{ext}")
+    assert [n for n, _ in limited.read()] == list(range(1001, 1010))
+    assert list(scratch.iterdir()) == []  # the links to the run's files are gone
+    # where links cannot be made (Windows without the symlink privilege): one decoder thread
+    from dvd_vfx.footage import sequence
+
+    monkeypatch.setattr(sequence, "link_run", lambda paths, ext: None)
+    got = {n: round(float(rgb[0, 0, 0]) * 255) for n, rgb in footage.read()}
+    assert got == want
+
+
+def test_damaged_png_in_sequence_is_named(tmp_path):
+    _levels_sequence(tmp_path, "d", "png", "rgb24", count=14, size=(64, 48))
+    path = tmp_path / "d.1008.png"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    footage = open_footage(tmp_path / "d.####.png")
+    got = []
+    with raises_one_line("frame 1008", "d.1008.png", "re-render it"):
+        for n, _ in footage.read():
+            got.append(n)
+    assert got == list(range(1001, 1001 + len(got))) and len(got) <= 7  # the threaded decoder may hold some back
+
+
+def run_cli(capsys, *argv):
+    from dvd_vfx.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_info_takes_the_flags_that_change_what_it_reports(exr_seq, media, capsys):
+    d, _ = exr_seq
+    (d / "sh010.1002.exr").unlink()
+    pattern = d / "sh010.####.exr"
+    code, out, err = run_cli(capsys, "info", pattern)
+    assert code == 2 and "--hold-missing" in err and out == ""
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing")  # what the message says to do
+    assert code == 0, err
+    assert "1001-1003 (3 frames) at 25 fps" in out and "held:        1002" in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--frames", "1003-1003", "--fps", "24")
+    assert code == 0, err
+    assert "frames:      1003 (1 frame of 1001-1003) at 24 fps" in out and "held" not in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--frames", "990-1002")
+    assert code == 2 and "990-1002" in err and "1001-1003" in err
+    code, out, err = run_cli(capsys, "info", media["h264"], "--start-frame", "1001", "--frames", "1005-1012")
+    assert code == 0, err
+    assert "1005-1012 (8 frames of 1001-1012)" in out
+    code, out, err = run_cli(capsys, "info", pattern, "--hold-missing", "--colorspace", "display")
+    assert code == 0 and "display-referred" in out
+
+
+def test_constant_rate_with_a_container_duration_one_frame_long(tmp_path, probe_mode):
+    """r_frame_rate 60/1, frames 1/60 s apart, but avg_frame_rate 3600/61 (the last sample lasts two
+    frames): the clip is 60 fps, not 59.016, in every probe mode and container."""
+    plain = make_testsrc(tmp_path / "c60.mp4", rate="60", frames=60)
+    long_last = tmp_path / "long_last.mp4"
+    ffmpeg("-i", str(plain), "-c", "copy", "-bsf:v", r"setts=duration=if(eq(N\,59)\,2*DURATION\,DURATION)",
+           str(long_last))
+    ffmpeg("-i", str(long_last), "-c", "copy", str(tmp_path / "long_last.mkv"))  # DefaultDuration 61/3600 s
+    if shutil.which("ffprobe"):
+        import ffmpeg as ffmpeg_python
+
+        stream = ffmpeg_python.probe(str(long_last), cmd=shutil.which("ffprobe"))["streams"][0]
+        assert (stream["r_frame_rate"], stream["avg_frame_rate"]) == ("60/1", "3600/61")  # the defect's input
+    for source in (long_last, tmp_path / "long_last.mkv"):
+        info = open_footage(source).info
+        assert info.fps == 60 and info.frame_count == 60, (source, info.fps)
+        assert "at 60 fps" in info.describe()
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffprobe")
+def test_variable_rate_clip_is_still_variable(tmp_path):
+    """Timestamps that really vary (15 frames at 1/30 s, then 1/20 s): not called 30 fps."""
+    path = make_testsrc(tmp_path / "vfr.mp4", rate="30", frames=30,
+                        extra=("-vf", "setpts='(N+if(gte(N,15),(N-15)*0.5,0))/(30*TB)'", "-fps_mode", "vfr"))
+    assert open_footage(path).info.fps == 25  # ffprobe's average, as before
+
+
+def test_default_shot_names_drop_extension_and_frame_number(tmp_path, exr_seq, media, caplog):
+    from dvd_vfx.engine import RenderOptions, shot_layout
+
+    def shot(source, **kw):
+        return shot_layout(open_footage(source, **kw).info, RenderOptions(out_dir=tmp_path)).shot
+
+    d, _ = exr_seq
+    one = np.zeros((4, 6, 3), np.float16)
+    write_exr_rgb(tmp_path / "Desk.exr", one)
+    write_exr_rgb(tmp_path / "plate_v002.exr", one)
+    single = tmp_path / "single"
+    single.mkdir()
+    for n in range(1, 6):
+        write_exr_rgb(single / f"singlepart.{n:04d}.exr", one)
+    write_exr_rgb(tmp_path / "lonely.0007.exr", one)
+    assert shot(tmp_path / "Desk.exr") == "Desk"
+    assert shot(tmp_path / "Desk.exr", start_frame=1001) == "Desk"
+    assert shot(tmp_path / "plate_v002.exr") == "plate_v002"  # a version, not a frame number
+    assert shot(tmp_path / "lonely.0007.exr") == "lonely"
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        footage = open_footage(single / "singlepart.0003.exr")
+    assert footage.info.frame_numbers == (3,)
+    assert shot(single / "singlepart.0003.exr") == "singlepart"
+    # it says that only that frame is used, and offers the sequence
+    hint = str(single / "singlepart.####.exr")
+    assert "only frame 3" in caplog.text and hint in caplog.text and "1-5" in caplog.text
+    assert "only frame 3" in footage.info.describe() and hint in footage.info.describe()
+    assert open_footage(tmp_path / "lonely.0007.exr").info.sequence_note is None
+    # unchanged: patterns, folders, movies
+    assert shot(d / "sh010.####.exr") == shot(d) == "sh010"
+    assert shot(media["h264"]) == "clip"
+
+
+class Luma:
+    """A cheap predictor for renders in these tests: brightness as disparity."""
+
+    name = "luma"
+
+    def identity(self):
+        return {"predictor": "luma", "model_id": "luma-1", "weights_sha256": "0" * 64}
+
+    def predict(self, frames):
+        return (frames.mean(axis=-1) * 0.8 + 0.1).astype(np.float32)
+
+
+def render(source, out, cache=None, **kw):
+    from dvd_vfx.engine import RenderOptions, render_shot
+
+    return render_shot(source, RenderOptions(out_dir=out, resolution=16, window=5, overlap=2, **kw), Luma(),
+                       cache=cache)
+
+
+def test_single_exr_renders_without_the_extension_in_the_name(tmp_path):
+    xx, yy = np.meshgrid(np.linspace(0, 1, 40), np.linspace(0, 1, 24))
+    write_exr_rgb(tmp_path / "Desk.exr", np.stack([xx, yy, np.full_like(xx, 0.5)], axis=2).astype(np.float16))
+    result = render(tmp_path / "Desk.exr", tmp_path / "out")
+    assert result.shot == "Desk"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Desk.depth.0001.exr"]
+
+
+def test_display_window_mismatch_shows_both_windows(exr_seq):
+    d, _ = exr_seq
+    same_size = np.zeros((4, 8, 3), np.float16)  # 8x4 like the others, but moved 2 pixels right
+    write_exr_rgb(d / "sh010.1003.exr", same_size, dataWindow=((2, 0), (9, 3)), displayWindow=((2, 0), (9, 3)))
+    with raises_one_line("frame 1003", "sh010.1003.exr", "8x4 at 2,0 (2,0-9,3)", "8x4 at 0,0 (0,0-7,3)",
+                         "frame 1001", "re-render"):
+        open_footage(d / "sh010.####.exr")
+
+
+def _stereo_exr(path, left, right, *, depth_first=True, swap=False):
+    """Multi-part multi-view EXR: [depth (Z only)], rgba.left (view left), rgba.right (view right)."""
+    import OpenEXR
+
+    z = np.ones(left.shape[:2], np.float32)
+    parts = [OpenEXR.Part({"type": OpenEXR.scanlineimage}, {"Z": z}, "depth")] if depth_first else []
+    views = [
+        OpenEXR.Part({"type": OpenEXR.scanlineimage, "view": "left"},
+                     {c: np.ascontiguousarray(left[..., i]) for i, c in enumerate("RGB")}, "rgba.left"),
+        OpenEXR.Part({"type": OpenEXR.scanlineimage, "view": "right"},
+                     {c: np.ascontiguousarray(right[..., i]) for i, c in enumerate("RGB")}, "rgba.right"),
+    ]
+    OpenEXR.File(parts + (views[::-1] if swap else views)).write(str(path))
+    return path
+
+
+def test_multipart_multiview_exr_says_what_it_reads_and_lets_you_choose(tmp_path, caplog, capsys):
+    left = np.full((4, 6, 3), 0.18, np.float16)
+    right = np.full((4, 6, 3), 0.5, np.float16)
+    path = _stereo_exr(tmp_path / "stereo.0001.exr", left, right)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        footage = open_footage(path)
+    assert 'part 1 "rgba.left" view left' in caplog.text and 'part 2 "rgba.right" view right' in caplog.text
+    assert "--part / --view" in caplog.text
+    info = footage.info
+    assert (info.part, info.view) == ("rgba.left", "left")
+    assert 'part 1 "rgba.left" (of 0 "depth", 1 "rgba.left", 2 "rgba.right")' in info.describe()
+    assert "view left (of left, right)" in info.describe()
+    np.testing.assert_allclose(footage.read_frame(1), srgb(np.float16(0.18)), atol=1e-6)
+    for kw in ({"view": "right"}, {"part": "rgba.right"}, {"part": "2"}, {"part": 2, "view": "right"}):
+        chosen = open_footage(path, **kw)
+        assert (chosen.info.part, chosen.info.view) == ("rgba.right", "right"), kw
+        np.testing.assert_allclose(chosen.read_frame(1), srgb(np.float16(0.5)), atol=1e-6)
+    with raises_one_line("stereo.0001.exr", "no part 'beauty'", '0 "depth", 1 "rgba.left", 2 "rgba.right"', "--part"):
+        open_footage(path, part="beauty")
+    with raises_one_line("stereo.0001.exr", "no view 'centre'", "left, right", "--view"):
+        open_footage(path, view="centre")
+    with raises_one_line("no view 'right'", 'part 1 "rgba.left"'):
+        open_footage(path, part="rgba.left", view="right")
+    with raises_one_line("no R, G, B or Y channels in the part 'depth'", "found: Z", "--part"):
+        open_footage(path, part="depth")
+    # a sequence whose later frame stores the parts in another order still reads the chosen part
+    _stereo_exr(tmp_path / "stereo.0002.exr", left, right, swap=True)
+    frames = dict(open_footage(tmp_path / "stereo.####.exr", part="rgba.right").read())
+    np.testing.assert_allclose(frames[2], srgb(np.float16(0.5)), atol=1e-6)
+    # info takes the flags too
+    code, out, err = run_cli(capsys, "info", path, "--view", "right")
+    assert code == 0, err
+    assert "picture:" in out and 'part 2 "rgba.right"' in out and "view right" in out
+    code, out, err = run_cli(capsys, "info", path, "--part", "nope")
+    assert code == 2 and "no part 'nope'" in err
+
+
+def test_single_part_multiview_exr(tmp_path):
+    left = np.full((4, 6), 0.18, np.float16)
+    right = np.full((4, 6), 0.5, np.float16)
+    channels = {"R": left, "G": left, "B": left, "right.R": right, "right.G": right, "right.B": right}
+    path = write_exr(tmp_path / "mv.exr", channels, multiView=["left", "right"])
+    footage = open_footage(path)
+    assert footage.info.view == "left" and footage.info.part is None
+    assert "view left (of left, right), channels R, G, B" in footage.info.describe()
+    np.testing.assert_allclose(footage.read_frame(1), srgb(np.float16(0.18)), atol=1e-6)
+    right_view = open_footage(path, view="right")
+    assert right_view.info.view == "right" and "channels right.R, right.G, right.B" in right_view.info.describe()
+    np.testing.assert_allclose(right_view.read_frame(1), srgb(np.float16(0.5)), atol=1e-6)
+    # a plain file: --view has nothing to choose
+    plain = write_exr_rgb(tmp_path / "plain.exr", np.zeros((4, 6, 3), np.float16))
+    with raises_one_line("plain.exr", "no views", "drop --view"):
+        open_footage(plain, view="left")
+    assert open_footage(plain, part="0").info.part is None  # its only part
+
+
+def test_part_and_view_need_an_exr(tmp_path, media):
+    encode_raw(tmp_path / "p.%04d.png", gradient16(frames=1), pix_fmt_in="rgb48le", out_args=("-pix_fmt", "rgb48be"))
+    with raises_one_line("--part", "p.%04d.png", "PNG", "drop --part"):
+        open_footage(tmp_path / "p.####.png", part="1")
+    with raises_one_line("--view", "clip.mp4", "movie", "drop --view"):
+        open_footage(media["h264"], view="left")
+
+
+def test_two_parts_of_one_file_never_share_cached_windows(tmp_path):
+    from dvd_vfx.cache import ShotCache
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3):
+        _stereo_exr(tmp_path / f"st.{n:04d}.exr", rng.random((12, 16, 3)).astype(np.float16),
+                    rng.random((12, 16, 3)).astype(np.float16), depth_first=False)
+    cache = ShotCache(tmp_path / "cache")
+    pattern = tmp_path / "st.####.exr"
+    left = render(pattern, tmp_path / "left", cache=cache, mode="disparity", view="left")
+    right = render(pattern, tmp_path / "right", cache=cache, mode="disparity", view="right")
+    again = render(pattern, tmp_path / "again", cache=cache, mode="disparity", view="right")
+    assert left.cache == right.cache == "miss" and again.cache == "hit"
+    assert len({left.cache_key, right.cache_key}) == 2 and again.cache_key == right.cache_key
+    assert left.percentiles != right.percentiles
+    plain = render(pattern, tmp_path / "plain", cache=cache, mode="disparity")  # default: part 0, view left
+    assert plain.cache_key not in (left.cache_key, right.cache_key) and plain.percentiles == left.percentiles
+
+
+@pytest.mark.parametrize("size,matrix", [((1280, 720), "bt709"), ((1920, 800), "bt709"), ((720, 576), "bt601")])
+def test_untagged_hd_video_is_bt709(tmp_path, size, matrix, probe_mode, scaler):
+    w, h = size
+    rgb = np.zeros((1, h, w, 3), np.uint8)
+    rgb[:] = (200, 50, 30)
+    path = encode_raw(
+        tmp_path / "untagged.mp4", rgb, pix_fmt_in="rgb24",
+        out_args=("-vf", f"scale=out_color_matrix={matrix}:out_range=tv", "-c:v", "libx264", "-qp", "0",
+                  "-pix_fmt", "yuv444p"),  # no colour tags
+    )
+    info = open_footage(path).info
+    assert info.color_matrix == matrix
+    text = info.describe()
+    assert f"YCbCr matrix {matrix} (untagged; {'HD video' if matrix == 'bt709' else 'SD'}" in text
+    got = open_footage(path).read_frame(1, size=(16, 16))[8, 8] * 255
+    assert np.abs(got - (200, 50, 30)).max() < 2.0, got  # bt709 decoded as bt601 is ~15 levels off
+
+
+def test_colour_matrix_in_the_pass_header(tmp_path, exr_seq):
+    from dvd_vfx.passes.exr import read_pass_attributes
+
+    rgb = np.zeros((5, 720, 1280, 3), np.uint8)
+    rgb[:] = (200, 50, 30)
+    path = encode_raw(tmp_path / "hd.mp4", rgb, pix_fmt_in="rgb24",
+                      out_args=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"))
+    result = render(path, tmp_path / "out", mode="disparity")
+    assert read_pass_attributes(result.paths[0])["colorMatrix"] == "bt709"
+    d, _ = exr_seq  # RGB sources have no matrix to record
+    result = render(d / "sh010.####.exr", tmp_path / "exr", mode="disparity")
+    assert "colorMatrix" not in read_pass_attributes(result.paths[0])
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="the container's count comes from ffprobe")
+@pytest.mark.parametrize("keep", [0.6, 0.45])
+def test_info_on_a_truncated_movie_says_the_count_is_the_containers(tmp_path, capsys, keep):
+    whole = make_testsrc(tmp_path / "fs.mp4", rate="24", frames=30, extra=("-g", "5", "-movflags", "+faststart"))
+    data = whole.read_bytes()
+    cut = tmp_path / "fs_cut.mp4"
+    cut.write_bytes(data[: int(len(data) * keep)])  # index intact, media data short
+    code, out, err = run_cli(capsys, "info", cut)
+    assert code == 0, err
+    assert "30 frames, as the container says" in out and "container says 30 frames" in out
+    readable = open_footage(cut).check_length().readable_frames
+    got = []
+    with raises_one_line("fs_cut.mp4", "truncated"):
+        for n, _ in open_footage(cut).read(size=(16, 16)):
+            got.append(n)
+    assert readable == len(got)  # what info counts is what decodes
+    assert f"ends after {readable} (frame {readable})" in out and f"--frames 1-{readable}" in out
+    code, out, err = run_cli(capsys, "info", whole)
+    assert code == 0 and "truncated:" not in out and "container" not in out
+    assert open_footage(whole).check_length().readable_frames is None

@@ -48,7 +48,7 @@ def plan_shot(source, options: RenderOptions, *, windows_per_task: int = 1,
     options.validate()
     footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
                            hold_missing=options.hold_missing, colorspace=options.colorspace,
-                           ocio_colorspace=options.ocio_colorspace)
+                           ocio_colorspace=options.ocio_colorspace, part=options.part, view=options.view)
     try:
         layout = shot_layout(footage.info, options)
         path = str(footage.info.source)
@@ -82,6 +82,10 @@ def render_flags(options: RenderOptions) -> list[str]:
     flags += ["--colorspace", options.colorspace]
     if options.ocio_colorspace:
         flags += ["--ocio-colorspace", options.ocio_colorspace]
+    if options.part is not None:
+        flags += ["--part", str(options.part)]
+    if options.view is not None:
+        flags += ["--view", str(options.view)]
     flags += ["--resolution", str(options.resolution), "--window", str(options.window),
               "--overlap", str(options.overlap), "--mode", options.mode,
               "--near", repr(float(options.near)), "--far", repr(float(options.far)),

@@ -45,6 +45,8 @@ def open_footage(
     hold_missing: bool = False,
     colorspace: str = "auto",
     ocio_colorspace: str | None = None,
+    part: str | None = None,
+    view: str | None = None,
 ) -> Footage:
     """Open and probe a movie file, an image sequence (pattern, folder) or a single image.
 
@@ -54,7 +56,8 @@ def open_footage(
         the previous frame instead of failing. colorspace: "auto" (EXR = scene-linear, converted
         with the sRGB curve; everything else = display-referred), "linear" or "display".
         ocio_colorspace: convert from this OCIO colourspace to $OCIO's default display/view
-        instead (needs PyOpenColorIO).
+        instead (needs PyOpenColorIO). part / view: multi-part / multi-view EXR: the part (name or
+        number, 0 = first) and view to read (default: the first part with a picture, default view).
     """
     if source is None or (isinstance(source, str) and not source.strip()):
         raise InputError("no footage given; pass a movie file, an image sequence pattern or a folder")
@@ -71,8 +74,11 @@ def open_footage(
             start_frame = int(start_frame)
         except (TypeError, ValueError):
             raise InputError(f"start frame {start_frame!r} is not a whole number; give e.g. 1 or 1001") from None
+    part = None if part is None or str(part) == "" else str(part)
+    view = None if view is None or str(view) == "" else str(view)
     ocio = make_ocio(ocio_colorspace) if ocio_colorspace else None
     common = dict(fps=rate, colorspace=colorspace, ocio=ocio)
+    exr = dict(part=part, view=view)
 
     path = os.path.abspath(os.path.expanduser(text))
     frame_range = None
@@ -82,16 +88,22 @@ def open_footage(
             path, frame_range = m.group("path"), parse_frame_range(f"{m.group('a')}-{m.group('b')}")
     if os.path.isdir(path):
         spec = spec_from_folder(path)
-        return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common)
+        return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common, **exr)
     if os.path.isfile(path):
         ext = os.path.splitext(path)[1].lower().lstrip(".")
         if ext in IMAGE_EXTS:
             spec = spec_from_file(path, start_frame)
-            return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common)
+            return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common, **exr)
+        if part is not None or view is not None:
+            flag = "--part" if part is not None else "--view"
+            raise InputError(
+                f"{flag} chooses a part or view of a multi-part or multi-view EXR, but {path} is a movie file; "
+                f"drop {flag}"
+            )
         return VideoFootage(text, path, start_frame=start_frame, **common)
     spec = spec_from_pattern(path, frame_range)
     if spec is not None:
-        return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common)
+        return SequenceFootage(text, spec, start_frame=start_frame, hold_missing=hold_missing, **common, **exr)
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
         raise InputError(f"footage not found: {path} (folder {parent} does not exist); check the path")

@@ -52,8 +52,14 @@ class FootageInfo:
     # Extras (all optional, with defaults, so the required fields above stay the contract).
     ocio_colorspace: str | None = None  # OCIO source colourspace used instead of the sRGB curve
     color_matrix: str | None = None  # video: YCbCr matrix used for YUV -> RGB
+    color_matrix_note: str | None = None  # video: why that matrix ("tagged", "untagged; HD ...")
     color_range: str | None = None  # video: "tv" (limited) / "pc" (full) when tagged
     held_frames: tuple[int, ...] = ()  # sequences with hold_missing: frames repeating a previous one
+    sequence_note: str | None = None  # one numbered file given: the sequence it belongs to
+    part: str | None = None  # multi-part EXR: the part read (its name, else its number)
+    view: str | None = None  # multi-view EXR: the view read
+    picture: str | None = None  # EXR: which part/view/channels make the picture, when there is a choice
+    readable_frames: int | None = None  # movie checked by check_length: frames really in a truncated file
 
     @property
     def frame_count(self) -> int:
@@ -67,9 +73,12 @@ class FootageInfo:
     def last_frame(self) -> int:
         return self.frame_numbers[-1]
 
-    def describe(self) -> str:
-        """Multi-line human summary (used by `dvd-vfx info`)."""
+    def describe(self, frames: tuple[int, int] | None = None) -> str:
+        """Multi-line human summary (used by `dvd-vfx info`); frames: only this (checked) range."""
         fps = format_fps(self.fps)
+        first, last = frames or (self.first_frame, self.last_frame)
+        count = sum(1 for n in self.frame_numbers if first <= n <= last)
+        held = [n for n in self.held_frames if first <= n <= last]
         lines = [f"source:      {self.source}"]
         if self.path != self.source:
             lines.append(f"path:        {self.path}")
@@ -90,21 +99,42 @@ class FootageInfo:
         if self.rotation:
             extras.append(f"rotated {self.rotation} degrees clockwise on read")
         lines.append(f"size:        {size}" + (f" ({', '.join(extras)})" if extras else ""))
+        if self.picture:
+            lines.append(f"picture:     {self.picture}")
         if self.data_window is not None and self.data_window != self.display_window:
             dw, dsp = self.data_window, self.display_window
             lines.append(
                 f"windows:     data {dw[0]},{dw[1]}-{dw[2]},{dw[3]} inside display "
                 f"{dsp[0]},{dsp[1]}-{dsp[2]},{dsp[3]} (outside the data window is black)"
             )
+        whole = (first, last) == (self.first_frame, self.last_frame)
+        truncated = self.readable_frames is not None and self.readable_frames < self.frame_count
         lines.append(
-            f"frames:      {format_frame_span(self.first_frame, self.last_frame)} "
-            f"({self.frame_count} frame{'s' if self.frame_count != 1 else ''}) at {fps} fps"
+            f"frames:      {format_frame_span(first, last)} ({count} frame{'s' if count != 1 else ''}"
+            + ("" if whole else f" of {format_frame_span(self.first_frame, self.last_frame)}")
+            + (", as the container says" if truncated else "")
+            + f") at {fps} fps"
         )
-        if self.held_frames:
+        if truncated:
+            n = self.readable_frames
+            if n:
+                end = self.first_frame + n - 1
+                lines.append(
+                    f"truncated:   the container says {self.frame_count} frames but the file ends after {n} "
+                    f"(frame {end}); re-export it, or render only --frames {format_frame_span(self.first_frame, end)}"
+                )
+            else:
+                lines.append(
+                    f"truncated:   the container says {self.frame_count} frames but none of them is in the "
+                    "file; re-export it"
+                )
+        if held:
             lines.append(
-                f"held:        {format_frame_list(self.held_frames)} "
+                f"held:        {format_frame_list(held)} "
                 "(missing; the previous frame is repeated)"
             )
+        if self.sequence_note:
+            lines.append(f"sequence:    {self.sequence_note}")
         if self.ocio_colorspace:
             colour = f"OCIO: {self.ocio_colorspace} -> default display/view"
         elif self.colorspace == "linear":
@@ -113,6 +143,8 @@ class FootageInfo:
             colour = "display-referred (used as is)"
         if self.kind == "video" and self.color_matrix:
             colour += f"; YCbCr matrix {self.color_matrix}"
+            if self.color_matrix_note:
+                colour += f" ({self.color_matrix_note})"
             if self.color_range:
                 colour += f", {'full' if self.color_range == 'pc' else 'limited'} range"
         lines.append(f"colour:      {colour}")
@@ -150,6 +182,14 @@ class Footage(abc.ABC):
     @abc.abstractmethod
     def _read(self, width: int, height: int, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield frames first..last (already validated) at width x height."""
+
+    def check_length(self) -> FootageInfo:
+        """Verify the frame count against the file where it comes from an index (movies); see VideoFootage."""
+        return self.info
+
+    def check_range(self, frames) -> tuple[int, int]:
+        """(first, last) checked against the source's frames (InputError naming both if outside)."""
+        return self._check_range(frames)
 
     def _check_size(self, size) -> tuple[int, int]:
         if size is None:

@@ -34,6 +34,8 @@ class ExrPart:
     fps: Fraction | None = None
     part_type: str | None = None
     name: str | None = None
+    view: str | None = None  # multi-part multi-view: this part's view
+    multi_view: tuple[str, ...] = ()  # single-part multi-view: the views (the first is the default)
 
 
 @dataclass
@@ -147,6 +149,21 @@ def _read_one_header(f, path: str) -> ExrPart | None:
             part.part_type = value.decode("latin-1")
         elif name == "name" and kind == "string":
             part.name = value.decode("latin-1")
+        elif name == "view" and kind == "string":
+            part.view = value.decode("latin-1")
+        elif name == "multiView" and kind == "stringvector":
+            part.multi_view = tuple(_parse_stringvector(value, path))
+
+
+def _parse_stringvector(value: bytes, path: str) -> list[str]:
+    items, pos = [], 0
+    while pos + 4 <= len(value):
+        (n,) = struct.unpack("<i", value[pos:pos + 4])
+        if n < 0 or pos + 4 + n > len(value):
+            raise _bad_exr(path, "string list is corrupt")
+        items.append(value[pos + 4:pos + 4 + n].decode("latin-1"))
+        pos += 4 + n
+    return items
 
 
 def _parse_chlist(value: bytes, path: str) -> dict[str, tuple[str, int, int]]:
@@ -182,6 +199,9 @@ class ExrLayout:
     display_window: tuple[int, int, int, int]
     pixel_aspect: float
     fps: Fraction | None
+    part_name: str | None = None
+    view: str | None = None
+    description: str | None = None  # which part/view/channels, and what else the file has (for info)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -189,43 +209,158 @@ class ExrLayout:
         return x1 - x0 + 1, y1 - y0 + 1
 
 
-def choose_layout(header: ExrHeader, frame_label: str) -> ExrLayout:
-    """Pick R,G,B (or Y, or the one layer with R,G,B) from the first part that has them."""
+@dataclass
+class _Candidate:
+    index: int  # part
+    view: str | None
+    channels: dict  # name as seen in this view (R, G, B, layer.R, ...) -> the file's channel name
+
+
+def _part_label(header: ExrHeader, index: int) -> str:
+    name = header.parts[index].name
+    return f'{index} "{name}"' if name else str(index)
+
+
+def _candidates(header: ExrHeader) -> list[_Candidate]:
+    """Every (part, view) of the file in order: parts in file order, a multi-view part's default view first."""
+    out = []
+    for index, part in enumerate(header.parts):
+        views = part.multi_view
+        if not views:
+            out.append(_Candidate(index, part.view, {n: n for n in part.channels}))
+            continue
+        for view in views:
+            channels = {}
+            for name in part.channels:
+                pieces = name.split(".")
+                if len(pieces) >= 2 and pieces[-2] in views:  # layer.view.channel or view.channel
+                    if pieces[-2] == view:
+                        channels[".".join(pieces[:-2] + pieces[-1:])] = name
+                elif view == views[0]:  # no view in the name: the default view's channel
+                    channels[name] = name
+            out.append(_Candidate(index, view, channels))
+    return out
+
+
+def _find_part(header: ExrHeader, part: str, frame_label: str) -> int:
+    names = [p.name for p in header.parts]
+    if part in names:
+        return names.index(part)
+    if str(part).strip().isdigit() and int(part) < len(header.parts):
+        return int(part)
+    listed = ", ".join(_part_label(header, i) for i in range(len(header.parts)))
+    raise InputError(
+        f"{frame_label} has no part {part!r} (parts: {listed}); pass --part with one of those names or numbers"
+    )
+
+
+def choose_layout(header: ExrHeader, frame_label: str, part: str | None = None,
+                  view: str | None = None) -> ExrLayout:
+    """Pick R,G,B (or Y, or the one layer with R,G,B) from the first part/view that has them.
+
+    part: a part's name or number (0 = first); view: a view of a multi-view file (multi-part
+    with `view` attributes, or single-part with a `multiView` list). None = the first part
+    with a picture, in its default view.
+    """
     if header.deep:
         raise InputError(
             f"{frame_label} is a deep EXR; write the plate as a flat (scanline or tiled) EXR"
         )
-    for index, part in enumerate(header.parts):
-        names = _pick_channels(part.channels, frame_label)
-        if not names:
-            continue
-        types = {part.channels[n][0] for n in names}
-        for n in names:
-            _type, xs, ys = part.channels[n]
-            if xs != 1 or ys != 1:
-                raise InputError(
-                    f"{frame_label}: channel {n} is subsampled ({xs}x{ys}); write the plate with "
-                    "full-resolution R, G, B channels"
-                )
-        ptype = "float" if "float" in types else ("uint" if "uint" in types else "half")
-        return ExrLayout(
-            part_index=index,
-            names=names,
-            pixel_type=ptype,
-            data_window=part.data_window,
-            display_window=part.display_window,
-            pixel_aspect=part.pixel_aspect,
-            fps=part.fps,
+    everything = _candidates(header)
+    candidates = everything
+    if part is not None:
+        index = _find_part(header, part, frame_label)
+        candidates = [c for c in candidates if c.index == index]
+    if view is not None:
+        views = sorted({c.view for c in everything if c.view is not None})
+        if not views:
+            raise InputError(f"{frame_label} has no views (it is not a multi-view EXR); drop --view {view}")
+        candidates = [c for c in candidates if c.view == view]
+        if not candidates:
+            where = f" in part {_part_label(header, index)}" if part is not None else ""
+            raise InputError(
+                f"{frame_label} has no view {view!r}{where} (views: {', '.join(views)}); "
+                "pass --view with one of those"
+            )
+    usable = []
+    for cand in candidates:
+        names = _pick_channels(cand.channels, frame_label, quiet=bool(usable))
+        if names:
+            usable.append((cand, tuple(cand.channels[n] for n in names)))
+    if not usable:
+        searched = candidates or everything
+        found = sorted({n for c in searched for n in c.channels.values()})
+        shown = ", ".join(found[:16]) + (f", ... ({len(found) - 16} more)" if len(found) > 16 else "")
+        where = ""
+        if part is not None or view is not None:
+            where = " in the " + " and ".join(
+                x for x in (part is not None and f"part {part!r}", view is not None and f"view {view!r}") if x)
+        raise InputError(
+            f"{frame_label} has no R, G, B or Y channels{where} (found: {shown or 'none'}); "
+            "write the plate with R, G, B channels" + (", or choose another --part / --view" if where else "")
         )
-    found = sorted({n for part in header.parts for n in part.channels})
-    shown = ", ".join(found[:16]) + (f", ... ({len(found) - 16} more)" if len(found) > 16 else "")
-    raise InputError(
-        f"{frame_label} has no R, G, B or Y channels (found: {shown or 'none'}); "
-        "write the plate with R, G, B channels"
+    cand, names = usable[0]
+    chosen = header.parts[cand.index]
+    for n in names:
+        _type, xs, ys = chosen.channels[n]
+        if xs != 1 or ys != 1:
+            raise InputError(
+                f"{frame_label}: channel {n} is subsampled ({xs}x{ys}); write the plate with "
+                "full-resolution R, G, B channels"
+            )
+    types = {chosen.channels[n][0] for n in names}
+    ptype = "float" if "float" in types else ("uint" if "uint" in types else "half")
+    description = _describe_choice(header, everything, usable, cand, names)
+    if len(usable) > 1 and part is None and view is None:
+        others = "; ".join(_where(header, c) for c, _ in usable[1:4]) + ("; ..." if len(usable) > 4 else "")
+        log.warning(
+            "%s: using %s; it also has a picture in %s: choose with --part / --view",
+            frame_label, _where(header, cand), others,
+        )
+    return ExrLayout(
+        part_index=cand.index,
+        names=names,
+        pixel_type=ptype,
+        data_window=chosen.data_window,
+        display_window=chosen.display_window,
+        pixel_aspect=chosen.pixel_aspect,
+        fps=chosen.fps,
+        part_name=chosen.name,
+        view=cand.view,
+        description=description,
     )
 
 
-def _pick_channels(channels: dict, frame_label: str) -> tuple[str, ...] | None:
+def _where(header: ExrHeader, cand: _Candidate) -> str:
+    text = f"part {_part_label(header, cand.index)}" if len(header.parts) > 1 else ""
+    if cand.view is not None:
+        text += (" " if text else "") + f"view {cand.view}"
+    return text or "the image"
+
+
+def _describe_choice(header: ExrHeader, everything, usable, cand: _Candidate, names) -> str | None:
+    """'part 1 "rgba" (of 0 "depth", 1 "rgba"), view left (of left, right), channels R, G, B' for info;
+    None for a plain single-part, single-view file read from its R, G, B channels."""
+    views = []
+    for c in everything:
+        if c.view is not None and c.view not in views:
+            views.append(c.view)
+    if len(header.parts) == 1 and not views and names == ("R", "G", "B"):
+        return None
+    bits = []
+    if len(header.parts) > 1:
+        listed = ", ".join(_part_label(header, i) for i in range(len(header.parts)))
+        bits.append(f"part {_part_label(header, cand.index)} (of {listed})")
+    if views:
+        bits.append(f"view {cand.view} (of {', '.join(views)})")
+    bits.append("channels " + ", ".join(names))
+    text = ", ".join(bits)
+    if len(header.parts) > 1 or len(views) > 1:
+        text += "; choose with --part / --view"
+    return text
+
+
+def _pick_channels(channels: dict, frame_label: str, quiet: bool = False) -> tuple[str, ...] | None:
     if {"R", "G", "B"} <= channels.keys():
         return ("R", "G", "B")
     if "Y" in channels:
@@ -236,7 +371,7 @@ def _pick_channels(channels: dict, frame_label: str) -> tuple[str, ...] | None:
     )
     if not layers:
         return None
-    if len(layers) > 1:
+    if len(layers) > 1 and not quiet:
         log.warning(
             "%s has no plain R, G, B channels; using layer %s (also found: %s)",
             frame_label, layers[0].rstrip("."), ", ".join(x.rstrip(".") for x in layers[1:]),

@@ -8,12 +8,19 @@ Binaries
            Without ffprobe, `ffmpeg -i` is parsed and packets are counted with a fast
            `-c copy -f framecrc` pass (which also gives exact packet timing for the rate).
 
+Frame rate
+  r_frame_rate when it agrees with avg_frame_rate (within 1%). When they disagree (e.g. a
+  constant 60 fps clip whose container duration is one frame long: avg 3600/61), or the rate is
+  not a standard one, the packet timestamps decide (first packets + last seconds, one seek): a
+  rate whose frame interval the first and last timestamps keep wins; otherwise the clip is
+  variable-rate and avg_frame_rate is used.
+
 Streaming and conversion
   One ffmpeg process per read decodes, converts to RGB and resizes; frames are read from its
   pipe one at a time into one reused buffer; closing the iterator kills the process.
   - zscale (zimg), when the ffmpeg build has it (default; DVD_VFX_SCALER=zscale|swscale picks):
-    exact YCbCr -> RGB with the stream's matrix and range (untagged = BT.601, as ffmpeg
-    assumes), output as 32-bit float planar RGB, resized with a bilinear (tent) filter when
+    exact YCbCr -> RGB with the stream's matrix and range (untagged: BT.709 for HD video, 720
+    lines and up, as Nuke assumes; BT.601 otherwise, as ffmpeg assumes), output as 32-bit float planar RGB, resized with a bilinear (tent) filter when
     reducing -- an antialiased, ringing-free average -- and bicubic when enlarging.
   - swscale (`scale` filter) otherwise: rgb48le, flags area (reducing) / bicubic (enlarging)
     + accurate_rnd + full_chroma_int, in_color_matrix from the stream. swscale puts n-bit
@@ -40,7 +47,7 @@ import numpy as np
 
 from dvd_vfx.errors import InputError
 
-from .base import log, one_line, snap_rate
+from .base import STANDARD_RATES, log, one_line, snap_rate
 
 # ffprobe colour-space names -> (swscale in_color_matrix, zscale matrixin number)
 _MATRIX = {
@@ -53,6 +60,7 @@ _MATRIX = {
     "bt2020c": ("bt2020", 10),
 }
 DEFAULT_MATRIX = "bt601"  # what ffmpeg assumes for untagged YCbCr (= smpte170m coefficients)
+HD_MATRIX = "bt709"  # untagged HD video (720 lines and up, or 1280 wide): BT.709 by convention, as Nuke assumes
 _RGB_FAMILY = ("rgb", "bgr", "gbr", "argb", "abgr", "0rgb", "0bgr", "x2rgb", "x2bgr", "gray", "ya", "pal", "mono")
 
 _DISABLED = {"", "0", "none", "no", "false", "off"}
@@ -201,6 +209,8 @@ class MediaProbe:
     color_range: str | None
     other_streams: list[str] = field(default_factory=list)
     probed_with: str = "ffprobe"
+    count_from_container: bool = False  # frame_count is the container's (index) count, not packets read
+    duration: float | None = None  # seconds, when known
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -214,10 +224,38 @@ class MediaProbe:
 
     @property
     def color_matrix(self) -> str | None:
-        """YCbCr matrix used for YUV -> RGB (ffprobe names); None for RGB/grey sources."""
+        """YCbCr matrix used for YUV -> RGB (ffprobe names); None for RGB/grey sources.
+
+        The stream's tag when it has a known one; untagged HD video (720 lines and up, or 1280
+        wide) is BT.709 by convention, anything else untagged BT.601 (SD, and JPEG by definition).
+        """
         if self.is_rgb:
             return None
-        return self.color_space if self.color_space in _MATRIX else DEFAULT_MATRIX
+        if self.color_space in _MATRIX:
+            return self.color_space
+        return HD_MATRIX if self._hd_video else DEFAULT_MATRIX
+
+    @property
+    def color_matrix_note(self) -> str | None:
+        """Why color_matrix is what it is, for `dvd-vfx info`; None for RGB/grey sources."""
+        if self.is_rgb:
+            return None
+        if self.color_space in _MATRIX:
+            return "tagged"
+        if self._hd_video:
+            return "untagged; HD video (720 lines and up) is BT.709 by convention"
+        if self._jpeg:
+            return "untagged; JPEG is BT.601"
+        return "untagged; SD is BT.601" + (f" (tag {self.color_space} not supported)" if self.color_space else "")
+
+    @property
+    def _jpeg(self) -> bool:
+        return self.codec in ("mjpeg", "jpegls") or self.pix_fmt.startswith("yuvj")
+
+    @property
+    def _hd_video(self) -> bool:
+        image = self.format_name.startswith("image2") or self.format_name.endswith("_pipe")
+        return not image and not self._jpeg and (self.height >= 720 or self.width >= 1280)
 
     @property
     def full_range(self) -> bool:
@@ -325,9 +363,22 @@ def _probe_ffprobe(path: str, ffprobe: str, ffmpeg: str, count_frames: bool) -> 
             rotation = int(round(float(tag) / 90.0)) * 90 % 360
     nb = video.get("nb_frames")
     count = int(nb) if nb and str(nb).isdigit() else 0
+    from_container = count > 0
     if count <= 0 and count_frames:
         count = _count_packets_ffprobe(path, ffprobe, video["index"])
     color_space = video.get("color_space")
+    duration = _float(video.get("duration")) or _float(data.get("format", {}).get("duration"))
+    r_rate, avg_rate = _ratio(video.get("r_frame_rate")), _ratio(video.get("avg_frame_rate"))
+    fps = _choose_rate(r_rate, avg_rate)
+    if count_frames and count > 1 and fps is not None and (
+        (r_rate and avg_rate and r_rate != avg_rate) or fps not in STANDARD_RATES
+    ):
+        # the rates disagree (a container duration one frame long, a VFR clip) or are odd: the
+        # packet timestamps decide; the clip is variable-rate only when they vary
+        measured = _rate_from_timestamps(path, ffprobe, int(video["index"]), count, _ratio(video.get("time_base")),
+                                         duration, [r_rate, avg_rate])
+        if measured is not None:
+            fps = measured
     return MediaProbe(
         path=path,
         format_name=data.get("format", {}).get("format_name", "?"),
@@ -339,13 +390,99 @@ def _probe_ffprobe(path: str, ffprobe: str, ffmpeg: str, count_frames: bool) -> 
         bit_depth=bit_depth_of(pix_fmt, ffmpeg),
         sar=_ratio(video.get("sample_aspect_ratio"), Fraction(1)),
         rotation=rotation,
-        fps=_choose_rate(_ratio(video.get("r_frame_rate")), _ratio(video.get("avg_frame_rate"))),
+        fps=fps,
         frame_count=count,
         color_space=None if color_space in (None, "unknown", "reserved") else color_space,
         color_range=video.get("color_range") if video.get("color_range") in ("tv", "pc") else None,
         other_streams=others,
         probed_with="ffprobe",
+        count_from_container=from_container,
+        duration=duration,
     )
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and value > 0 else None
+
+
+# Timestamps of the first HEAD_PACKETS packets and of the last TAIL_SECONDS give a stream's span.
+HEAD_PACKETS = 32
+TAIL_SECONDS = 2.0
+
+
+def _rate_from_timestamps(path: str, ffprobe: str, index: int, count: int, time_base: Fraction | None,
+                          duration: float | None, candidates: list) -> Fraction | None:
+    """The rate whose constant frame interval the packet timestamps keep, or None (they vary).
+
+    `count` frames whose first and last timestamps lie (count - 1) intervals of 1/rate apart
+    play at that rate, whatever the container's duration says. Reads the first packets and the
+    last seconds (one seek), not the whole file. Candidates are tried first (exact nominal
+    rationals), then the measured rate if it is a standard one.
+    """
+    if time_base is None or duration is None or count < 2:
+        return None
+    intervals = f"%+#{HEAD_PACKETS},{max(0.0, duration - TAIL_SECONDS):.6f}%"
+    cmd = [ffprobe, "-v", "error", "-select_streams", str(index), "-read_intervals", intervals,
+           "-show_entries", "packet=pts,dts", "-of", "json", ffmpeg_input_name(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        packets = json.loads(proc.stdout).get("packets", [])
+    except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
+        return None
+    stamps = []
+    for packet in packets:
+        value = packet.get("pts", packet.get("dts"))
+        if isinstance(value, int):
+            stamps.append(value)
+    if len(stamps) < 2:
+        return None
+    span = (max(stamps) - min(stamps)) * time_base
+    if span <= 0:
+        return None
+    measured = (count - 1) / span
+    snapped = snap_rate(measured, float(measured) * 0.0005)
+    for rate in [*candidates, snapped]:
+        if rate and abs(span - (count - 1) / rate) <= Fraction(1, 2) / rate:
+            return rate
+    return None
+
+
+def count_readable_frames(probe: MediaProbe) -> int | None:
+    """Frames whose data is really in a movie whose frame count comes from its container index:
+    fewer than probe.frame_count for a truncated file, else None (complete, or cannot be told).
+
+    Cheap for a complete file: one seek to its last seconds (the packets there must be readable).
+    Only a file that fails that is counted, packet by packet (no decoding); its last packet is
+    taken to be cut short and not counted (at worst one frame too few, never one too many).
+    """
+    ffprobe = find_ffprobe()
+    if ffprobe is None or not probe.count_from_container or probe.frame_count <= 0:
+        return None
+    where = f"{max(0.0, probe.duration - TAIL_SECONDS):.6f}%" if probe.duration else "%+#1"
+    cmd = [ffprobe, "-v", "error", "-select_streams", str(probe.stream_index), "-read_intervals", where,
+           "-show_entries", "packet=pts", "-of", "json", ffmpeg_input_name(probe.path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+        tail = json.loads(proc.stdout).get("packets", [])
+    except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
+        return None
+    if tail and "partial file" not in proc.stderr:
+        return None
+    cmd = [ffprobe, "-v", "error", "-select_streams", str(probe.stream_index), "-count_packets",
+           "-show_entries", "stream=nb_read_packets", "-of", "json", ffmpeg_input_name(probe.path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        readable = int(json.loads(proc.stdout)["streams"][0]["nb_read_packets"])
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    if readable >= probe.frame_count:
+        return None  # all there after all
+    # the file was cut somewhere, almost surely inside its last packet: that one does not decode
+    return max(0, readable - 1)
 
 
 def _count_packets_ffprobe(path: str, ffprobe: str, index: int) -> int:
@@ -505,8 +642,21 @@ def _rate_from_packets(tb, pts, durations, text_rate) -> Fraction | None:
     for cand in candidates:
         if cand.denominator <= 1001 and (text_rate is None or abs(float(cand - text_rate)) <= tolerance):
             return cand
-    if text_rate is not None:
-        return snap_rate(text_rate, tolerance) or text_rate.limit_denominator(1001)
+    printed = (snap_rate(text_rate, tolerance) or text_rate.limit_denominator(1001)) if text_rate is not None else None
+    if tb and len(pts) > 1 and max(pts) > min(pts):
+        # constant timestamps win over a printed rate taken from the container's duration: a
+        # standard rate whose frame interval the first and last timestamps keep, where the
+        # printed one does not keep it
+        span = (max(pts) - min(pts)) * tb
+
+        def keeps(rate):
+            return rate is not None and abs(span - (len(pts) - 1) / rate) <= Fraction(1, 2) / rate
+
+        steady = snap_rate((len(pts) - 1) / span, float((len(pts) - 1) / span) * 0.0005)
+        if keeps(steady) and not keeps(printed):
+            return steady
+    if printed is not None:
+        return printed
     for cand in candidates:
         return snap_rate(cand, float(cand) * 0.001) or cand.limit_denominator(1001)
     return None

@@ -15,14 +15,21 @@ Frame numbers come from the file names and are kept. Hidden files (".name") are 
 
 EXR plates are read with the OpenEXR bindings; the other formats with ffmpeg's image2 demuxer
 (converted and resized by ffmpeg as for movies, see ffmpeg_tools: 10-bit DPX and 16-bit
-PNG/TIFF keep their precision).
+PNG/TIFF keep their precision). One ffmpeg process decodes each run of consecutive files. The
+demuxer finds a sequence's end by probing numbers in growing steps, so it may step over a gap
+and then fail on the missing file, while frame-threaded decoders (PNG, TIFF) still hold the last
+frames of the run: a run that ends at a gap is therefore given to ffmpeg as links to exactly its
+files in a temporary folder (or, where links cannot be made, decoded with one thread).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,6 +54,9 @@ from .ffmpeg_tools import (
 
 IMAGE_EXTS = frozenset({"exr", "png", "jpg", "jpeg", "tif", "tiff", "dpx", "tga", "bmp"})
 MAX_BAD_PIXEL_WARNINGS = 5  # per read; then one summary line at the end
+# After ffmpeg fails on a run, the files from the first missing frame on are decoded one by one
+# to name the broken one (a frame-threaded decoder fails a few frames after the last it output).
+MAX_BLAME_CHECKS = 40
 
 _TOKEN_RE = re.compile(
     r"(?:(?P<a>\d+)-(?P<b>\d+))?(?P<tok>%(?P<pw>\d*)d|#+|@+|\$F(?P<fw>\d*))"
@@ -168,6 +178,33 @@ def spec_from_file(path: str, start_frame: int | None) -> SequenceSpec:
     return SequenceSpec(directory, stem, ext, None, {number: path}, single=True)
 
 
+def sequence_around(spec: SequenceSpec) -> SequenceSpec | None:
+    """For one numbered file named on its own: the sequence it belongs to (2+ files), else None."""
+    if not spec.single or spec.pad is None:
+        return None
+    regex = re.compile("^" + re.escape(spec.prefix) + r"(\d+)" + re.escape(spec.suffix) + "$")
+    try:
+        entries = _listdir(spec.directory)
+    except InputError:
+        return None
+    files = {}
+    for entry in entries:
+        m = regex.match(entry)
+        if m and _pad_matches(m.group(1), spec.pad) and os.path.isfile(os.path.join(spec.directory, entry)):
+            files[int(m.group(1))] = os.path.join(spec.directory, entry)
+    if len(files) < 2:
+        return None
+    return SequenceSpec(spec.directory, spec.prefix, spec.suffix, spec.pad, files)
+
+
+def hash_pattern(spec: SequenceSpec) -> str:
+    """The sequence as the user would type it: /x/shot.####.exr (%d when unpadded)."""
+    token = "#" * spec.pad if spec.pad and spec.pad > 1 else "%d"
+    if spec.pad == 1:
+        token = "%01d"
+    return os.path.join(spec.directory, spec.prefix + token + spec.suffix)
+
+
 def find_sequences(directory: str) -> tuple[list[SequenceSpec], list[str]]:
     """All numbered image sequences in a folder, and the names of the other entries."""
     groups: dict[tuple[str, str], dict[str, str]] = {}
@@ -258,6 +295,12 @@ def _frame_label(number: int, path: str) -> str:
     return f"frame {number} ({path})"
 
 
+def _window_text(box) -> str:
+    """An EXR window as size and origin: '400x300 at 0,0 (0,0-399,299)'."""
+    x0, y0, x1, y1 = box
+    return f"{x1 - x0 + 1}x{y1 - y0 + 1} at {x0},{y0} ({x0},{y0}-{x1},{y1})"
+
+
 class SequenceFootage(Footage):
     """A numbered image sequence (or a single image)."""
 
@@ -271,10 +314,19 @@ class SequenceFootage(Footage):
         hold_missing: bool = False,
         colorspace: str = "auto",
         ocio: OcioConversion | None = None,
+        part: str | None = None,
+        view: str | None = None,
     ):
         self.spec = spec
         self._ocio = ocio
+        self._part, self._view = part, view
         pattern = spec.pattern
+        if (part is not None or view is not None) and spec.ext != "exr":
+            flag = "--part" if part is not None else "--view"
+            raise InputError(
+                f"{flag} chooses a part or view of a multi-part or multi-view EXR, but {pattern} is "
+                f"{spec.ext.upper()}; drop {flag}"
+            )
         if start_frame is not None and spec.pad is not None:
             log.warning(
                 "%s: start_frame %s ignored; image sequences keep the frame numbers of their file names",
@@ -315,6 +367,16 @@ class SequenceFootage(Footage):
                 "%s: missing frames %s are filled by repeating the previous frame (--hold-missing)",
                 pattern, format_frame_list(missing),
             )
+        whole = sequence_around(spec)
+        sequence_note = None
+        if whole is not None:
+            only = next(iter(files))
+            sequence_note = (
+                f"only frame {only}: {os.path.basename(spec.pattern)} is one file of "
+                f"{hash_pattern(whole)} (frames {format_frame_list(whole.files, limit=3)}, {len(whole.files)} files); "
+                "pass that pattern or the folder for the whole sequence"
+            )
+            log.warning("%s: %s", spec.pattern, sequence_note)
         existing = [n for n in range(first, last + 1) if n in files]
         if spec.ext == "exr":
             fields = self._probe_exr(existing, fps)
@@ -330,6 +392,7 @@ class SequenceFootage(Footage):
             colorspace=default_cs if colorspace == "auto" else colorspace,
             ocio_colorspace=ocio.colorspace if ocio else None,
             held_frames=tuple(missing),
+            sequence_note=sequence_note,
             **fields,
         )
 
@@ -339,8 +402,9 @@ class SequenceFootage(Footage):
         files = self.spec.files
         first = existing[0]
         header = read_exr_header(files[first])
-        layout = choose_layout(header, _frame_label(first, files[first]))
+        layout = choose_layout(header, _frame_label(first, files[first]), self._part, self._view)
         self._layout = layout
+        self._first_exr = first
         for n in existing[1:]:
             self._frame_layout(n, read_exr_header(files[n]))
         width, height = layout.size
@@ -354,6 +418,9 @@ class SequenceFootage(Footage):
             codec="exr",
             data_window=tuple(layout.data_window),
             display_window=tuple(layout.display_window),
+            part=(layout.part_name or str(layout.part_index)) if len(header.parts) > 1 else None,
+            view=layout.view,
+            picture=layout.description,
         )
 
     def _frame_layout(self, number: int, header) -> ExrLayout:
@@ -361,15 +428,23 @@ class SequenceFootage(Footage):
         ref = self._layout
         path = self.spec.files[number]
         label = _frame_label(number, path)
-        if ref.part_index >= len(header.parts):
+        index = ref.part_index
+        names = [p.name for p in header.parts]
+        if ref.part_name is not None and len(header.parts) > 1:
+            if ref.part_name not in names:
+                raise InputError(
+                    f"{label} has no part \"{ref.part_name}\" (its parts: {', '.join(str(n) for n in names)}), "
+                    f"which frame {self._first_exr} has; re-render it with the same parts"
+                )
+            index = names.index(ref.part_name)
+        if index >= len(header.parts):
             raise InputError(f"{label} has fewer image parts than the first frame; re-render it")
-        part = header.parts[ref.part_index]
+        part = header.parts[index]
         if part.display_window != ref.display_window:
-            x0, y0, x1, y1 = part.display_window
             raise InputError(
-                f"{label} is {x1 - x0 + 1}x{y1 - y0 + 1} but the sequence is "
-                f"{ref.size[0]}x{ref.size[1]} (display window differs); all frames must have the same "
-                "size: re-render it"
+                f"{label} has display window {_window_text(part.display_window)} but the sequence's is "
+                f"{_window_text(ref.display_window)} (frame {self._first_exr}); all frames must have the same "
+                "display window, size and origin: re-render it"
             )
         missing = [n for n in ref.names if n not in part.channels]
         if missing:
@@ -379,13 +454,16 @@ class SequenceFootage(Footage):
                 f"(found: {found}); re-render it with the same channels as the other frames"
             )
         return ExrLayout(
-            part_index=ref.part_index,
+            part_index=index,
             names=ref.names,
             pixel_type=ref.pixel_type,
             data_window=part.data_window,
             display_window=part.display_window,
             pixel_aspect=ref.pixel_aspect,
             fps=ref.fps,
+            part_name=ref.part_name,
+            view=ref.view,
+            description=ref.description,
         )
 
     def _probe_image(self, existing: list[int], fps: Fraction | None) -> dict:
@@ -480,20 +558,30 @@ class SequenceFootage(Footage):
         else:
             warned["suppressed"] += 1
 
-    def ffmpeg_args(self, start: int, count: int, width: int, height: int) -> tuple[list[str], Conversion]:
-        """ffmpeg command that decodes `count` files from frame `start`."""
+    def ffmpeg_args(
+        self, start: int, count: int, width: int, height: int, *, links: str | None = None, threads: int | None = None
+    ) -> tuple[list[str], Conversion]:
+        """ffmpeg command that decodes `count` files from frame `start`.
+
+        links: a folder of links frame.000000.EXT ... made by `link_run` (start is then ignored);
+        threads: decoder threads (None = ffmpeg's default).
+        """
         import ffmpeg
 
         spec = self.spec
         exe = find_ffmpeg()
-        if spec.single or spec.pad is None:
-            inp = ffmpeg.input("file:" + spec.files[start], f="image2", pattern_type="none")
+        opts = {} if threads is None else {"threads": threads}
+        if links is not None:
+            pattern = os.path.join(links.replace("%", "%%"), "frame.%06d" + _link_ext(spec))
+            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=0, **opts)
+        elif spec.single or spec.pad is None:
+            inp = ffmpeg.input("file:" + spec.files[start], f="image2", pattern_type="none", **opts)
         else:
             pattern = os.path.join(
                 spec.directory, spec.prefix.replace("%", "%%") + (f"%0{spec.pad}d" if spec.pad > 1 else "%d")
                 + spec.suffix.replace("%", "%%")
             )
-            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=start)
+            inp = ffmpeg.input("file:" + pattern, f="image2", pattern_type="sequence", start_number=start, **opts)
         stream, conv = add_conversion(inp["0"], self._probe, (self.info.width, self.info.height), (width, height), exe)
         sync = passthrough_args(exe)
         out = ffmpeg.output(stream, "pipe:", format="rawvideo", **{"frames:v": count, sync[0][1:]: sync[1]})
@@ -501,20 +589,83 @@ class SequenceFootage(Footage):
         args = out.global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-xerror").compile(cmd=exe)
         return args, conv
 
+    def _ends_at_gap(self, sources: list[int]) -> bool:
+        """True when ffmpeg's demuxer could read past the run into a missing file."""
+        files = self.spec.files
+        after = sources[-1] + 1
+        return not (self.spec.single or self.spec.pad is None) and after not in files and max(files) > after
+
     def _read_ffmpeg(self, sources: list[int], width: int, height: int) -> Iterator[np.ndarray]:
         info = self.info
         for n in sources:
             self._check_image_size(n)  # cheap; the scaler would silently resize a stray frame
-        status = RawStream()
-        args, conv = self.ffmpeg_args(sources[0], len(sources), width, height)
-        for frame in stream_frames(args, conv, len(sources), status):
-            yield to_display(frame, info.colorspace, self._ocio)
+        links = None
+        threads = None
+        if self._ends_at_gap(sources):
+            links = link_run([self.spec.files[n] for n in sources], _link_ext(self.spec))
+            if links is None:
+                threads = 1  # no read-ahead past the run's last file
+        try:
+            status = RawStream()
+            args, conv = self.ffmpeg_args(sources[0], len(sources), width, height, links=links, threads=threads)
+            for frame in stream_frames(args, conv, len(sources), status):
+                yield to_display(frame, info.colorspace, self._ocio)
+        finally:
+            if links is not None:
+                shutil.rmtree(links, ignore_errors=True)
         if status.frames < len(sources):
-            n = sources[status.frames]
+            n, reason = self._blame(sources[status.frames:])
+            if n is None:
+                n = sources[status.frames]
+                reason = (ffmpeg_reason(status.stderr, self.spec.files[n]) if status.stderr
+                          else f"ffmpeg exit status {status.returncode}")
             path = self.spec.files[n]
-            reason = ffmpeg_reason(status.stderr, path) if status.stderr else f"ffmpeg exit status {status.returncode}"
             raise InputError(
                 f"cannot decode {_frame_label(n, path)}: {reason}; the file may be truncated or damaged, "
                 "re-render it"
             )
 
+    def _blame(self, numbers: list[int]) -> tuple[int | None, str]:
+        """The first of `numbers` whose file ffmpeg cannot decode on its own, and ffmpeg's reason."""
+        exe = find_ffmpeg()
+        for n in numbers[:MAX_BLAME_CHECKS]:
+            path = self.spec.files[n]
+            if not os.path.isfile(path):
+                return n, "the file has disappeared"
+            cmd = [exe, "-hide_banner", "-nostdin", "-v", "error", "-xerror", "-f", "image2", "-pattern_type",
+                   "none", "-i", "file:" + path, "-frames:v", "1", "-f", "framecrc", "-"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+            except (OSError, subprocess.SubprocessError):
+                return None, ""
+            decoded = any(line and not line.startswith(b"#") for line in proc.stdout.splitlines())
+            if proc.returncode != 0 or not decoded:
+                err = proc.stderr.decode("utf-8", "replace")
+                return n, ffmpeg_reason(err, path) if err.strip() else f"ffmpeg exit status {proc.returncode}"
+        return None, ""
+
+
+def _link_ext(spec: SequenceSpec) -> str:
+    """Extension for linked frames: ffmpeg picks the image decoder from it."""
+    return "." + spec.ext
+
+
+def link_run(paths: list[str], ext: str) -> str | None:
+    """A temporary folder with links frame.000000EXT, frame.000001EXT, ... to `paths` (symbolic, else
+    hard links); None when the links cannot be made (the caller then decodes without read-ahead)."""
+    try:
+        folder = tempfile.mkdtemp(prefix="dvd-vfx-frames-")
+    except OSError:
+        return None
+    try:
+        for i, path in enumerate(paths):
+            link = os.path.join(folder, f"frame.{i:06d}{ext}")
+            try:
+                os.symlink(os.path.abspath(path), link)
+            except OSError:
+                os.link(path, link)  # Windows without the symlink privilege
+    except OSError as exc:
+        log.debug("cannot link frames into %s (%s); decoding with one thread", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return folder

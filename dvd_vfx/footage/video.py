@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -16,6 +17,7 @@ from .ffmpeg_tools import (
     RawStream,
     ffmpeg_reason,
     add_conversion,
+    count_readable_frames,
     ffmpeg_input_name,
     find_ffmpeg,
     passthrough_args,
@@ -73,8 +75,19 @@ class VideoFootage(Footage):
             codec=probe.codec,
             ocio_colorspace=ocio.colorspace if ocio else None,
             color_matrix=probe.color_matrix,
+            color_matrix_note=probe.color_matrix_note,
             color_range=None if probe.is_rgb else ("pc" if probe.full_range else "tv"),
         )
+
+    def check_length(self) -> FootageInfo:
+        """Check that the frames the container announces are in the file (cheap; `dvd-vfx info`).
+
+        A truncated file gets info.readable_frames: the frames whose data is there.
+        """
+        readable = count_readable_frames(self._probe)
+        if readable is not None:
+            self.info = dataclasses.replace(self.info, readable_frames=readable)
+        return self.info
 
     def ffmpeg_args(self, width: int, height: int, first: int, last: int) -> tuple[list[str], Conversion]:
         """The ffmpeg command line that streams frames first..last at width x height."""
