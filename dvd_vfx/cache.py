@@ -109,7 +109,7 @@ def source_fingerprint(info, frame_numbers: list[int]) -> dict:
     else:
         files = []
         for n in frame_numbers:
-            path = info.path % n
+            path = info.frame_file(n)
             try:
                 st = os.stat(path)
                 files.append(path)

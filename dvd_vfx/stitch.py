@@ -71,6 +71,20 @@ class OverlapSamples:
         return int(self.xi.shape[0])
 
 
+def _unsaturated(x: np.ndarray, saturation: float) -> tuple[float, float]:
+    """The open interval of values that carry affine information: (saturation, 1 - saturation)
+    for a prediction in [0, 1] (DVD clamps to it); for a plugin's prediction in any affine (the
+    predictor contract), the same fraction inside its own finite range."""
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return 0.0, 0.0  # nothing is valid
+    x_min, x_max = float(finite.min()), float(finite.max())
+    if 0.0 <= x_min and x_max <= 1.0:
+        return saturation, 1.0 - saturation
+    margin = saturation * (x_max - x_min)
+    return x_min + margin, x_max - margin
+
+
 def overlap_samples(
     pred_i: np.ndarray,
     pred_j: np.ndarray,
@@ -81,9 +95,10 @@ def overlap_samples(
     """A bounded, deterministic sample of pixel pairs from two windows' shared frames.
 
     ``pred_i`` and ``pred_j`` are the two windows' predictions of the *same* shot frames
-    (``[T, h, w]``, same shape, values in [0, 1]). A pair is kept only when both values are
+    (``[T, h, w]``, same shape; DVD's values are in [0, 1]). A pair is kept only when both values are
     finite and strictly inside ``(saturation, 1 - saturation)``: values at the ends of [0, 1]
-    were clamped by the model and carry no affine information. When more than ``max_samples``
+    were clamped by the model and carry no affine information (a window outside [0, 1], from a
+    plugin predictor of any affine, uses the same fraction of its own range). When more than ``max_samples``
     pairs remain, ``max_samples`` of them are drawn uniformly without replacement with a fixed
     ``seed`` (same inputs -> same sample), in their original pixel order.
 
@@ -100,9 +115,10 @@ def overlap_samples(
         raise ValueError(f"saturation={saturation} must be in [0, 0.5)")
     a = a.reshape(-1)
     b = b.reshape(-1)
-    lo, hi = saturation, 1.0 - saturation
     # NaN compares False, so non-finite values drop out here as well.
-    valid = (a > lo) & (a < hi) & (b > lo) & (b < hi)
+    lo_a, hi_a = _unsaturated(a, saturation)
+    lo_b, hi_b = _unsaturated(b, saturation)
+    valid = (a > lo_a) & (a < hi_a) & (b > lo_b) & (b < hi_b)
     idx = np.flatnonzero(valid)
     n_valid = int(idx.size)
     if n_valid > max_samples:

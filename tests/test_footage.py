@@ -943,6 +943,25 @@ def test_single_exr_renders_without_the_extension_in_the_name(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Desk.depth.0001.exr"]
 
 
+def test_single_image_and_percent_folders_render_through_the_cache(tmp_path):
+    """The cache fingerprints a single image (no frame token) and sequences in a folder named with a
+    '%' (the frame token is in the file name only)."""
+    from dvd_vfx.cache import ShotCache
+
+    xx, yy = np.meshgrid(np.linspace(0, 1, 40), np.linspace(0, 1, 24))
+    rgb = np.stack([xx, yy, np.full_like(xx, 0.5)], axis=2).astype(np.float16)
+    write_exr_rgb(tmp_path / "Desk.exr", rgb)
+    cache = ShotCache(tmp_path / "cache")
+    assert render(tmp_path / "Desk.exr", tmp_path / "out", cache=cache).cache == "miss"
+    assert render(tmp_path / "Desk.exr", tmp_path / "out", cache=cache).cache == "hit"
+    folder = tmp_path / "100%_v2"
+    folder.mkdir()
+    for n in (1, 2, 3):
+        write_exr_rgb(folder / f"sh.{n:04d}.exr", rgb)
+    result = render(folder / "sh.####.exr", tmp_path / "out2", cache=cache)
+    assert result.cache == "miss" and result.frame_count == 3
+
+
 def test_display_window_mismatch_shows_both_windows(exr_seq):
     d, _ = exr_seq
     same_size = np.zeros((4, 8, 3), np.float16)  # 8x4 like the others, but moved 2 pixels right

@@ -38,7 +38,20 @@ AFFINE_PLUGIN = '''
     @hookimpl
     def dvd_vfx_register_predictors():
         return [PredictorFactory("metric", lambda settings: Affine("metric", 1.0e5, 5.0e4), "1e5-1.5e5"),
-                PredictorFactory("narrow", lambda settings: Affine("narrow", 1000.0, 10.0), "1000-1010")]
+                PredictorFactory("narrow", lambda settings: Affine("narrow", 1000.0, 10.0), "1000-1010"),
+                PredictorFactory("drifting", lambda settings: Drifting(), "another affine in every window")]
+
+
+    class Drifting(Affine):
+        """Each window in its own affine, far from [0, 1]: what the stitch exists to undo."""
+
+        def __init__(self):
+            super().__init__("drifting", 1000.0, 10.0)
+            self.calls = 0
+
+        def predict(self, frames):
+            k, self.calls = self.calls, self.calls + 1
+            return (frames.mean(axis=-1) * 10.0 * (1 + 0.3 * k) + 1000.0 + 5.0 * k).astype(np.float32)
 '''
 
 
@@ -169,3 +182,14 @@ def test_plugin_values_far_outside_0_1_give_the_float32_pass(tmp_path, monkeypat
         np.testing.assert_allclose(got[name], truth[name], rtol=0, atol=1e-4, err_msg=name)
     assert _render(tmp_path, predictor, tmp_path / "again").keys() == got.keys()  # from the cache
 
+
+
+def test_windows_in_their_own_affine_outside_0_1_are_stitched(tmp_path):
+    """The stitch fits overlaps inside each window's own range (not DVD's [0, 1]): a predictor whose
+    every window has another scale and shift gives the pass of one consistent affine."""
+    write_plugin(tmp_path / "plugins", "affine", AFFINE_PLUGIN)
+    drifting = _render(tmp_path, "drifting", tmp_path / "drifting")
+    consistent = _render(tmp_path, "narrow", tmp_path / "consistent")
+    assert len(drifting) == 13
+    for name in drifting:
+        np.testing.assert_allclose(drifting[name], consistent[name], rtol=0, atol=2e-3, err_msg=name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -60,6 +61,15 @@ class FootageInfo:
     view: str | None = None  # multi-view EXR: the view read
     picture: str | None = None  # EXR: which part/view/channels make the picture, when there is a choice
     readable_frames: int | None = None  # movie checked by check_length: frames really in a truncated file
+
+    def frame_file(self, number: int) -> str:
+        """A sequence's file of frame `number` (printf token in the file name only, so a folder named
+        `100%` is fine); the file itself for a single unnumbered image."""
+        folder, name = os.path.split(self.path)
+        try:
+            return os.path.join(folder, name % number)
+        except (TypeError, ValueError):  # no frame token: one image
+            return self.path
 
     @property
     def frame_count(self) -> int:
