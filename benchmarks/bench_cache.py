@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import InstantPredictor, make_clip  # noqa: E402
 
 from dvd_vfx.cache import ShotCache  # noqa: E402
-from dvd_vfx.engine import RenderOptions, render_shot  # noqa: E402
+from dvd_vfx.render import RenderOptions, render_shot  # noqa: E402
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ OPTS = dict(resolution=64, window=9, overlap=4)
 ONE_PROCESS = """
 import sys, time
 from pathlib import Path
-from dvd_vfx.engine import RenderOptions, render_shot
+from dvd_vfx.render import RenderOptions, render_shot
 from dvd_vfx.model.predictor import DVDPredictor
 t0 = time.perf_counter()
 predictor = DVDPredictor(sys.argv[1], device="cpu")
@@ -67,11 +67,12 @@ def one_process(weights: Path, plates: list[Path], out: Path, threads: int | Non
 
 
 def farm_run(cluster: LocalRayCluster, weights: Path, plates: list[Path], out: Path, cache: Path, k: int) -> dict:
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
     from dvd_vfx.farm.plan import plan_shot
     from dvd_vfx.farm.plan import task_model
     from dvd_vfx.farm.ray_runner import FarmSettings, RayFarm, import_ray
-    from dvd_vfx.plugins import Engine, ModelSettings
+    from dvd_vfx.engine import Engine
+    from dvd_vfx.plugins import ModelSettings
 
     os.environ.update(RAY_ENV)
     options = RenderOptions(out_dir=out, **OPTS)

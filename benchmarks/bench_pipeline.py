@@ -44,7 +44,7 @@ class InstantPredictor:
 
 
 def _child(args) -> None:
-    from dvd_vfx.engine import RenderOptions, render_shot
+    from dvd_vfx.render import RenderOptions, render_shot
 
     if args.predictor == "tiny":
         from dvd_vfx.model.predictor import DVDPredictor

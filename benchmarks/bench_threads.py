@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["SOURCE_DATE_EPOCH"] = "1700000000"
 
-    from dvd_vfx.engine import RenderOptions, render_shot
+    from dvd_vfx.render import RenderOptions, render_shot
     from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg
     from dvd_vfx.model.predictor import DVDPredictor
     from dvd_vfx.model.tiny import write_tiny_weights

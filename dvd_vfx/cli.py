@@ -249,7 +249,7 @@ def _parse_fps(text):
 
 def _engine(args):
     """One Engine (one PluginManager) per command."""
-    from dvd_vfx.plugins import Engine
+    from dvd_vfx.engine import Engine
 
     engine = getattr(args, "_engine", None)
     if engine is None:
@@ -300,7 +300,7 @@ def _split_args(args) -> dict:
 
 
 def _render_options(args):
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
     from dvd_vfx.footage import parse_frame_range
 
     fps = _parse_fps(args.fps)

@@ -38,7 +38,7 @@ def sample_shot(folder: Path, *, frames: int = 24, size: str = "320x180") -> Pat
 def run(args, *, make_predictor, run_render) -> int:
     import platformdirs
 
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
 
     work = Path(platformdirs.user_cache_dir("dvd-vfx", appauthor=False)) / "demo"
     plate = sample_shot(work)

@@ -1,481 +1,118 @@
-"""render_shot(): footage in, windowed prediction, ONE global scale per shot, EXR depth passes out.
+"""The Engine: what hosts and the command line drive. Plugins (dvd_vfx.plugins) plus jobs.
 
-The narrative (ARCHITECTURE.md, "Data flow of one shot"):
-  1. probe the footage and validate everything before any output exists
-  2. plan the working resolution and the windows
-  3. open the shot's cache entry (or a private temp store)
-  4. predict the windows not cached yet (frames stream; raw predictions go to the store)
-  5. solve every window's affine jointly from bounded overlap samples
-  6. one pass over the stitched shot for its robust 2nd/98th percentiles
-  7. a second pass: normalise with the shot's numbers, convert, upsample, write (atomic per shot)
-Memory does not grow with shot length: at most one window of frames and one stitched frame
-(plus bounded samples) are held; predictions are re-read from the store.
+``Engine.render`` runs dvd_vfx.render.render_shot with the hooks firing: progress ->
+dvd_vfx_job_progress, should_cancel -> dvd_vfx_should_cancel, plus job_started / job_log /
+pass_written / job_finished / job_failed. ``Engine.subprocess_job`` runs the render in another
+Python (dvd_vfx.jobs.SubprocessJob) and replays its events as the same hooks here. Importing
+this module does not import torch or numpy (hosts import it); the render is imported when used.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 import os
-import re
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
+import threading
+from collections.abc import Callable
 
-import numpy as np
-
-from dvd_vfx import __version__, stitch, threads
-from dvd_vfx.cache import ShotCache, WindowStore, cache_key, nonfinite_count, source_fingerprint
-from dvd_vfx.errors import Cancelled, InputError, PredictionError
-from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
+from dvd_vfx.errors import Cancelled, DvdError, PluginError
+from dvd_vfx.jobs import Job, JobResult, PassInfo, jsonable, new_job_id
+from dvd_vfx.plugins import ModelSettings, Plugins, plugin_error
 
 log = logging.getLogger("dvd_vfx.engine")
 
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
-MODES = ("depth", "disparity")
-UPSAMPLE_METHODS = ("bilinear", "guided")
+
+class _JobLogHandler(logging.Handler):
+    """Engine warnings of the job's thread -> dvd_vfx_job_log."""
+
+    def __init__(self, engine: "Engine", job: Job):
+        super().__init__(level=logging.WARNING)
+        self.engine, self.job, self.thread = engine, job, threading.get_ident()
+        self.error: DvdError | None = None
+        self._busy = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread or self._busy or record.name.startswith("dvd_vfx.plugins"):
+            return
+        self._busy = True
+        try:
+            self.engine.call("dvd_vfx_job_log", job=self.job, level=record.levelname.lower(),
+                             message=record.getMessage())
+        except DvdError as exc:
+            self.error = self.error or exc
+        finally:
+            self._busy = False
 
 
-@dataclass
-class RenderOptions:
-    """Everything that shapes one render. Near/far/mode/format do not change the predictions."""
+class Engine(Plugins):
+    """The engine as hosts use it: its own PluginManager (see Plugins), predictors from plugins,
+    hook-driven jobs."""
 
-    out_dir: Path
-    shot: str | None = None  # output name; default: the source's name
-    frames: tuple[int, int] | None = None  # inclusive source frame range
-    start_frame: int | None = None  # first frame number of a movie (default 1)
-    resolution: int = 480  # working short side
-    window: int = 81
-    overlap: int = 21
-    mode: str = "depth"
-    near: float = 1.0
-    far: float = 100.0
-    invert: bool = False
-    clamp: bool = True  # disparity mode: False keeps the shot's 2% tails outside 0..1 (evaluation)
-    upsample: str = "bilinear"
-    compression: str = "zip"
-    preview: bool = False
-    hold_missing: bool = False
-    colorspace: str = "auto"
-    ocio_colorspace: str | None = None
-    part: str | None = None  # multi-part EXR: part name or number (default: the first with a picture)
-    view: str | None = None  # multi-view EXR: view (default: the default view)
-    fps: Fraction | None = None
-    threads: int | None = None  # torch CPU threads while predicting (None: torch's default); see threads.py
-    replace: bool = False  # frames of this shot from another render in out_dir are removed, not refused
+    # -- jobs ----------------------------------------------------------------------------------
+    def render(self, source, options, predictor: str | object = "dvd", *, model: ModelSettings | None = None,
+               job_id: str | None = None, on_predictor: Callable[[object], None] | None = None, **render_kwargs):
+        """Render one shot with hooks firing; returns dvd_vfx.render.RenderResult.
 
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.upsample not in UPSAMPLE_METHODS:
-            raise InputError(f"--upsample {self.upsample!r} is not one of {', '.join(UPSAMPLE_METHODS)}")
-        if not self.clamp and self.mode != "disparity":
-            raise InputError("--no-clamp applies to --mode disparity only (depth maps the shot to near..far)")
-        if self.mode == "depth" and not (0 < self.near < self.far):
-            raise InputError(f"--near {self.near} / --far {self.far}: need 0 < near < far (scene units)")
-        if self.resolution < 16:
-            raise InputError(f"--resolution {self.resolution}: the working short side must be at least 16")
-        plan_windows(1, self.window, self.overlap)  # validates window (4n+1) and overlap
-        threads.check(self.threads)
+        predictor: a registered name (built inside the job from `model`) or a predictor object.
+        render_kwargs go to render_shot unchanged (e.g. cache=...). Raises what render_shot
+        raises; a plugin's unexpected exception becomes a PluginError naming it.
+        """
+        from dvd_vfx.render import render_shot
 
+        resolved = self.resolve_footage(source)
+        name = predictor if isinstance(predictor, str) else getattr(predictor, "name", type(predictor).__name__)
+        job = Job(id=job_id or new_job_id(), source=os.fspath(resolved) if isinstance(resolved, os.PathLike)
+                  else str(resolved), out_dir=os.fspath(options.out_dir), shot=options.shot, predictor=str(name),
+                  options=jsonable(dataclasses.asdict(options)))
+        logs = _JobLogHandler(self, job)
+        logging.getLogger("dvd_vfx").addHandler(logs)
+        try:
+            self.call("dvd_vfx_job_started", job=job)
+            model_predictor = self.make_predictor(predictor, model) if isinstance(predictor, str) else predictor
+            if on_predictor is not None:
+                on_predictor(model_predictor)
+            result = render_shot(
+                resolved, options, model_predictor,
+                progress=lambda stage, done, total: self.call("dvd_vfx_job_progress", job=job, stage=stage,
+                                                              done=done, total=total),
+                should_cancel=lambda: self.should_cancel(job), **render_kwargs)
+            if logs.error is not None:
+                raise logs.error
+            logging.getLogger("dvd_vfx").removeHandler(logs)
+            for path in result.paths:
+                self.call("dvd_vfx_pass_written", job=job, pass_info=PassInfo.from_path(path, shot=result.shot))
+            self.call("dvd_vfx_job_finished", job=job, result=JobResult.from_render(result))
+        except BaseException as exc:
+            logging.getLogger("dvd_vfx").removeHandler(logs)
+            error = self._job_error(exc)
+            try:
+                self.call("dvd_vfx_job_failed", job=job, error=error)
+            except DvdError as hook_exc:
+                log.warning("%s", hook_exc)
+            if error is exc or isinstance(exc, KeyboardInterrupt) or not isinstance(error, PluginError):
+                raise
+            raise error from exc
+        return result
 
-@dataclass
-class RenderResult:
-    out_dir: Path
-    shot: str
-    pattern: str  # e.g. /out/shot.depth.####.exr
-    frame_numbers: tuple[int, int]
-    paths: list[Path]
-    seconds: float
-    working_size: tuple[int, int]
-    plate_size: tuple[int, int]
-    windows: int
-    percentiles: tuple[float, float]
-    scales: list[float]
-    shifts: list[float]
-    mode: str
-    near: float | None
-    far: float | None
-    predictor_calls: int = 0
-    cache: str = "off"  # off | miss | partial | hit
-    cache_key: str | None = None
-    timings: dict = field(default_factory=dict)
+    def should_cancel(self, job: Job) -> bool:
+        return job.cancel_requested or bool(self.call("dvd_vfx_should_cancel", job=job))
 
-    @property
-    def frame_count(self) -> int:
-        return len(self.paths)
+    def _job_error(self, exc: BaseException) -> DvdError:
+        if isinstance(exc, DvdError):
+            return exc
+        if isinstance(exc, KeyboardInterrupt):
+            return Cancelled("interrupted; finished windows are kept")
+        if isinstance(exc, Exception):
+            found = plugin_error(self.pm, exc, "the render")
+            if found is not None:
+                return found
+        return DvdError(f"unexpected {type(exc).__name__}: {exc}".splitlines()[0])
 
-    @property
-    def fps(self) -> float:
-        return self.frame_count / self.seconds if self.seconds > 0 else 0.0
+    def subprocess_job(self, *, python=None, args, **kwargs):
+        """A SubprocessJob whose events replay into this Engine's hooks."""
+        from dvd_vfx.jobs import SubprocessJob
+
+        return SubprocessJob(python=python, args=args, pm=self.pm, **kwargs)
 
 
-@dataclass(frozen=True)
-class ShotLayout:
-    """What a render of one shot will do, known from the probe alone (no frame decoded)."""
-
-    shot: str
-    numbers: list[int]  # source frame numbers rendered
-    frame_range: tuple[int, int]
-    working_size: tuple[int, int]
-    windows: list[Window]
-
-
-def shot_layout(info, options: RenderOptions) -> ShotLayout:
-    """The frames, working size and window plan render_shot uses for probed footage `info`.
-
-    Farm planners split a shot with this, so their tasks address exactly the engine's windows.
-    """
-    numbers = list(info.frame_numbers)
-    if options.frames is not None:
-        first, last = options.frames
-        if first > last or first < info.first_frame or last > info.last_frame:
-            raise InputError(f"{info.source}: frame range {first}-{last} is outside the source's frames "
-                             f"{info.first_frame}-{info.last_frame}; pass --frames within that range")
-        numbers = [n for n in numbers if first <= n <= last]
-    par = float(info.pixel_aspect or 1)
-    size = working_size(max(1, round(info.width * par)), info.height, options.resolution)
-    return ShotLayout(shot=options.shot or _default_shot_name(info), numbers=numbers,
-                      frame_range=(numbers[0], numbers[-1]), working_size=size,
-                      windows=plan_windows(len(numbers), options.window, options.overlap))
-
-
-def _default_shot_name(info) -> str:
-    """The source's file name without folder, extension and frame number.
-
-    plate.mov -> plate; sh010.%04d.exr -> sh010; Desk.exr -> Desk; one file of a sequence,
-    singlepart.0003.exr (frame 3) -> singlepart.
-    """
-    file_name = name = Path(info.path).name
-    for token in ("%", "#", "@"):
-        name = name.split(token)[0]
-    if info.kind == "video":
-        name = name.rsplit(".", 1)[0]
-    elif name == file_name:  # one image file, no frame-number token: drop the extension and frame number
-        name = name.rsplit(".", 1)[0]
-        m = re.search(r"(?:^|[._-])(\d+)$", name)  # (not a version number like v002)
-        if m and len(info.frame_numbers) == 1 and int(m.group(1)) == info.frame_numbers[0]:
-            name = name[: m.start()]
-    stem = name.rstrip("._- ")
-    return stem or "shot"
-
-
-def _window_frames(frames: Iterator[tuple[int, np.ndarray]], plan: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
-    """Group a frame stream into padded model windows.
-
-    Each window is filled in place in one array; the frames it shares with the next window are
-    copied over, so at most one window (plus the shared frames) is held at a time.
-    """
-    prev: tuple[Window, np.ndarray] | None = None
-    for w in plan:
-        block = None
-        filled = w.start
-        if prev is not None:
-            pw, parr = prev
-            shared = max(0, pw.stop - w.start)
-            if shared:
-                block = np.empty((w.length, *parr.shape[1:]), dtype=np.float32)
-                block[:shared] = parr[w.start - pw.start:pw.stop - pw.start]
-                filled = w.start + shared
-            prev = None
-            del parr
-        while filled < w.stop:
-            _, frame = next(frames)
-            if block is None:
-                block = np.empty((w.length, *frame.shape), dtype=np.float32)
-            block[filled - w.start] = frame
-            filled += 1
-        block[w.n_real:] = block[w.n_real - 1]  # padding repeats the last real frame
-        yield w, block
-        prev = (w, block)
-        del block
-
-
-def _digest(fields: dict) -> str:
-    """A short stable id of JSON-able fields (floats by repr: exact)."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _describe_pass(attrs: dict) -> str:
-    if not attrs.get("setupId"):
-        return "written without a pass id: another tool or an older dvd-vfx"
-    values = (f"depth {float(attrs['near']):g}..{float(attrs['far']):g}" if attrs.get("mode") == "depth"
-              else "disparity")
-    return f"{values}, normalised over frames {attrs.get('normalisedFrames', '?')}"
-
-
-def _one_normalisation(writer, writing: list[int], id_key: str, ours: dict, options: RenderOptions) -> list[int]:
-    """The frames of this shot in the output folder that another render wrote (another `id_key`):
-    refused (InputError, nothing written), or with `--replace` returned to be removed at the commit."""
-    from dvd_vfx.passes.exr import foreign_frames
-
-    foreign = foreign_frames(writer.out_dir, writer.shot, writing, id_key, ours[id_key])
-    if not foreign or options.replace:
-        return sorted(foreign)
-    numbers = sorted(foreign)
-    raise InputError(
-        f"{writer.out_dir} already holds frames {_spans(numbers)} of shot {writer.shot!r} from another render "
-        f"({_describe_pass(foreign[numbers[0]])}); writing frames {_spans(writing)} ({_describe_pass(ours)}) "
-        "beside them would mix two normalisations in one folder. Render the whole shot again (from the cache: "
-        "no model call), or update frames under that pass's own numbers with --write-frames A-B and its flags, "
-        f"or add --replace to make this render the shot's only pass (frames {_spans(numbers)} are removed), "
-        "or write to another -o")
-
-
-def _spans(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5'."""
-    out, start = [], indices[0]
-    for a, b in zip(indices, indices[1:] + [None]):
-        if b != a + 1:
-            out.append(f"{start}-{a}" if a != start else f"{a}")
-            start = b
-    return ", ".join(out)
-
-
-def _check_finite(pred: np.ndarray, w: Window, numbers: list[int], predictor: str, identity: dict) -> None:
-    """PredictionError naming the window when its prediction holds NaN/inf: nothing gets cached for it."""
-    bad = nonfinite_count(pred)
-    if not bad:
-        return
-    dtype = identity.get("dtype")
-    hint = ("try --dtype bf16 or fp32 (float16 overflows)" if dtype == "float16"
-            else f"try another --dtype (now {dtype})" if dtype else "try another --dtype")
-    if predictor != "dvd":
-        hint += f", or check the predictor plugin {predictor!r} (`dvd-vfx plugins` shows where it comes from)"
-    raise PredictionError(f"predictor {predictor!r} returned {bad} NaN/inf values of {pred.size} for window "
-                          f"{w.index} (source frames {numbers[w.start]}-{numbers[w.start + w.n_real - 1]}); "
-                          f"nothing was cached for it; {hint}")
-
-
-def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
-                should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None,
-                only_windows: tuple[int, int] | None = None, assemble: bool = False,
-                write_frames: tuple[int, int] | None = None) -> RenderResult:
-    """Render one shot's depth pass. Raises InputError/WeightsError/PredictionError/Cancelled; leaves no partial output.
-
-    With a `cache`, raw window predictions are kept per shot: a re-render with other near/far,
-    mode or format runs no predictor call, and a killed render resumes from its finished windows.
-
-    Split rendering (the cache is the shared state): `only_windows=(a, b)` predicts just windows
-    a..b into the cache and writes no pass; `assemble=True` requires every window cached and
-    writes the pass; `write_frames=(x, y)` writes only those source frames of the pass. Any split
-    gives the same files as one render: the stitch is solved once and kept in the manifest.
-    """
-    from dvd_vfx.footage import open_footage
-    from dvd_vfx.passes.exr import DepthPassWriter, pass_filename
-    from dvd_vfx.passes.upsample import upsample
-
-    t_start = time.perf_counter()
-    progress = progress or (lambda stage, done, total: None)
-
-    def check_cancel():
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("render cancelled; finished windows are kept")
-
-    # 1. Probe and validate before any output exists
-    options.validate()
-    footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
-                           hold_missing=options.hold_missing, colorspace=options.colorspace,
-                           ocio_colorspace=options.ocio_colorspace, part=options.part, view=options.view)
-    info = footage.info
-    # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
-    layout = shot_layout(info, options)
-    numbers, frame_range, shot, plan = layout.numbers, layout.frame_range, layout.shot, layout.windows
-    par = float(info.pixel_aspect or 1)
-    work_w, work_h = layout.working_size
-    identity = predictor.identity()
-    if only_windows is not None and not (0 <= only_windows[0] <= only_windows[1] < len(plan)):
-        raise InputError(f"--only-windows {only_windows[0]}-{only_windows[1]}: this shot has windows 0-{len(plan) - 1}")
-    if write_frames is not None:
-        if not (frame_range[0] <= write_frames[0] <= write_frames[1] <= frame_range[1]):
-            raise InputError(f"--write-frames {write_frames[0]}-{write_frames[1]} is outside the shot's frames "
-                             f"{frame_range[0]}-{frame_range[1]}")
-    if (only_windows is not None or assemble) and (cache is None or not cache.writable()):
-        raise InputError("--only-windows / --assemble share windows through the cache; drop --no-cache and use a "
-                         "writable --cache-dir that every part can reach")
-
-    attributes = {
-        "version": __version__, "mode": options.mode, "invert": int(options.invert),
-        "clamp": int(options.clamp),
-        "window": options.window, "overlap": options.overlap, "workingSize": f"{work_w}x{work_h}",
-        "predictor": identity.get("predictor", getattr(predictor, "name", "?")),
-        "modelId": identity.get("model_id", "?"), "weightsSha256": identity.get("weights_sha256", "?"),
-        "source": str(info.path), "upsample": options.upsample,
-    }
-    if info.color_matrix:  # YCbCr sources: the matrix their RGB was made with
-        attributes["colorMatrix"] = info.color_matrix
-    if options.mode == "depth":
-        attributes.update(near=float(options.near), far=float(options.far))
-    # One normalisation per shot in a folder: the frames that define it, and the ids that tell one
-    # pass of the shot from another (setupId: known before predicting; passId: with the stitch)
-    attributes["normalisedFrames"] = f"{frame_range[0]}-{frame_range[1]}"
-    attributes["setupId"] = _digest(attributes)
-    writing = [n for n in numbers if write_frames is None or write_frames[0] <= n <= write_frames[1]]
-    writer = None if only_windows is not None else DepthPassWriter(
-        options.out_dir, shot, fps=info.fps, attributes=attributes, compression=options.compression,
-        preview=options.preview, pixel_aspect=par, display_window=info.display_window,
-        workers=max(2, min(8, os.cpu_count() or 2)))
-    # 3. The window store: the shot's cache entry (locked: exclusively for a whole render, shared
-    #    by the parts of a split render so they run at once), or a private temp folder
-    store, key, status = None, None, "off"
-    if cache is not None and cache.writable():
-        params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
-                  "colorspace": options.colorspace, "ocio": options.ocio_colorspace,
-                  "hold_missing": options.hold_missing}
-        for name in ("part", "view"):  # only when chosen: the keys of existing cache entries stay valid
-            if getattr(options, name) is not None:
-                params[name] = str(getattr(options, name))
-        source_id = source_fingerprint(info, numbers)
-        key = cache_key(source_id, identity, params)
-        store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),
-                                 "frames": list(frame_range), "plan": [[w.start, w.stop, w.length] for w in plan],
-                                 "identity": identity, "params": params, "fps": str(info.fps),
-                                 "plate_size": [info.width, info.height]},
-                           shared=only_windows is not None or assemble)
-    if store is None:
-        # windows of an uncached render live beside the pass being written: /tmp is often RAM
-        # (tmpfs), and memory must not grow with shot length
-        store = WindowStore(writer.scratch("windows") if writer is not None
-                            else Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
-    timings = {}
-    calls = 0
-    complete = False
-    frames = guides = None
-    try:
-        if writer is not None:  # fail before any work when the folder holds another pass of the shot
-            _one_normalisation(writer, writing, "setupId", attributes, options)
-        # 4. Predict window by window (skipping cached ones); decode only if something is missing
-        t0 = time.perf_counter()
-        cached = [w.index for w in plan if store.has(w.index)]
-        if key is not None:
-            status = "hit" if len(cached) == len(plan) else "partial" if cached else "miss"
-        wanted = set(range(only_windows[0], only_windows[1] + 1)) if only_windows else set(range(len(plan)))
-        missing = sorted(wanted - set(cached))
-        if assemble and missing:
-            raise InputError(f"--assemble: windows {_spans(missing)} of {len(plan)} are not in the cache {cache.root}; "
-                             "render them first with --only-windows")
-        progress("predict", len(cached), len(plan))
-        if missing:
-            # decode from the first missing window on (a part of a split render late in a long
-            # shot does not decode the shot's start)
-            first = plan[missing[0]]
-            frames = footage.read(size=(work_w, work_h), frames=(numbers[first.start], frame_range[1]))
-            to_predict = set(missing)
-            with threads.pinned(options.threads) as n_threads:
-                for w, window_frames in _window_frames(frames, plan[missing[0]:]):
-                    check_cancel()
-                    if w.index > missing[-1]:
-                        break  # nothing left to predict in this part
-                    if w.index not in to_predict:
-                        continue
-                    t_window = time.perf_counter()
-                    pred = predictor.predict(window_frames)
-                    calls += 1
-                    if pred.shape != (w.length, work_h, work_w):
-                        raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
-                                         f"window of {(w.length, work_h, work_w)}")
-                    _check_finite(pred[: w.n_real], w, numbers, attributes["predictor"], identity)
-                    store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
-                    progress("predict", len(cached) + calls, len(plan))
-        timings["predict_s"] = time.perf_counter() - t0
-        if only_windows is not None:  # a part of a split render: windows only, no pass
-            return RenderResult(
-                out_dir=Path(options.out_dir), shot=shot, pattern="", frame_numbers=frame_range, paths=[],
-                seconds=time.perf_counter() - t_start, working_size=(work_w, work_h),
-                plate_size=(info.width, info.height), windows=len(plan), percentiles=(float("nan"), float("nan")),
-                scales=[], shifts=[], mode=options.mode, near=None, far=None, predictor_calls=calls,
-                cache=status, cache_key=key, timings=timings)
-
-        # 5-6. The stitch, solved once per cache entry: the first part of a split render solves it
-        #      under the entry's stitch lock, the other parts wait and read its numbers
-        def stitched(index: int) -> np.ndarray:
-            contrib = stitch.frame_contributions(plan, index)
-            store.release_before(contrib[0][0])
-            return stitch.stitch_frame(contrib, lambda k, t: store.get(k)[t], scales, shifts)
-
-        with store.stitch_lock():
-            # 5. Joint affines from bounded overlap samples (all read back from the store)
-            saved = store.stitch()
-            if saved is not None:
-                scales, shifts = np.array(saved["scales"]), np.array(saved["shifts"])
-            else:
-                samples = []
-                for i, j, lo, hi in overlap_pairs(plan):
-                    a, b = plan[i], plan[j]
-                    samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
-                                                                 store.get(j)[lo - b.start:hi - b.start])))
-                    store.release_before(i)
-                scales, shifts = stitch.solve_affines(len(plan), samples)
-
-            # 6. Shot-global percentiles (one pass, bounded sample)
-            t0 = time.perf_counter()
-            if saved is not None:
-                p_lo, p_hi = saved["percentiles"]
-                progress("stitch", len(numbers), len(numbers))
-            else:
-                acc = stitch.PercentileAccumulator(2.0, 98.0)
-                for index in range(len(numbers)):
-                    check_cancel()
-                    acc.add(stitched(index))
-                    progress("stitch", index + 1, len(numbers))
-                p_lo, p_hi = acc.result()
-                store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
-                                  percentiles=[float(p_lo), float(p_hi)])
-            timings["stitch_s"] = time.perf_counter() - t0
-
-        # 7. Normalise, convert, upsample, write
-        t0 = time.perf_counter()
-        guides = footage.read(size=None, frames=write_frames or frame_range) if options.upsample == "guided" else None
-        frame_attrs_common = {"percentiles": [float(p_lo), float(p_hi)],
-                              "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)],
-                              "threads": threads.describe(store.threads(w.index) for w in plan)}
-        pass_id = _digest({"setupId": attributes["setupId"], "percentiles": frame_attrs_common["percentiles"],
-                           "affines": frame_attrs_common["affines"]})
-        frame_attrs_common["passId"] = pass_id
-        foreign = _one_normalisation(writer, writing, "passId", {**attributes, "passId": pass_id}, options)
-        for index, number in enumerate(numbers):
-            if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
-                continue
-            check_cancel()
-            d = stitch.normalise(stitched(index), p_lo, p_hi, clip=options.clamp)
-            if options.invert:
-                d = 1.0 - d
-            guide = next(guides)[1] if guides is not None else None
-            d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)
-            if options.clamp:
-                d_plate = np.clip(d_plate, 0.0, 1.0)
-            value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
-                if options.mode == "depth" else d_plate.astype(np.float32)
-            preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
-            writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
-            progress("write", index + 1, len(numbers))
-        paths = writer.commit(remove_frames=foreign)
-        timings["write_s"] = time.perf_counter() - t0
-        complete = True
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        for stream in (frames, guides):  # stop the ffmpeg decoders on every path
-            if stream is not None:
-                stream.close()
-        store.close(complete=complete and only_windows is None, timings=timings)  # finished windows stay
-    if key is not None and only_windows is None:  # window parts of a farm batch must not evict
-        try:                                          # windows that other shots' assemble parts need
-            cache.enforce_cap(keep=key)
-        except OSError as exc:  # another process changing the cache; the pass is already written
-            log.warning("cache size check skipped: %s", exc)
-
-    pattern = str(Path(options.out_dir) / pass_filename(shot, 0).replace(".0000.", ".####."))
-    return RenderResult(
-        out_dir=Path(options.out_dir), shot=shot, pattern=pattern, frame_numbers=frame_range, paths=paths,
-        seconds=time.perf_counter() - t_start, working_size=(work_w, work_h), plate_size=(info.width, info.height),
-        windows=len(plan), percentiles=(p_lo, p_hi), scales=[float(a) for a in scales],
-        shifts=[float(b) for b in shifts], mode=options.mode,
-        near=options.near if options.mode == "depth" else None, far=options.far if options.mode == "depth" else None,
-        predictor_calls=calls, cache=status, cache_key=key, timings=timings)
+__all__ = ["Engine"]

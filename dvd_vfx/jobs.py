@@ -47,6 +47,7 @@ from typing import IO
 from dvd_vfx import __version__, errors
 from dvd_vfx.errors import Cancelled, DvdError, InputError, PluginError
 from dvd_vfx.hookspecs import hookimpl
+from dvd_vfx.plugins import Plugins, call_hook
 
 log = logging.getLogger("dvd_vfx.jobs")
 
@@ -152,7 +153,7 @@ class JobResult:
 
     @classmethod
     def from_render(cls, r) -> "JobResult":
-        """From dvd_vfx.engine.RenderResult."""
+        """From dvd_vfx.render.RenderResult."""
         return cls(shot=r.shot, out_dir=os.fspath(r.out_dir), pattern=str(r.pattern),
                    first_frame=int(r.frame_numbers[0]), last_frame=int(r.frame_numbers[1]),
                    frame_count=int(r.frame_count), windows=int(r.windows), predictor_calls=int(r.predictor_calls),
@@ -312,7 +313,7 @@ class SubprocessJob:
 
     python: the engine's interpreter (checked before anything starts). args: what follows
     ``dvd-vfx render`` (source, -o OUT, flags). pm: the host's PluginManager (default: a new
-    Engine's). Hooks are called on the thread that calls poll() or wait(); the host's
+    Plugins'). Hooks are called on the thread that calls poll() or wait(); the host's
     ``dvd_vfx_should_cancel`` is asked on each poll. A job that fails before the engine reports
     job_started still ends with exactly one ``dvd_vfx_job_failed``.
     """
@@ -326,9 +327,7 @@ class SubprocessJob:
         if args and args[0] == "render":
             args = args[1:]
         if pm is None:
-            from dvd_vfx.plugins import Engine
-
-            pm = Engine().pm
+            pm = Plugins().pm
         self.pm = pm
         self.id = job_id or new_job_id()
         self.job = _placeholder_job(self.id, args)
@@ -454,8 +453,6 @@ class SubprocessJob:
         return self._outcome
 
     def _call(self, hook_name: str, **kwargs):
-        from dvd_vfx.plugins import call_hook
-
         return call_hook(self.pm, hook_name, **kwargs)
 
     def _replay(self, event: dict) -> None:

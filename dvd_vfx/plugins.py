@@ -1,4 +1,4 @@
-"""Plugins and the Engine: one pluggy PluginManager per Engine, never a global one.
+"""Plugin loading: one pluggy PluginManager per Plugins object (an Engine is one), never a global one.
 
 Load order (later ones win where a hook picks one answer):
   1. DEFAULT_PLUGINS: the built-in predictor, footage kinds, EXR writer and shipped presets,
@@ -6,13 +6,11 @@ Load order (later ones win where a hook picks one answer):
   2. entry points of the group ``dvd_vfx`` (installed packages);
   3. every ``*.py`` in ``--plugins-dir`` folders and in ``$DVD_VFX_PLUGINS_DIR``
      (os.pathsep-separated), in name order;
-  4. objects passed to ``Engine(plugins=...)`` or ``Engine.register``.
+  4. objects passed to ``Plugins(plugins=...)`` or ``Plugins.register``.
 A plugin that fails to import or register is skipped with a warning naming its path.
-``DVD_VFX_TRACE_HOOKS=1`` prints every hook call on stderr.
-
-The Engine ties hooks to dvd_vfx.engine.render_shot: progress -> dvd_vfx_job_progress,
-should_cancel -> dvd_vfx_should_cancel, plus job_started / pass_written / job_finished /
-job_failed. Importing this module does not import torch or numpy.
+``DVD_VFX_TRACE_HOOKS=1`` prints every hook call on stderr. ``call_hook`` names the plugin
+that raised. What plugins return (PredictorFactory, ReaderInfo, WriterInfo, ModelSettings) is
+defined here. Importing this module does not import torch or numpy, nor the job protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import importlib.util
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +29,7 @@ from pathlib import Path
 import pluggy
 
 from dvd_vfx import hookspecs
-from dvd_vfx.errors import Cancelled, DvdError, InputError, PluginError
-from dvd_vfx.jobs import Job, JobResult, PassInfo, jsonable, new_job_id
+from dvd_vfx.errors import DvdError, InputError, PluginError
 
 log = logging.getLogger("dvd_vfx.plugins")
 
@@ -170,8 +166,9 @@ def call_hook(pm: pluggy.PluginManager, hook_name: str, **kwargs):
 
 
 def _short(value) -> str:
-    if isinstance(value, Job):
-        return f"<job {value.id}>"
+    job_id = getattr(value, "id", None) if type(value).__name__ == "Job" else None
+    if job_id is not None:  # a dvd_vfx.jobs.Job (not imported here: jobs depends on this module)
+        return f"<job {job_id}>"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -188,33 +185,14 @@ def _trace_hooks(pm: pluggy.PluginManager, stream=None) -> None:
     pm.add_hookcall_monitoring(lambda *a: None, after)
 
 
-# -- The Engine ---------------------------------------------------------------------------------
+# -- The plugin manager ---------------------------------------------------------------------------------
 
 
-class _JobLogHandler(logging.Handler):
-    """Engine warnings of the job's thread -> dvd_vfx_job_log."""
+class Plugins:
+    """One PluginManager and what its plugins provide: predictors, readers, writers, presets, hook calls.
 
-    def __init__(self, engine: "Engine", job: Job):
-        super().__init__(level=logging.WARNING)
-        self.engine, self.job, self.thread = engine, job, threading.get_ident()
-        self.error: DvdError | None = None
-        self._busy = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread or self._busy or record.name.startswith("dvd_vfx.plugins"):
-            return
-        self._busy = True
-        try:
-            self.engine.call("dvd_vfx_job_log", job=self.job, level=record.levelname.lower(),
-                             message=record.getMessage())
-        except DvdError as exc:
-            self.error = self.error or exc
-        finally:
-            self._busy = False
-
-
-class Engine:
-    """The engine as hosts use it: its own PluginManager, predictors from plugins, hook-driven jobs."""
+    dvd_vfx.engine.Engine adds the jobs (renders with hooks firing) on top.
+    """
 
     def __init__(self, *, plugins_dirs: Iterable[str | os.PathLike] = (), entry_points: bool = True,
                  plugins: Iterable[object] = (), env: bool = True, trace: bool | None = None):
@@ -366,73 +344,6 @@ class Engine:
                              f"pass a movie file, an image sequence pattern or a folder")
         return resolved
 
-    # -- jobs ----------------------------------------------------------------------------------
-    def render(self, source, options, predictor: str | object = "dvd", *, model: ModelSettings | None = None,
-               job_id: str | None = None, on_predictor: Callable[[object], None] | None = None, **render_kwargs):
-        """Render one shot with hooks firing; returns dvd_vfx.engine.RenderResult.
-
-        predictor: a registered name (built inside the job from `model`) or a predictor object.
-        render_kwargs go to render_shot unchanged (e.g. cache=...). Raises what render_shot
-        raises; a plugin's unexpected exception becomes a PluginError naming it.
-        """
-        from dvd_vfx.engine import render_shot
-
-        resolved = self.resolve_footage(source)
-        name = predictor if isinstance(predictor, str) else getattr(predictor, "name", type(predictor).__name__)
-        job = Job(id=job_id or new_job_id(), source=os.fspath(resolved) if isinstance(resolved, os.PathLike)
-                  else str(resolved), out_dir=os.fspath(options.out_dir), shot=options.shot, predictor=str(name),
-                  options=jsonable(dataclasses.asdict(options)))
-        logs = _JobLogHandler(self, job)
-        logging.getLogger("dvd_vfx").addHandler(logs)
-        try:
-            self.call("dvd_vfx_job_started", job=job)
-            model_predictor = self.make_predictor(predictor, model) if isinstance(predictor, str) else predictor
-            if on_predictor is not None:
-                on_predictor(model_predictor)
-            result = render_shot(
-                resolved, options, model_predictor,
-                progress=lambda stage, done, total: self.call("dvd_vfx_job_progress", job=job, stage=stage,
-                                                              done=done, total=total),
-                should_cancel=lambda: self.should_cancel(job), **render_kwargs)
-            if logs.error is not None:
-                raise logs.error
-            logging.getLogger("dvd_vfx").removeHandler(logs)
-            for path in result.paths:
-                self.call("dvd_vfx_pass_written", job=job, pass_info=PassInfo.from_path(path, shot=result.shot))
-            self.call("dvd_vfx_job_finished", job=job, result=JobResult.from_render(result))
-        except BaseException as exc:
-            logging.getLogger("dvd_vfx").removeHandler(logs)
-            error = self._job_error(exc)
-            try:
-                self.call("dvd_vfx_job_failed", job=job, error=error)
-            except DvdError as hook_exc:
-                log.warning("%s", hook_exc)
-            if error is exc or isinstance(exc, KeyboardInterrupt) or not isinstance(error, PluginError):
-                raise
-            raise error from exc
-        return result
-
-    def should_cancel(self, job: Job) -> bool:
-        return job.cancel_requested or bool(self.call("dvd_vfx_should_cancel", job=job))
-
-    def _job_error(self, exc: BaseException) -> DvdError:
-        if isinstance(exc, DvdError):
-            return exc
-        if isinstance(exc, KeyboardInterrupt):
-            return Cancelled("interrupted; finished windows are kept")
-        if isinstance(exc, Exception):
-            found = plugin_error(self.pm, exc, "the render")
-            if found is not None:
-                return found
-        return DvdError(f"unexpected {type(exc).__name__}: {exc}".splitlines()[0])
-
-    def subprocess_job(self, *, python=None, args, **kwargs):
-        """A SubprocessJob whose events replay into this Engine's hooks."""
-        from dvd_vfx.jobs import SubprocessJob
-
-        return SubprocessJob(python=python, args=args, pm=self.pm, **kwargs)
-
-
 def _location(plugin) -> str:
     path = getattr(plugin, "__file__", None)
     if path:
@@ -440,5 +351,5 @@ def _location(plugin) -> str:
     return f"{type(plugin).__module__}.{type(plugin).__qualname__}"
 
 
-__all__ = ["DEFAULT_PLUGINS", "Engine", "ModelSettings", "PluginSource", "PredictorFactory", "ReaderInfo",
+__all__ = ["DEFAULT_PLUGINS", "ModelSettings", "Plugins", "PluginSource", "PredictorFactory", "ReaderInfo",
            "WriterInfo", "blame", "call_hook"]

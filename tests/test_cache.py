@@ -14,7 +14,7 @@ import pytest
 
 from dvd_vfx.cache import ShotCache
 from dvd_vfx.cli import main
-from dvd_vfx.engine import RenderOptions, render_shot
+from dvd_vfx.render import RenderOptions, render_shot
 from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg
 from dvd_vfx.model.predictor import DVDPredictor
 

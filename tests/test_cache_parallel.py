@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx.cache import EntryLock, ShotCache
-from dvd_vfx.engine import RenderOptions, render_shot
+from dvd_vfx.render import RenderOptions, render_shot
 from plugin_helpers import make_plate
 
 OPTS = dict(resolution=48, window=5, overlap=2, mode="disparity")

@@ -118,7 +118,7 @@ def test_job_events_carry_the_new_error_classes():
 
 
 def _spec(tmp_path):
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
 
     return ray_tasks.PartSpec(0, "sh010", "windows 0-1", "p.mp4", RenderOptions(out_dir=tmp_path), str(tmp_path),
                               windows=(0, 1))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dvd_vfx.cli import main
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import InputError
 from dvd_vfx.farm.openjd import build_template, validate
 from dvd_vfx.farm.plan import ShotTasks

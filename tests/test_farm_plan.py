@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dvd_vfx import cli
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import InputError
 from dvd_vfx.farm.plan import chunks, plan_shot, render_flags, task_model
 from dvd_vfx.plugins import ModelSettings

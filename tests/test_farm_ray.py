@@ -33,7 +33,7 @@ REFERENCE_ENV = {"SOURCE_DATE_EPOCH": EPOCH}
 SINGLE_RENDERS = """
 import sys
 from pathlib import Path
-from dvd_vfx.engine import RenderOptions, render_shot
+from dvd_vfx.render import RenderOptions, render_shot
 from dvd_vfx.model.predictor import DVDPredictor
 predictor = DVDPredictor(sys.argv[1], device="cpu")
 for plate in sys.argv[3:]:
@@ -384,7 +384,7 @@ def test_object_store_parts_return_one_object_per_window_or_file(tmp_path, monke
     import ray
 
     from dvd_vfx.cache import ShotCache
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
     from dvd_vfx.farm import ray_tasks
 
     key = "ab" + "0" * 62

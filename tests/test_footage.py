@@ -884,7 +884,7 @@ def test_variable_rate_clip_is_still_variable(tmp_path):
 
 
 def test_default_shot_names_drop_extension_and_frame_number(tmp_path, exr_seq, media, caplog):
-    from dvd_vfx.engine import RenderOptions, shot_layout
+    from dvd_vfx.render import RenderOptions, shot_layout
 
     def shot(source, **kw):
         return shot_layout(open_footage(source, **kw).info, RenderOptions(out_dir=tmp_path)).shot
@@ -929,7 +929,7 @@ class Luma:
 
 
 def render(source, out, cache=None, **kw):
-    from dvd_vfx.engine import RenderOptions, render_shot
+    from dvd_vfx.render import RenderOptions, render_shot
 
     return render_shot(source, RenderOptions(out_dir=out, resolution=16, window=5, overlap=2, **kw), Luma(),
                        cache=cache)

@@ -12,11 +12,12 @@ import pytest
 
 from plugin_helpers import Recorder, make_plate
 from dvd_vfx import hookspecs
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import Cancelled, InputError
 from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.jobs import JobResult, PassInfo
-from dvd_vfx.plugins import Engine, PredictorFactory, ReaderInfo, WriterInfo
+from dvd_vfx.engine import Engine
+from dvd_vfx.plugins import PredictorFactory, ReaderInfo, WriterInfo
 from dvd_vfx.presets import Preset
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,11 @@ import pytest
 
 from plugin_helpers import FAST, LUMA_PLUGIN, Recorder, make_plate, write_plugin
 from dvd_vfx import cli
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import Cancelled, InputError
 from dvd_vfx.jobs import SCHEMA, JsonLinesEmitter, SubprocessJob, parse_event
-from dvd_vfx.plugins import Engine, ModelSettings
+from dvd_vfx.engine import Engine
+from dvd_vfx.plugins import ModelSettings
 
 
 def host(*plugins) -> Engine:
@@ -94,7 +95,7 @@ def test_a_host_without_torch_runs_a_whole_job(plugins_dir, tmp_path):
                     raise ImportError(f"No module named {name!r} (blocked)")
 
         sys.meta_path.insert(0, NoTorch())
-        import dvd_vfx, dvd_vfx.hookspecs, dvd_vfx.jobs, dvd_vfx.plugins
+        import dvd_vfx, dvd_vfx.hookspecs, dvd_vfx.jobs, dvd_vfx.engine
         from dvd_vfx.hookspecs import hookimpl
 
         seen = []
@@ -103,7 +104,7 @@ def test_a_host_without_torch_runs_a_whole_job(plugins_dir, tmp_path):
             def dvd_vfx_job_finished(self, job, result):
                 seen.append(result.pattern)
 
-        engine = dvd_vfx.plugins.Engine(plugins=[Host()])
+        engine = dvd_vfx.engine.Engine(plugins=[Host()])
         job = engine.subprocess_job(python=sys.argv[1], args=sys.argv[3:], plugins_dir=sys.argv[2])
         outcome = job.wait(timeout=120)
         print(json.dumps({"ok": outcome.ok, "seen": seen, "error": str(outcome.error),

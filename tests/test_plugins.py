@@ -12,11 +12,12 @@ import pytest
 
 from plugin_helpers import FAST, LUMA_PLUGIN, Recorder, make_plate, write_plugin
 from dvd_vfx.cli import main
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import PluginError
 from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.passes.exr import read_pass_attributes
-from dvd_vfx.plugins import Engine, PredictorFactory
+from dvd_vfx.engine import Engine
+from dvd_vfx.plugins import PredictorFactory
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +175,10 @@ def test_trace_hooks(tmp_path, monkeypatch, capsys):
 def test_engine_modules_import_without_torch():
     code = """
 import sys
-import dvd_vfx, dvd_vfx.jobs, dvd_vfx.hookspecs, dvd_vfx.plugins, dvd_vfx.presets
-engine = dvd_vfx.plugins.Engine()
+import dvd_vfx, dvd_vfx.jobs, dvd_vfx.hookspecs, dvd_vfx.plugins, dvd_vfx.presets, dvd_vfx.engine
+engine = dvd_vfx.engine.Engine()
 engine.predictors(); engine.readers(); engine.writers(); engine.presets()
-print(sorted(m for m in ("torch", "diffusers", "numpy", "dvd_vfx.model", "dvd_vfx.engine") if m in sys.modules))
+print(sorted(m for m in ("torch", "diffusers", "numpy", "dvd_vfx.model", "dvd_vfx.render") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -8,7 +8,7 @@ from plugin_helpers import LUMA_PLUGIN, make_plate, write_plugin
 from dvd_vfx import cli, presets
 from dvd_vfx.errors import InputError
 from dvd_vfx.passes.exr import read_pass_attributes
-from dvd_vfx.plugins import Engine
+from dvd_vfx.engine import Engine
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from footage_helpers import ffmpeg_children, write_exr_sequence
 
 from dvd_vfx.cli import main
-from dvd_vfx.engine import RenderOptions, render_shot
+from dvd_vfx.render import RenderOptions, render_shot
 from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg as ffmpeg_binary
 from dvd_vfx.passes.exr import read_pass_attributes
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvd_vfx.engine import RenderOptions, shot_layout
+from dvd_vfx.render import RenderOptions, shot_layout
 from dvd_vfx.errors import InputError
 
 

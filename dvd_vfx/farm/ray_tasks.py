@@ -46,7 +46,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dvd_vfx.engine import RenderOptions
+from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import PERMANENT_EXIT_CODES
 from dvd_vfx.farm.plan import task_argv
 from dvd_vfx.jobs import parse_event

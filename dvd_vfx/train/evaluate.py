@@ -335,12 +335,12 @@ def evaluate(
 
     ``predictor``: a predictor object (built once, reused for every clip). ``options``: a
     RenderOptions template (resolution, window, overlap, upsample, compression); mode, out_dir,
-    shot, frames and colorspace are set per clip. ``engine``: a dvd_vfx.plugins.Engine (hooks
+    shot, frames and colorspace are set per clip. ``engine``: a dvd_vfx.engine.Engine (hooks
     fire per clip); None = a default one. Passes go to ``work_dir/<NNN>_<clip>/``.
     ``progress_factory(label)`` returns a callable ``(stage, done, total)`` with an optional
     ``close()`` (the CLI's tqdm bars).
     """
-    from dvd_vfx.plugins import Engine
+    from dvd_vfx.engine import Engine
     from dvd_vfx.passes.depth_reader import read_depth
     from dvd_vfx.train.dataset import _open_frames
 
@@ -491,7 +491,7 @@ def add_eval_parser(sub) -> None:
 def run_eval_command(args) -> int:
     """The handler of `dvd-vfx eval`."""
     from dvd_vfx import cli
-    from dvd_vfx.engine import RenderOptions
+    from dvd_vfx.render import RenderOptions
 
     dataset = load_dataset(args.data)
     cli._apply_preset(args)

@@ -73,7 +73,7 @@ class DepthRun:
         self.result = None
         self.image_name: str | None = None
         self.started = time.monotonic()
-        from dvd_vfx.plugins import Engine
+        from dvd_vfx.engine import Engine
 
         self.engine = Engine(plugins=[_host_events(self)], entry_points=False, env=False)
         self.job = self.engine.subprocess_job(python=python, args=request.args())

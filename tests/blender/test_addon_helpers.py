@@ -108,8 +108,8 @@ def test_bridge_exposes_only_the_torch_free_host_side(engine_py, tmp_path):
     folder = eng.bridge_dir(engine_py, tmp_path / "bridge")
     assert sorted(p.name for p in folder.iterdir()) == ["dvd_vfx", "platformdirs", "pluggy"]
     eng.bridge_dir(engine_py, folder)  # idempotent
-    code = ("import sys; sys.path.append(sys.argv[1]); import dvd_vfx.jobs, dvd_vfx.plugins; "
-            "dvd_vfx.plugins.Engine(entry_points=False, env=False); "
+    code = ("import sys; sys.path.append(sys.argv[1]); import dvd_vfx.jobs, dvd_vfx.engine; "
+            "dvd_vfx.engine.Engine(entry_points=False, env=False); "
             "heavy = [m for m in ('numpy', 'torch', 'diffusers', 'OpenEXR') if m in sys.modules]; "
             "assert not heavy, heavy; print('ok')")
     proc = subprocess.run([sys.executable, "-S", "-c", code, str(folder)], capture_output=True, text=True)

@@ -115,7 +115,7 @@ class BatchController:
         """One Engine (one PluginManager) for the panel; the controller's hooks are one of its plugins."""
         with self._lock:
             if self._engine is None:
-                from dvd_vfx.plugins import Engine
+                from dvd_vfx.engine import Engine
 
                 dirs = [self.settings.plugins_dir] if self.settings.plugins_dir else []
                 self._engine = Engine(plugins_dirs=dirs, plugins=self._extra_plugins)
@@ -473,7 +473,7 @@ class BatchController:
             self.events.emit("batch.finished", **counts)
 
     def _render_one(self, shot_id: str) -> None:
-        from dvd_vfx.engine import RenderOptions
+        from dvd_vfx.render import RenderOptions
         from dvd_vfx.plugins import ModelSettings
 
         job_id = new_job_id()

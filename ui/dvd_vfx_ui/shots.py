@@ -86,7 +86,7 @@ def is_sequence_pattern(source: str) -> bool:
 
 
 def default_shot_name(source: str) -> str:
-    """The engine's default output name: a movie's stem, a sequence's prefix (dvd_vfx.engine)."""
+    """The engine's default output name: a movie's stem, a sequence's prefix (dvd_vfx.render)."""
     name = os.path.basename(source.rstrip("/\\"))
     if is_sequence_pattern(source):
         for token in ("%", "#", "@"):

@@ -51,7 +51,7 @@ def undo(name: str):
 def preset_names() -> list[str]:
     """Shipped and user presets (torch-free: presets are TOML); the shipped names if that fails."""
     try:
-        from dvd_vfx.plugins import Engine
+        from dvd_vfx.engine import Engine
 
         names = list(Engine().presets())
     except Exception:  # a broken user preset must not stop the node from being created

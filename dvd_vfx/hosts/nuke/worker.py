@@ -83,7 +83,7 @@ class RenderWorker:
         task = nuke.ProgressTask(f"DVD Depth: {self.request.shot}")
         task.setMessage("starting the engine")
         try:
-            from dvd_vfx.plugins import Engine
+            from dvd_vfx.engine import Engine
 
             engine = Engine(plugins=[_JobEvents(self, task)])
             self.job = engine.subprocess_job(python=self.request.engine_python, args=self.request.args)
