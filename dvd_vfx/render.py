@@ -1,6 +1,6 @@
 """render_shot(): footage in, windowed prediction, ONE global scale per shot, EXR depth passes out.
 
-The narrative (ARCHITECTURE.md, "Data flow of one shot"):
+The narrative (docs/architecture.md, "Data flow of one shot"); each step is a function below:
   1. probe the footage and validate everything before any output exists
   2. plan the working resolution and the windows
   3. open the shot's cache entry (or a private temp store)
@@ -33,7 +33,7 @@ from dvd_vfx.cache import ShotCache, WindowStore, cache_key, nonfinite_count, so
 from dvd_vfx.errors import Cancelled, InputError, PredictionError
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
 
-log = logging.getLogger("dvd_vfx.engine")
+log = logging.getLogger("dvd_vfx.render")
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("depth", "disparity")
@@ -85,6 +85,31 @@ class RenderOptions:
 
 @dataclass
 class RenderResult:
+    """What render_shot produced (also the source of dvd_vfx.jobs.JobResult).
+
+    Args:
+        out_dir: the pass's folder.
+        shot: the file-name prefix of the pass (``<shot>.depth.<frame>.exr``).
+        pattern: the pass as a ``####`` path (``/out/shot.depth.####.exr``); "" for a
+            ``--only-windows`` part, which writes no pass.
+        frame_numbers: (first, last) source frame numbers of the shot, inclusive: the frames that
+            define its normalisation (``dvd/normalisedFrames``). With ``--write-frames`` fewer are written.
+        paths: the files written, in frame order (absolute paths); [] for a window part.
+        seconds: wall time of the render, s.
+        working_size: (width, height) the model saw, px, multiples of 16.
+        plate_size: (width, height) of the plate and of the pass, px.
+        windows: number of model windows of the shot.
+        percentiles: the shot's (2nd, 98th) percentiles of raw stitched disparity (the
+            predictor's units; DVD: about 0..1); NaN for a window part.
+        scales, shifts: each window's affine (a_k, b_k) onto window 0's disparity, one per window.
+        mode: "depth" (z in near..far scene units) or "disparity" (0..1, near = 1).
+        near, far: the depth range (scene units, 0 < near < far) in depth mode; None otherwise.
+        predictor_calls: windows predicted by this render (0 = everything came from the cache).
+        cache: "off" (no cache), "miss" (all windows predicted), "partial" (resumed), "hit" (none).
+        cache_key: sha256 hex of the shot's cache entry, or None without a cache.
+        timings: seconds per stage: ``predict_s``, ``stitch_s``, ``write_s``.
+    """
+
     out_dir: Path
     shot: str
     pattern: str  # e.g. /out/shot.depth.####.exr
@@ -251,6 +276,32 @@ def _check_finite(pred: np.ndarray, w: Window, numbers: list[int], predictor: st
                           f"nothing was cached for it; {hint}")
 
 
+@dataclass
+class _Render:
+    """What the steps of one render share (render_shot builds it in steps 1-3)."""
+
+    options: RenderOptions
+    footage: object  # dvd_vfx.footage.Footage
+    layout: ShotLayout
+    predictor: object
+    identity: dict
+    attributes: dict  # the pass's shot-level dvd/ header attributes
+    writing: list[int]  # source frame numbers this render writes
+    progress: ProgressFn
+    check_cancel: Callable[[], None]
+    store: WindowStore | None = None
+    key: str | None = None  # the cache key, when the store is a cache entry
+    streams: list = field(default_factory=list)  # open ffmpeg readers, closed on every path
+
+    @property
+    def info(self):
+        return self.footage.info
+
+    @property
+    def plan(self) -> list[Window]:
+        return self.layout.windows
+
+
 def render_shot(source, options: RenderOptions, predictor, *, progress: ProgressFn | None = None,
                 should_cancel: Callable[[], bool] | None = None, cache: ShotCache | None = None,
                 only_windows: tuple[int, int] | None = None, assemble: bool = False,
@@ -266,11 +317,9 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     gives the same files as one render: the stitch is solved once and kept in the manifest.
     """
     from dvd_vfx.footage import open_footage
-    from dvd_vfx.passes.exr import DepthPassWriter, pass_filename
-    from dvd_vfx.passes.upsample import upsample
+    from dvd_vfx.passes.exr import DepthPassWriter
 
     t_start = time.perf_counter()
-    progress = progress or (lambda stage, done, total: None)
 
     def check_cancel():
         if should_cancel is not None and should_cancel():
@@ -281,15 +330,63 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     footage = open_footage(source, start_frame=options.start_frame, fps=options.fps,
                            hold_missing=options.hold_missing, colorspace=options.colorspace,
                            ocio_colorspace=options.ocio_colorspace, part=options.part, view=options.view)
-    info = footage.info
     # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
-    layout = shot_layout(info, options)
-    numbers, frame_range, shot, plan = layout.numbers, layout.frame_range, layout.shot, layout.windows
-    par = float(info.pixel_aspect or 1)
-    work_w, work_h = layout.working_size
+    layout = shot_layout(footage.info, options)
+    _check_split(layout, only_windows, assemble, write_frames, cache)
     identity = predictor.identity()
-    if only_windows is not None and not (0 <= only_windows[0] <= only_windows[1] < len(plan)):
-        raise InputError(f"--only-windows {only_windows[0]}-{only_windows[1]}: this shot has windows 0-{len(plan) - 1}")
+    r = _Render(options=options, footage=footage, layout=layout, predictor=predictor, identity=identity,
+                attributes=_pass_attributes(footage.info, options, layout, identity, predictor),
+                writing=[n for n in layout.numbers if write_frames is None or write_frames[0] <= n <= write_frames[1]],
+                progress=progress or (lambda stage, done, total: None), check_cancel=check_cancel)
+    writer = None if only_windows is not None else DepthPassWriter(
+        options.out_dir, layout.shot, fps=r.info.fps, attributes=r.attributes, compression=options.compression,
+        preview=options.preview, pixel_aspect=float(r.info.pixel_aspect or 1),
+        display_window=r.info.display_window, workers=max(2, min(8, os.cpu_count() or 2)))
+    # 3. The window store: the shot's cache entry (locked: exclusively for a whole render, shared
+    #    by the parts of a split render so they run at once), or a private folder
+    _open_store(r, source, cache, shared=only_windows is not None or assemble, writer=writer)
+    timings: dict = {}
+    complete = False
+    try:
+        if writer is not None:  # fail before any work when the folder holds another pass of the shot
+            _one_normalisation(writer, r.writing, "setupId", r.attributes, options)
+        # 4. Predict the windows not cached yet; decode only if something is missing
+        t0 = time.perf_counter()
+        status, calls = _predict_windows(r, only_windows, assemble, cache)
+        timings["predict_s"] = time.perf_counter() - t0
+        if only_windows is not None:  # a part of a split render: windows only, no pass
+            return _result(r, t_start, status, calls, timings)
+        # 5-6. The stitch, solved once per cache entry
+        t0 = time.perf_counter()
+        scales, shifts, percentiles = _solve_stitch(r)
+        timings["stitch_s"] = time.perf_counter() - t0
+        # 7. Normalise, convert, upsample, write
+        t0 = time.perf_counter()
+        paths = _write_pass(r, writer, scales, shifts, percentiles, write_frames)
+        timings["write_s"] = time.perf_counter() - t0
+        complete = True
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        for stream in r.streams:  # stop the ffmpeg decoders on every path
+            stream.close()
+        r.store.close(complete=complete and only_windows is None, timings=timings)  # finished windows stay
+    if r.key is not None:  # (not a window part: those must not evict windows other shots' assemble parts need)
+        try:
+            cache.enforce_cap(keep=r.key)
+        except OSError as exc:  # another process changing the cache; the pass is already written
+            log.warning("cache size check skipped: %s", exc)
+    return _result(r, t_start, status, calls, timings, paths=paths, scales=scales, shifts=shifts,
+                   percentiles=percentiles)
+
+
+def _check_split(layout: ShotLayout, only_windows, assemble: bool, write_frames, cache) -> None:
+    """The split-render arguments fit this shot (before any output exists)."""
+    n, frame_range = len(layout.windows), layout.frame_range
+    if only_windows is not None and not (0 <= only_windows[0] <= only_windows[1] < n):
+        raise InputError(f"--only-windows {only_windows[0]}-{only_windows[1]}: this shot has windows 0-{n - 1}")
     if write_frames is not None:
         if not (frame_range[0] <= write_frames[0] <= write_frames[1] <= frame_range[1]):
             raise InputError(f"--write-frames {write_frames[0]}-{write_frames[1]} is outside the shot's frames "
@@ -298,6 +395,11 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         raise InputError("--only-windows / --assemble share windows through the cache; drop --no-cache and use a "
                          "writable --cache-dir that every part can reach")
 
+
+def _pass_attributes(info, options: RenderOptions, layout: ShotLayout, identity: dict, predictor) -> dict:
+    """The shot-level dvd/ header attributes, with the ids that tell one pass of the shot from
+    another (setupId: everything known before predicting; the passId adds the stitch)."""
+    work_w, work_h = layout.working_size
     attributes = {
         "version": __version__, "mode": options.mode, "invert": int(options.invert),
         "clamp": int(options.clamp),
@@ -310,172 +412,166 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         attributes["colorMatrix"] = info.color_matrix
     if options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
-    # One normalisation per shot in a folder: the frames that define it, and the ids that tell one
-    # pass of the shot from another (setupId: known before predicting; passId: with the stitch)
-    attributes["normalisedFrames"] = f"{frame_range[0]}-{frame_range[1]}"
+    # one normalisation per shot in a folder: the frames that define it
+    attributes["normalisedFrames"] = f"{layout.frame_range[0]}-{layout.frame_range[1]}"
     attributes["setupId"] = _digest(attributes)
-    writing = [n for n in numbers if write_frames is None or write_frames[0] <= n <= write_frames[1]]
-    writer = None if only_windows is not None else DepthPassWriter(
-        options.out_dir, shot, fps=info.fps, attributes=attributes, compression=options.compression,
-        preview=options.preview, pixel_aspect=par, display_window=info.display_window,
-        workers=max(2, min(8, os.cpu_count() or 2)))
-    # 3. The window store: the shot's cache entry (locked: exclusively for a whole render, shared
-    #    by the parts of a split render so they run at once), or a private temp folder
-    store, key, status = None, None, "off"
+    return attributes
+
+
+def _open_store(r: _Render, source, cache: ShotCache | None, *, shared: bool, writer) -> None:
+    """r.store: the shot's cache entry (r.key set), or a private folder for an uncached render."""
+    info, options, layout = r.info, r.options, r.layout
     if cache is not None and cache.writable():
-        params = {"working_size": [work_w, work_h], "window": options.window, "overlap": options.overlap,
+        params = {"working_size": list(layout.working_size), "window": options.window, "overlap": options.overlap,
                   "colorspace": options.colorspace, "ocio": options.ocio_colorspace,
                   "hold_missing": options.hold_missing}
         for name in ("part", "view"):  # only when chosen: the keys of existing cache entries stay valid
             if getattr(options, name) is not None:
                 params[name] = str(getattr(options, name))
-        source_id = source_fingerprint(info, numbers)
-        key = cache_key(source_id, identity, params)
-        store = cache.open(key, {"shot": shot, "source": source_id, "source_arg": str(source),
-                                 "frames": list(frame_range), "plan": [[w.start, w.stop, w.length] for w in plan],
-                                 "identity": identity, "params": params, "fps": str(info.fps),
-                                 "plate_size": [info.width, info.height]},
-                           shared=only_windows is not None or assemble)
-    if store is None:
-        # windows of an uncached render live beside the pass being written: /tmp is often RAM
-        # (tmpfs), and memory must not grow with shot length
-        store = WindowStore(writer.scratch("windows") if writer is not None
-                            else Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
-    timings = {}
+        source_id = source_fingerprint(info, layout.numbers)
+        r.key = cache_key(source_id, r.identity, params)
+        r.store = cache.open(r.key, {"shot": layout.shot, "source": source_id, "source_arg": str(source),
+                                     "frames": list(layout.frame_range),
+                                     "plan": [[w.start, w.stop, w.length] for w in layout.windows],
+                                     "identity": r.identity, "params": params, "fps": str(info.fps),
+                                     "plate_size": [info.width, info.height]}, shared=shared)
+        return
+    # windows of an uncached render live beside the pass being written: /tmp is often RAM
+    # (tmpfs), and memory must not grow with shot length
+    r.store = WindowStore(writer.scratch("windows") if writer is not None
+                          else Path(tempfile.mkdtemp(prefix="dvd-vfx-windows-")))
+
+
+def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[str, int]:
+    """Predict the wanted windows the store lacks; (cache status, predictor calls)."""
+    plan, numbers, store = r.plan, r.layout.numbers, r.store
+    work_w, work_h = r.layout.working_size
+    cached = [w.index for w in plan if store.has(w.index)]
+    status = "off"
+    if r.key is not None:
+        status = "hit" if len(cached) == len(plan) else "partial" if cached else "miss"
+    wanted = set(range(only_windows[0], only_windows[1] + 1)) if only_windows else set(range(len(plan)))
+    missing = sorted(wanted - set(cached))
+    if assemble and missing:
+        raise InputError(f"--assemble: windows {_spans(missing)} of {len(plan)} are not in the cache {cache.root}; "
+                         "render them first with --only-windows")
+    r.progress("predict", len(cached), len(plan))
     calls = 0
-    complete = False
-    frames = guides = None
-    try:
-        if writer is not None:  # fail before any work when the folder holds another pass of the shot
-            _one_normalisation(writer, writing, "setupId", attributes, options)
-        # 4. Predict window by window (skipping cached ones); decode only if something is missing
-        t0 = time.perf_counter()
-        cached = [w.index for w in plan if store.has(w.index)]
-        if key is not None:
-            status = "hit" if len(cached) == len(plan) else "partial" if cached else "miss"
-        wanted = set(range(only_windows[0], only_windows[1] + 1)) if only_windows else set(range(len(plan)))
-        missing = sorted(wanted - set(cached))
-        if assemble and missing:
-            raise InputError(f"--assemble: windows {_spans(missing)} of {len(plan)} are not in the cache {cache.root}; "
-                             "render them first with --only-windows")
-        progress("predict", len(cached), len(plan))
-        if missing:
-            # decode from the first missing window on (a part of a split render late in a long
-            # shot does not decode the shot's start)
-            first = plan[missing[0]]
-            frames = footage.read(size=(work_w, work_h), frames=(numbers[first.start], frame_range[1]))
-            to_predict = set(missing)
-            with threads.pinned(options.threads) as n_threads:
-                for w, window_frames in _window_frames(frames, plan[missing[0]:]):
-                    check_cancel()
-                    if w.index > missing[-1]:
-                        break  # nothing left to predict in this part
-                    if w.index not in to_predict:
-                        continue
-                    t_window = time.perf_counter()
-                    pred = predictor.predict(window_frames)
-                    calls += 1
-                    if pred.shape != (w.length, work_h, work_w):
-                        raise InputError(f"predictor {attributes['predictor']!r} returned shape {pred.shape} for a "
-                                         f"window of {(w.length, work_h, work_w)}")
-                    _check_finite(pred[: w.n_real], w, numbers, attributes["predictor"], identity)
-                    store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
-                    progress("predict", len(cached) + calls, len(plan))
-        timings["predict_s"] = time.perf_counter() - t0
-        if only_windows is not None:  # a part of a split render: windows only, no pass
-            return RenderResult(
-                out_dir=Path(options.out_dir), shot=shot, pattern="", frame_numbers=frame_range, paths=[],
-                seconds=time.perf_counter() - t_start, working_size=(work_w, work_h),
-                plate_size=(info.width, info.height), windows=len(plan), percentiles=(float("nan"), float("nan")),
-                scales=[], shifts=[], mode=options.mode, near=None, far=None, predictor_calls=calls,
-                cache=status, cache_key=key, timings=timings)
-
-        # 5-6. The stitch, solved once per cache entry: the first part of a split render solves it
-        #      under the entry's stitch lock, the other parts wait and read its numbers
-        def stitched(index: int) -> np.ndarray:
-            contrib = stitch.frame_contributions(plan, index)
-            store.release_before(contrib[0][0])
-            return stitch.stitch_frame(contrib, lambda k, t: store.get(k)[t], scales, shifts)
-
-        with store.stitch_lock():
-            # 5. Joint affines from bounded overlap samples (all read back from the store)
-            saved = store.stitch()
-            if saved is not None:
-                scales, shifts = np.array(saved["scales"]), np.array(saved["shifts"])
-            else:
-                samples = []
-                for i, j, lo, hi in overlap_pairs(plan):
-                    a, b = plan[i], plan[j]
-                    samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
-                                                                 store.get(j)[lo - b.start:hi - b.start])))
-                    store.release_before(i)
-                scales, shifts = stitch.solve_affines(len(plan), samples)
-
-            # 6. Shot-global percentiles (one pass, bounded sample)
-            t0 = time.perf_counter()
-            if saved is not None:
-                p_lo, p_hi = saved["percentiles"]
-                progress("stitch", len(numbers), len(numbers))
-            else:
-                acc = stitch.PercentileAccumulator(2.0, 98.0)
-                for index in range(len(numbers)):
-                    check_cancel()
-                    acc.add(stitched(index))
-                    progress("stitch", index + 1, len(numbers))
-                p_lo, p_hi = acc.result()
-                store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
-                                  percentiles=[float(p_lo), float(p_hi)])
-            timings["stitch_s"] = time.perf_counter() - t0
-
-        # 7. Normalise, convert, upsample, write
-        t0 = time.perf_counter()
-        guides = footage.read(size=None, frames=write_frames or frame_range) if options.upsample == "guided" else None
-        frame_attrs_common = {"percentiles": [float(p_lo), float(p_hi)],
-                              "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)],
-                              "threads": threads.describe(store.threads(w.index) for w in plan)}
-        pass_id = _digest({"setupId": attributes["setupId"], "percentiles": frame_attrs_common["percentiles"],
-                           "affines": frame_attrs_common["affines"]})
-        frame_attrs_common["passId"] = pass_id
-        foreign = _one_normalisation(writer, writing, "passId", {**attributes, "passId": pass_id}, options)
-        for index, number in enumerate(numbers):
-            if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
+    if not missing:
+        return status, calls
+    # decode from the first missing window on (a part of a split render late in a long shot does
+    # not decode the shot's start)
+    first = plan[missing[0]]
+    frames = r.footage.read(size=(work_w, work_h), frames=(numbers[first.start], r.layout.frame_range[1]))
+    r.streams.append(frames)
+    name = r.attributes["predictor"]
+    with threads.pinned(r.options.threads) as n_threads:
+        for w, window_frames in _window_frames(frames, plan[missing[0]:]):  # [T,h,w,3] in [0,1]
+            r.check_cancel()
+            if w.index > missing[-1]:
+                break  # nothing left to predict in this part
+            if w.index not in missing:
                 continue
-            check_cancel()
-            d = stitch.normalise(stitched(index), p_lo, p_hi, clip=options.clamp)
-            if options.invert:
-                d = 1.0 - d
-            guide = next(guides)[1] if guides is not None else None
-            d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)
-            if options.clamp:
-                d_plate = np.clip(d_plate, 0.0, 1.0)
-            value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
-                if options.mode == "depth" else d_plate.astype(np.float32)
-            preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
-            writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
-            progress("write", index + 1, len(numbers))
-        paths = writer.commit(remove_frames=foreign)
-        timings["write_s"] = time.perf_counter() - t0
-        complete = True
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        for stream in (frames, guides):  # stop the ffmpeg decoders on every path
-            if stream is not None:
-                stream.close()
-        store.close(complete=complete and only_windows is None, timings=timings)  # finished windows stay
-    if key is not None and only_windows is None:  # window parts of a farm batch must not evict
-        try:                                          # windows that other shots' assemble parts need
-            cache.enforce_cap(keep=key)
-        except OSError as exc:  # another process changing the cache; the pass is already written
-            log.warning("cache size check skipped: %s", exc)
+            t_window = time.perf_counter()
+            pred = r.predictor.predict(window_frames)  # [T,h,w] disparity-like, any affine
+            calls += 1
+            if pred.shape != (w.length, work_h, work_w):
+                raise InputError(f"predictor {name!r} returned shape {pred.shape} for a "
+                                 f"window of {(w.length, work_h, work_w)}")
+            _check_finite(pred[: w.n_real], w, numbers, name, r.identity)
+            store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
+            r.progress("predict", len(cached) + calls, len(plan))
+    return status, calls
 
-    pattern = str(Path(options.out_dir) / pass_filename(shot, 0).replace(".0000.", ".####."))
+
+def _stitched(r: _Render, index: int, scales, shifts) -> np.ndarray:
+    """Frame `index` of the shot from its windows' predictions under their affines: [h,w] float32."""
+    contrib = stitch.frame_contributions(r.plan, index)
+    r.store.release_before(contrib[0][0])
+    return stitch.stitch_frame(contrib, lambda k, t: r.store.get(k)[t], scales, shifts)
+
+
+def _solve_stitch(r: _Render) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Every window's affine (solved jointly) and the shot's 2nd/98th percentiles.
+
+    Solved once per cache entry: the first part of a split render solves it under the entry's
+    stitch lock and keeps it in the manifest, the other parts wait and read its numbers.
+    """
+    plan, store, n = r.plan, r.store, len(r.layout.numbers)
+    with store.stitch_lock():
+        saved = store.stitch()
+        if saved is not None:
+            r.progress("stitch", n, n)
+            return np.array(saved["scales"]), np.array(saved["shifts"]), tuple(saved["percentiles"])
+        # 5. Joint affines from bounded overlap samples (all read back from the store)
+        samples = []
+        for i, j, lo, hi in overlap_pairs(plan):
+            a, b = plan[i], plan[j]
+            samples.append((i, j, stitch.overlap_samples(store.get(i)[lo - a.start:hi - a.start],
+                                                         store.get(j)[lo - b.start:hi - b.start])))
+            store.release_before(i)
+        scales, shifts = stitch.solve_affines(len(plan), samples)
+        # 6. Shot-global percentiles (one pass, bounded sample)
+        acc = stitch.PercentileAccumulator(2.0, 98.0)
+        for index in range(n):
+            r.check_cancel()
+            acc.add(_stitched(r, index, scales, shifts))
+            r.progress("stitch", index + 1, n)
+        p_lo, p_hi = acc.result()
+        store.save_stitch(scales=[float(a) for a in scales], shifts=[float(b) for b in shifts],
+                          percentiles=[float(p_lo), float(p_hi)])
+    return scales, shifts, (p_lo, p_hi)
+
+
+def _write_pass(r: _Render, writer, scales, shifts, percentiles, write_frames) -> list[Path]:
+    """Normalise with the shot's numbers, convert, upsample and write the frames; publish all at once."""
+    from dvd_vfx.passes.upsample import upsample
+
+    options, info, numbers = r.options, r.info, r.layout.numbers
+    p_lo, p_hi = percentiles
+    guides = None
+    if options.upsample == "guided":
+        guides = r.footage.read(size=None, frames=write_frames or r.layout.frame_range)
+        r.streams.append(guides)
+    frame_attrs_common = {"percentiles": [float(p_lo), float(p_hi)],
+                          "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)],
+                          "threads": threads.describe(r.store.threads(w.index) for w in r.plan)}
+    pass_id = _digest({"setupId": r.attributes["setupId"], "percentiles": frame_attrs_common["percentiles"],
+                       "affines": frame_attrs_common["affines"]})
+    frame_attrs_common["passId"] = pass_id
+    foreign = _one_normalisation(writer, r.writing, "passId", {**r.attributes, "passId": pass_id}, options)
+    for index, number in enumerate(numbers):
+        if write_frames is not None and not write_frames[0] <= number <= write_frames[1]:
+            continue
+        r.check_cancel()
+        d = stitch.normalise(_stitched(r, index, scales, shifts), p_lo, p_hi, clip=options.clamp)  # [h,w]
+        if options.invert:
+            d = 1.0 - d
+        guide = next(guides)[1] if guides is not None else None
+        d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)  # [H,W]
+        if options.clamp:
+            d_plate = np.clip(d_plate, 0.0, 1.0)
+        value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
+            if options.mode == "depth" else d_plate.astype(np.float32)
+        preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
+        writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
+        r.progress("write", index + 1, len(numbers))
+    return writer.commit(remove_frames=foreign)
+
+
+def _result(r: _Render, t_start: float, status: str, calls: int, timings: dict, *, paths=None, scales=(),
+            shifts=(), percentiles=(float("nan"), float("nan"))) -> RenderResult:
+    from dvd_vfx.passes.exr import pass_filename
+
+    options, layout, info = r.options, r.layout, r.info
+    depth = options.mode == "depth"
+    pattern = str(Path(options.out_dir) / pass_filename(layout.shot, 0).replace(".0000.", ".####.")) \
+        if paths is not None else ""
     return RenderResult(
-        out_dir=Path(options.out_dir), shot=shot, pattern=pattern, frame_numbers=frame_range, paths=paths,
-        seconds=time.perf_counter() - t_start, working_size=(work_w, work_h), plate_size=(info.width, info.height),
-        windows=len(plan), percentiles=(p_lo, p_hi), scales=[float(a) for a in scales],
-        shifts=[float(b) for b in shifts], mode=options.mode,
-        near=options.near if options.mode == "depth" else None, far=options.far if options.mode == "depth" else None,
-        predictor_calls=calls, cache=status, cache_key=key, timings=timings)
+        out_dir=Path(options.out_dir), shot=layout.shot, pattern=pattern, frame_numbers=layout.frame_range,
+        paths=list(paths or []), seconds=time.perf_counter() - t_start, working_size=layout.working_size,
+        plate_size=(info.width, info.height), windows=len(layout.windows), percentiles=tuple(percentiles),
+        scales=[float(a) for a in scales], shifts=[float(b) for b in shifts], mode=options.mode,
+        near=options.near if depth and paths is not None else None,
+        far=options.far if depth and paths is not None else None,
+        predictor_calls=calls, cache=status, cache_key=r.key, timings=timings)

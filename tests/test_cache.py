@@ -202,7 +202,7 @@ def test_sequence_fingerprint_is_the_same_in_every_process(tmp_path):
     for n in (1, 2, 3):
         (tmp_path / f"f.{n:04d}.png").write_bytes(bytes([n]) * 1000)
     code = ("import sys, types; from dvd_vfx.cache import source_fingerprint; "
-            "info = types.SimpleNamespace(kind='sequence', path=sys.argv[1], frame_numbers=[1, 2, 3]); "
+            "info = types.SimpleNamespace(kind='sequence', path=sys.argv[1], frame_numbers=[1, 2, 3], frame_file=lambda n: sys.argv[1] % n); "
             "print(source_fingerprint(info, [1, 2, 3])['content_sha256'])")
     digests = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.%04d.png")], capture_output=True,
                               text=True, check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
