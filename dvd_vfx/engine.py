@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable
 
 from dvd_vfx.errors import Cancelled, DvdError, PluginError
-from dvd_vfx.jobs import Job, JobResult, PassInfo, jsonable, new_job_id
+from dvd_vfx.jobs import Job, JobResult, PassInfo, new_job_id
+from dvd_vfx.jsonvalues import jsonable
 from dvd_vfx.plugins import ModelSettings, Plugins, plugin_error
 
 log = logging.getLogger("dvd_vfx.engine")

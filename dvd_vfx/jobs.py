@@ -28,7 +28,6 @@ import collections
 import dataclasses
 import json
 import logging
-import math
 import os
 import queue
 import re
@@ -41,12 +40,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import IO
 
 from dvd_vfx import __version__, errors
 from dvd_vfx.errors import Cancelled, DvdError, InputError, PluginError
 from dvd_vfx.hookspecs import hookimpl
+from dvd_vfx.jsonvalues import jsonable
 from dvd_vfx.plugins import Plugins, call_hook
 
 log = logging.getLogger("dvd_vfx.jobs")
@@ -58,28 +57,6 @@ _FRAME_RE = re.compile(r"\.(-?\d+)\.exr$")
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def jsonable(value, *, finite: bool = False):
-    """Plain JSON values for options and results: paths and fractions as strings, tuples as lists.
-
-    finite: NaN and infinities become None (strict JSON, e.g. reports read by other tools).
-    """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, finite=finite) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v, finite=finite) for v in value]
-    if isinstance(value, (os.PathLike, Fraction)):
-        return str(value) if not isinstance(value, os.PathLike) else os.fspath(value)
-    if isinstance(value, float) and finite and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return jsonable(value.item(), finite=finite)
-    return str(value)
 
 
 # -- What the hooks receive -------------------------------------------------------------------

@@ -15,7 +15,6 @@ defined here. Importing this module does not import torch or numpy, nor the job 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from dvd_vfx.hookspecs import hookimpl
-from dvd_vfx.jobs import jsonable
+from dvd_vfx.jsonvalues import jsonable
 
 # A cheap predictor as a plugins-dir module: brightness as disparity. $DVD_TEST_PREDICT_SLEEP
 # (seconds) slows each window down so a test can cancel mid-render.

@@ -367,7 +367,8 @@ class RayFarm:
     def _submit_all(self) -> None:
         from dvd_vfx.farm.plan import chunks
         from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, payload_count, run_part
-        from dvd_vfx.jobs import Job, jsonable, new_job_id
+        from dvd_vfx.jobs import Job, new_job_id
+        from dvd_vfx.jsonvalues import jsonable
 
         ray, s = self.ray, self.settings
         remote = ray.remote(run_part)

@@ -89,6 +89,7 @@ import numpy as np
 import OpenEXR
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.jsonvalues import jsonable
 
 __all__ = [
     "ATTRIBUTE_PREFIX",
@@ -148,27 +149,6 @@ def _check_shot(shot: str) -> str:
 # --------------------------------------------------------------------------- header values
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
-
-
 def exr_attribute(value):
     """The value to hand the OpenEXR binding for a ``dvd/`` attribute (see module table).
 
@@ -190,7 +170,7 @@ def exr_attribute(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (list, tuple, dict, np.ndarray)):
-        return json.dumps(_json_safe(value), separators=(",", ":"), allow_nan=False)
+        return json.dumps(jsonable(value, finite=True), separators=(",", ":"), allow_nan=False)
     return str(value)
 
 

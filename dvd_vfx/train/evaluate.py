@@ -50,7 +50,7 @@ import numpy as np
 
 from dvd_vfx.errors import InputError
 from dvd_vfx.fsutil import write_atomic
-from dvd_vfx.jobs import jsonable
+from dvd_vfx.jsonvalues import jsonable
 from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.train.dataset import ClipSpec, Dataset, clip_length, depth_files, load_dataset, read_depth_frames
 

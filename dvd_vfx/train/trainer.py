@@ -48,7 +48,7 @@ import torch
 
 from dvd_vfx.errors import InputError
 from dvd_vfx.fsutil import write_atomic
-from dvd_vfx.jobs import jsonable
+from dvd_vfx.jsonvalues import jsonable
 from dvd_vfx.train import export
 from dvd_vfx.train import lora as lora_mod
 from dvd_vfx.train.loss import DEFAULT_LAMBDA, dvd_loss, latent_mask
