@@ -1,0 +1,83 @@
+"""The documentation matches the code: hooks (docstrings and docs/hooks.md), job payloads, the CLI.
+
+No torch and no rendering here: these tests read docstrings, signatures, markdown and the
+argparse parser.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from dvd_vfx import hookspecs
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS_MD = ROOT / "docs" / "hooks.md"
+
+
+def _hookspecs() -> dict:
+    """Every function of dvd_vfx.hookspecs marked with @hookspec, by name."""
+    marker = f"{hookspecs.PROJECT}_spec"  # the attribute pluggy's HookspecMarker sets
+    return {name: fn for name, fn in vars(hookspecs).items()
+            if inspect.isfunction(fn) and hasattr(fn, marker)}
+
+
+HOOKS = _hookspecs()
+
+
+def _sections(text: str) -> list[tuple[str, list[str]]]:
+    """Every markdown heading written as a call, ``## name(arg1, arg2)``: (name, [args])."""
+    return [(m.group(1), [a.strip() for a in m.group(2).split(",") if a.strip()])
+            for m in re.finditer(r"^#+\s+`?(\w+)\(([^()]*)\)`?\s*$", text, re.M)]
+
+
+# -- Hooks: docs/hooks.md and the hookspec docstrings ------------------------------------------
+
+
+def test_hookspecs_are_found():
+    assert len(HOOKS) >= 12
+    assert all(name.startswith("dvd_vfx_") for name in HOOKS)
+    stray = [name for name, fn in vars(hookspecs).items()
+             if name.startswith("dvd_vfx_") and inspect.isfunction(fn) and name not in HOOKS]
+    assert not stray, f"functions named like hooks but not marked @hookspec: {stray}"
+
+
+def test_every_hookspec_has_one_section_headed_with_its_arguments():
+    sections = _sections(HOOKS_MD.read_text(encoding="utf-8"))
+    names = [name for name, _ in sections]
+    for name, fn in HOOKS.items():
+        assert names.count(name) == 1, f"docs/hooks.md needs exactly one section '## {name}(...)'"
+        args = dict(sections)[name]
+        assert args == list(inspect.signature(fn).parameters), \
+            f"docs/hooks.md: the heading of {name} must name its arguments {list(inspect.signature(fn).parameters)}"
+
+
+def test_every_hook_section_names_an_existing_hook():
+    unknown = [f"{name}({', '.join(args)})" for name, args in _sections(HOOKS_MD.read_text(encoding="utf-8"))
+               if name not in HOOKS]
+    assert not unknown, f"docs/hooks.md has sections for hooks that do not exist: {unknown}"
+
+
+@pytest.mark.parametrize("name", sorted(HOOKS))
+def test_every_hookspec_docstring_describes_its_parameters_and_result(name):
+    fn = HOOKS[name]
+    doc = inspect.getdoc(fn) or ""
+    lines = doc.splitlines()
+    assert lines and lines[0].strip(), f"{name}: needs a docstring starting with a one-line summary"
+    assert len(lines) == 1 or not lines[1].strip(), f"{name}: the summary is one line, then a blank line"
+    signature = inspect.signature(fn)
+    params = list(signature.parameters)
+    described = re.findall(r"^:param (\w+):(.*)$", doc, re.M)
+    assert [p for p, _ in described] == params, \
+        f"{name}: describe each parameter once, in order, as ':param NAME: ...' (want {params})"
+    for param, text in described:
+        assert text.strip(), f"{name}: ':param {param}:' is empty"
+    returns = re.findall(r"^:returns:(.*)$", doc, re.M)
+    assert len(returns) == 1 and returns[0].strip(), f"{name}: say what it returns in one ':returns:' field"
+    # the types are the annotations (help() shows them); the docstring gives meaning, unit, range
+    missing = [p for p, v in signature.parameters.items() if v.annotation is inspect.Parameter.empty]
+    assert not missing, f"{name}: annotate the types of {missing}"
+    assert signature.return_annotation is not inspect.Signature.empty, f"{name}: annotate the return type"
