@@ -6,6 +6,7 @@ argparse parser.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -81,3 +82,70 @@ def test_every_hookspec_docstring_describes_its_parameters_and_result(name):
     missing = [p for p, v in signature.parameters.items() if v.annotation is inspect.Parameter.empty]
     assert not missing, f"{name}: annotate the types of {missing}"
     assert signature.return_annotation is not inspect.Signature.empty, f"{name}: annotate the return type"
+
+
+# -- Job payloads: dvd_vfx.jobs docstrings and the event table in docs/hooks.md ----------------
+
+
+def _args_section(cls) -> list[tuple[str, str]]:
+    """The ``Args:`` entries of a class docstring (diffusers' style): [(name, description)]."""
+    doc = inspect.getdoc(cls) or ""
+    assert "\nArgs:\n" in doc, f"{cls.__name__}: document its fields in an 'Args:' section"
+    body = doc.split("\nArgs:\n", 1)[1]
+    entries = re.findall(r"^    (\w+) \(`[^`]+`(?: or `[^`]+`)*\):\n((?:        .*\n?)+)", body, re.M)
+    return [(name, " ".join(text.split())) for name, text in entries]
+
+
+@pytest.mark.parametrize("cls_name", ["Job", "PassInfo", "JobResult"])
+def test_every_job_payload_field_is_documented(cls_name):
+    from dvd_vfx import jobs
+
+    cls = getattr(jobs, cls_name)
+    fields = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    documented = _args_section(cls)
+    assert [name for name, _ in documented] == fields, \
+        f"{cls_name}: document each field once, in order, as 'name (`type`):' + an indented description"
+    for name, text in documented:
+        assert len(text) >= 20, f"{cls_name}.{name}: say what it holds (shape, unit, range)"
+
+
+def test_every_json_event_and_field_is_documented_in_the_jobs_module():
+    from dvd_vfx import jobs
+
+    doc = inspect.getdoc(jobs) or ""
+    common = list(jobs.make_event("progress", "0" * 12))
+    for name in common:
+        assert re.search(rf"^    {name} \(`\w+`\):$", doc, re.M), f"dvd_vfx.jobs: document the event field {name!r}"
+    payloads = {
+        "job_started": ["job", *jobs.Job(id="x", source="", out_dir="", shot=None, predictor="").to_dict()],
+        "progress": ["stage", "done", "total"],
+        "log": ["level", "message"],
+        "pass_written": ["pass", *[f.name for f in dataclasses.fields(jobs.PassInfo)]],
+        "job_finished": ["result"],
+        "job_failed": ["error", *jobs.error_to_dict(ValueError("x"))],
+    }
+    assert set(payloads) == set(jobs.EVENTS)
+    for event, names in payloads.items():
+        m = re.search(rf"^    {event} -> (.*(?:\n        .*)*)", doc, re.M)
+        assert m, f"dvd_vfx.jobs: document the payload of {event!r} as '    {event} -> field (`type`): ...'"
+        for name in names:
+            assert re.search(rf"(?<![\w-]){name}(?![\w-])", m.group(1)), \
+                f"dvd_vfx.jobs: the {event!r} payload documentation does not name {name!r}"
+
+
+def test_the_event_table_in_hooks_md_lists_every_payload_field():
+    from dvd_vfx import jobs
+
+    text = HOOKS_MD.read_text(encoding="utf-8")
+    rows = {m.group(1): (m.group(2), {f.strip() for f in m.group(3).split(",")})
+            for m in re.finditer(r"^\| `(\w+)` \| `(\w+)`: `\{([^}]*)\}`", text, re.M)}
+    job_keys = set(jobs.Job(id="x", source="", out_dir="", shot=None, predictor="").to_dict())
+    want = {
+        "job_started": ("job", job_keys),
+        "pass_written": ("pass", {f.name for f in dataclasses.fields(jobs.PassInfo)}),
+        "job_finished": ("result", {f.name for f in dataclasses.fields(jobs.JobResult)}),
+        "job_failed": ("error", set(jobs.error_to_dict(ValueError("x")))),
+    }
+    assert rows == want
+    listed = re.findall(r"^\| `(\w+)` \|", text, re.M)
+    assert [e for e in listed if e in jobs.EVENTS] == list(jobs.EVENTS), "docs/hooks.md: one row per event, in order"
