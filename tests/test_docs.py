@@ -149,3 +149,57 @@ def test_the_event_table_in_hooks_md_lists_every_payload_field():
     assert rows == want
     listed = re.findall(r"^\| `(\w+)` \|", text, re.M)
     assert [e for e in listed if e in jobs.EVENTS] == list(jobs.EVENTS), "docs/hooks.md: one row per event, in order"
+
+
+# -- The command line: every command and long flag is in the docs ------------------------------
+
+
+def _walk(parser, path):
+    """(command path, parser) for the parser and every subcommand below it (argparse's own tree)."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, (*path, name))
+
+
+def _cli():
+    """Every command path (``dvd-vfx farm openjd``) and every long option, with the commands that take it."""
+    from dvd_vfx.cli import build_parser
+
+    commands, options = [], {}
+    for path, parser in _walk(build_parser(), ("dvd-vfx",)):
+        commands.append(" ".join(path))
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--"):
+                    options.setdefault(flag, []).append(" ".join(path))
+    return commands, options
+
+
+def _docs_text() -> str:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return " ".join(" ".join(p.read_text(encoding="utf-8").split()) for p in files)  # line breaks -> spaces
+
+
+def test_the_cli_walk_finds_every_command():
+    commands, options = _cli()
+    for expected in ("dvd-vfx render", "dvd-vfx farm openjd", "dvd-vfx cache clear", "dvd-vfx comp fog"):
+        assert expected in commands
+    for expected in ("--threads", "--replace", "--part", "--view", "--json-progress", "--no-vae-tiling"):
+        assert expected in options
+
+
+def test_every_cli_command_is_documented():
+    text = _docs_text()
+    missing = [c for c in _cli()[0] if not re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text)]
+    assert not missing, f"commands missing from README.md / docs/*.md (add them to docs/cli.md): {missing}"
+
+
+def test_every_cli_flag_is_documented():
+    text = _docs_text()
+    missing = {flag: where for flag, where in _cli()[1].items()
+               if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text)}
+    assert not missing, f"flags missing from README.md / docs/*.md (add them to docs/cli.md): {missing}"
