@@ -10,7 +10,7 @@ A host whose Python has no torch (Blender, Nuke) runs the engine in another inte
 The engine process (``dvd-vfx render --json-progress``) writes one JSON event per line on
 stdout; :class:`SubprocessJob` reads them in a thread and replays each as the same hook call
 an in-process render makes, on the thread that calls :meth:`SubprocessJob.poll` /
-:meth:`SubprocessJob.wait`. Event schema ``dvd-vfx.job/1`` (docs/hooks.md has the full table)::
+:meth:`SubprocessJob.wait`. Event schema ``dvd-vfx.job/1`` (docs/hooks.md has the table)::
 
     {"schema": "dvd-vfx.job/1", "event": "job_started",  "job_id": ID, "time": T, "job": {...}}
     {"schema": ..., "event": "progress",     "job_id": ID, "stage": "predict", "done": 3, "total": 9}
@@ -18,6 +18,48 @@ an in-process render makes, on the thread that calls :meth:`SubprocessJob.poll` 
     {"schema": ..., "event": "pass_written", "job_id": ID, "pass": {"path", "frame", "shot", "kind"}}
     {"schema": ..., "event": "job_finished", "job_id": ID, "result": {"pattern", "first_frame", ...}}
     {"schema": ..., "event": "job_failed",   "job_id": ID, "error": {"type", "message", "exit_code"}}
+
+Event payloads. Each line is one JSON object written by ``json.dumps`` (ASCII, no line
+breaks inside; a float that is not finite is written as ``NaN`` / ``Infinity``, which Python's
+``json`` reads). Every event has:
+
+    schema (`str`):
+        ``"dvd-vfx.job/1"``. Readers skip events of another schema with a warning; new fields
+        may appear within a schema, a change that breaks readers bumps the version.
+    event (`str`):
+        One of ``EVENTS``: ``job_started``, ``progress``, ``log``, ``pass_written``,
+        ``job_finished``, ``job_failed`` (in that order over a job's life; ``progress``,
+        ``log`` and ``pass_written`` repeat).
+    job_id (`str`):
+        The job's id: ``--job-id``, else 12 random hex digits. Equal to ``job.id``.
+    time (`float`):
+        When the event was written, in Unix seconds (UTC), rounded to 1 ms.
+
+and, per event:
+
+    job_started -> job (`object`):
+        :meth:`Job.to_dict`: ``id``, ``source``, ``out_dir``, ``shot``, ``predictor``,
+        ``options`` (see :class:`Job`). Replayed as ``dvd_vfx_job_started(job)``.
+    progress -> stage (`str`), done (`int`), total (`int`):
+        ``stage`` ``"predict"`` counts windows (``done`` starts at the number already cached),
+        ``"stitch"`` and ``"write"`` count frames; ``0 <= done <= total``. Replayed as
+        ``dvd_vfx_job_progress(job, stage, done, total)``.
+    log -> level (`str`), message (`str`):
+        ``level`` ``"warning"``, ``"error"`` or ``"critical"``; ``message`` the formatted log
+        record. Replayed as ``dvd_vfx_job_log(job, level, message)``.
+    pass_written -> pass (`object`):
+        The :class:`PassInfo` fields ``path``, ``frame``, ``shot``, ``kind``; one event per
+        file, all after the shot's files are committed. Replayed as
+        ``dvd_vfx_pass_written(job, pass_info)``.
+    job_finished -> result (`object`):
+        :meth:`JobResult.to_dict`: every :class:`JobResult` field, pairs as 2-item lists.
+        Replayed as ``dvd_vfx_job_finished(job, result)``.
+    job_failed -> error (`object`):
+        ``type`` (`str`, the class name in :mod:`dvd_vfx.errors`, e.g. ``"InputError"``),
+        ``message`` (`str`, one line), ``exit_code`` (`int`: ``InputError`` 2, ``WeightsError``
+        3, ``PredictionError`` 4, ``DeviceMemoryError`` 75, ``Cancelled`` 130, ``PluginError``
+        and unexpected errors 1). Replayed as ``dvd_vfx_job_failed(job, error)`` with the same
+        error class (:func:`error_from_dict`).
 
 This module imports only the standard library, pluggy and dvd_vfx.errors (no numpy, no torch).
 """
@@ -64,14 +106,41 @@ def new_job_id() -> str:
 
 @dataclass
 class Job:
-    """One render job. Equal in and out of process: every field is plain JSON."""
+    """One render job, as every job hook receives it. Equal in and out of process: every field is plain JSON.
+
+    Args:
+        id (`str`):
+            The job's id: ``--job-id`` / ``Engine.render(job_id=...)``, else 12 random hex
+            digits. Also the ``job_id`` of every JSON event of the job.
+        source (`str`):
+            The footage the job reads: what ``dvd_vfx_resolve_footage`` made of the source, a
+            movie path, an image sequence pattern (``shot.####.exr``, ``shot.%04d.png``,
+            ``shot.1001-1100#.exr``) or a folder, as given (not made absolute).
+        out_dir (`str`):
+            The output folder, as given (``-o`` / ``RenderOptions.out_dir``; not made absolute).
+        shot (`str` or `None`):
+            The ``--shot`` name; None = named after the source (the name the files get is
+            :attr:`JobResult.shot`).
+        predictor (`str`):
+            The name of the predictor the job renders with (``"dvd"`` unless ``--predictor``),
+            or the ``name`` of a predictor object passed to ``Engine.render``; ``""`` before an
+            out-of-process engine reports ``job_started``.
+        options (`dict`):
+            The job's ``dvd_vfx.engine.RenderOptions`` as JSON: one key per field (``out_dir``,
+            ``frames`` as ``[first, last]`` or None, ``resolution`` in px, ``window``,
+            ``overlap``, ``mode``, ``near``, ``far``, ``fps`` as a string such as
+            ``"24000/1001"`` or None, ...); empty before an out-of-process engine reports
+            ``job_started``.
+
+    ``cancel()`` asks the job to stop at the next window or frame, from any thread.
+    """
 
     id: str
-    source: str  # the resolved movie path or sequence pattern
+    source: str
     out_dir: str
-    shot: str | None  # the --shot name; None = the source's name (see JobResult.shot)
+    shot: str | None
     predictor: str
-    options: dict = field(default_factory=dict)  # RenderOptions as JSON
+    options: dict = field(default_factory=dict)
     _cancel: threading.Event = field(default_factory=threading.Event, init=False, repr=False, compare=False)
 
     def cancel(self) -> None:
@@ -94,7 +163,21 @@ class Job:
 
 @dataclass(frozen=True)
 class PassInfo:
-    """One output file, committed (final name, complete)."""
+    """One output file, committed (final name, complete), as ``dvd_vfx_pass_written`` receives it.
+
+    Args:
+        path (`str`):
+            The file's absolute path, ``/abs/OUT_DIR/SHOT.depth.NNNN.exr`` (the frame number
+            padded to at least four digits). It exists and is complete when the hook runs.
+        frame (`int`):
+            The source frame number the file holds (sequences keep their numbers: 1001...;
+            movies start at ``--start-frame``, default 1); read from the file name, 0 when the
+            name has none.
+        shot (`str`):
+            The shot name (:attr:`JobResult.shot`), the files' prefix.
+        kind (`str`):
+            The pass: ``"depth"`` (the ``depth.Z`` EXR pass; the only kind in this version).
+    """
 
     path: str
     frame: int
@@ -109,11 +192,70 @@ class PassInfo:
 
 @dataclass(frozen=True)
 class JobResult:
-    """What a finished job produced: enough for a host to load the sequence."""
+    """What a finished job produced: enough for a host to load the sequence.
+
+    ``dvd_vfx_job_finished`` receives it in process (built from ``dvd_vfx.engine.RenderResult``
+    by :meth:`from_render`) and out of process (the ``job_finished`` event's ``result``,
+    :meth:`to_dict` / :meth:`from_dict`): the same values either way.
+
+    Args:
+        shot (`str`):
+            The shot name: ``--shot``, else the source's file name without extension and frame
+            number (``plate.####.exr`` -> ``plate``). The prefix of every output file.
+        out_dir (`str`):
+            The output folder, as given (not made absolute).
+        pattern (`str`):
+            The pass's files, ``OUT_DIR/SHOT.depth.####.exr``: ``####`` stands for the frame
+            number padded to four digits (``%04d``; more digits past 9999). ``""`` for an
+            ``--only-windows`` part of a split render, which writes no pass.
+        first_frame (`int`):
+            The first source frame number of the shot as rendered (after ``--frames``):
+            sequences keep their numbers (1001...), movies start at ``--start-frame`` (default 1).
+        last_frame (`int`):
+            The last source frame number, inclusive; ``first_frame <= last_frame``. With
+            ``--write-frames``, first/last are still the shot's range, not the written one.
+        frame_count (`int`):
+            Files this job wrote: ``last_frame - first_frame + 1`` for a whole render, fewer with
+            ``--write-frames``, 0 for an ``--only-windows`` part.
+        windows (`int`):
+            Model windows in the shot's plan (>= 1; ``--window`` frames each, ``--overlap``
+            shared).
+        predictor_calls (`int`):
+            Windows this job predicted, ``0 <= predictor_calls <= windows``: 0 when every window
+            came from the cache (``cache == "hit"``).
+        seconds (`float`):
+            Wall-clock seconds from probing the footage to committing the last file (including
+            a model the predictor loads on first use), rounded to 1 ms; >= 0.
+        mode (`str`):
+            ``"depth"`` (``depth.Z`` holds z in scene units, near..far) or ``"disparity"``
+            (normalised, 0 far .. 1 near; ``--invert`` swaps them).
+        near (`float` or `None`):
+            Depth mode: the depth (scene units, > 0) the shot's nearest 2 % maps to. None in
+            disparity mode and for an ``--only-windows`` part.
+        far (`float` or `None`):
+            Depth mode: the depth (scene units, ``far > near``) the shot's farthest 2 % maps to.
+            None in disparity mode and for an ``--only-windows`` part.
+        working_size (`tuple[int, int]`):
+            ``(width, height)`` in pixels the model saw: the short side ``--resolution`` (default
+            480) unless the plate is smaller, both sides multiples of 16, display aspect
+            (anamorphic plates unsqueezed). A 2-item list in JSON.
+        plate_size (`tuple[int, int]`):
+            ``(width, height)`` in pixels of the source frames, which is the pass's size. A 2-item
+            list in JSON.
+        percentiles (`tuple[float, float]`):
+            ``(p2, p98)``: the 2nd and 98th percentiles of the whole stitched shot in raw
+            predictor units (disparity-like, after the window alignment; ``p2 <= p98``), the
+            values mapped to far and near (``--invert`` swaps them). NaN for an ``--only-windows`` part. A 2-item list in
+            JSON.
+        cache (`str`):
+            How the shot cache served the windows: ``"off"`` (no cache: ``--no-cache``),
+            ``"miss"`` (all predicted), ``"partial"`` (resumed: some were cached) or ``"hit"``
+            (all cached, no predictor call).
+    """
 
     shot: str
     out_dir: str
-    pattern: str  # /out/shot.depth.####.exr
+    pattern: str
     first_frame: int
     last_frame: int
     frame_count: int
@@ -126,7 +268,7 @@ class JobResult:
     working_size: tuple[int, int]
     plate_size: tuple[int, int]
     percentiles: tuple[float, float]
-    cache: str = "off"  # off | miss | partial | hit
+    cache: str = "off"
 
     @classmethod
     def from_render(cls, r) -> "JobResult":
