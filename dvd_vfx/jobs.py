@@ -126,7 +126,7 @@ class Job:
             or the ``name`` of a predictor object passed to ``Engine.render``; ``""`` before an
             out-of-process engine reports ``job_started``.
         options (`dict`):
-            The job's ``dvd_vfx.engine.RenderOptions`` as JSON: one key per field (``out_dir``,
+            The job's ``dvd_vfx.render.RenderOptions`` as JSON: one key per field (``out_dir``,
             ``frames`` as ``[first, last]`` or None, ``resolution`` in px, ``window``,
             ``overlap``, ``mode``, ``near``, ``far``, ``fps`` as a string such as
             ``"24000/1001"`` or None, ...); empty before an out-of-process engine reports
@@ -194,7 +194,7 @@ class PassInfo:
 class JobResult:
     """What a finished job produced: enough for a host to load the sequence.
 
-    ``dvd_vfx_job_finished`` receives it in process (built from ``dvd_vfx.engine.RenderResult``
+    ``dvd_vfx_job_finished`` receives it in process (built from ``dvd_vfx.render.RenderResult``
     by :meth:`from_render`) and out of process (the ``job_finished`` event's ``result``,
     :meth:`to_dict` / :meth:`from_dict`): the same values either way.
 

@@ -33,7 +33,7 @@ def _host_modules() -> list[str]:
     import dvd_vfx.hosts
 
     names = ["dvd_vfx", "dvd_vfx.errors", "dvd_vfx.hookspecs", "dvd_vfx.jobs", "dvd_vfx.plugins",
-             "dvd_vfx.presets", "dvd_vfx.default_plugins", "dvd_vfx.hosts"]
+             "dvd_vfx.engine", "dvd_vfx.jsonvalues", "dvd_vfx.presets", "dvd_vfx.default_plugins", "dvd_vfx.hosts"]
     for package in (dvd_vfx.default_plugins, dvd_vfx.hosts):
         # nuke_path/ is not a package: Nuke runs it with `nuke` importable (compiled below, not imported)
         names += [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
@@ -110,7 +110,7 @@ def test_plugin_loading_and_presets_work_without_torch_or_numpy(tmp_path):
     """))
     script = BLOCKER + textwrap.dedent("""
         import json
-        from dvd_vfx.plugins import Engine
+        from dvd_vfx.engine import Engine
 
         engine = Engine(plugins_dirs=[sys.argv[1]], entry_points=False)
         report = {
@@ -200,7 +200,7 @@ def _supports(dist: str, python_version: str) -> bool:
 
 
 # Modules whose import loads pluggy / tomllib (test_the_known_failure_lists_are_current checks it).
-LOADS_PLUGGY = {"dvd_vfx.hookspecs", "dvd_vfx.jobs", "dvd_vfx.plugins", "dvd_vfx.default_plugins.footage",
+LOADS_PLUGGY = {"dvd_vfx.hookspecs", "dvd_vfx.jobs", "dvd_vfx.plugins", "dvd_vfx.engine", "dvd_vfx.default_plugins.footage",
                 "dvd_vfx.default_plugins.predictors", "dvd_vfx.default_plugins.presets",
                 "dvd_vfx.default_plugins.writers", "dvd_vfx.hosts.nuke.worker"}
 LOADS_TOMLLIB = {"dvd_vfx.presets"}
