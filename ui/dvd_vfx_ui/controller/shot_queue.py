@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dvd_vfx.errors import DvdError, InputError
+from dvd_vfx.fsutil import write_atomic
 
 from .. import shots as S
 from .context import PanelContext, log, one_line
@@ -281,9 +282,7 @@ class ShotQueue:
             text = S.queue_to_json(self._shots, preset=self.preset, defaults=dict(self.defaults),
                                    output_pattern=self.output_pattern)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, text)
         self.queue_path = str(path)
         self._remember(path)
         self.ctx.message("info", f"queue saved to {path}")
