@@ -1,8 +1,8 @@
 """The batch runner: one worker thread renders the batch's rows one after another, in this process
 (``Engine.render``, one predictor kept loaded for the whole batch) or, when ``Settings.engine_python``
 names another interpreter, as ``dvd-vfx render --json-progress`` through ``dvd_vfx.jobs.SubprocessJob``.
-Either way the engine reports through the same hooks, answered by :class:`_JobHooks`: progress,
-log lines, the result. Pause waits for the shot that renders;
+Either way the engine reports through the same hooks, answered by :class:`_JobHooks`: progress
+(``dvd_vfx.jobs.progress_fraction``), log lines, the result. Pause waits for the shot that renders;
 cancel is the ``dvd_vfx_should_cancel`` hook plus ``Job.cancel()``, so a cancelled shot keeps its
 finished windows in the cache and resumes from them. Also the batch's progress and ETA.
 """
@@ -18,14 +18,11 @@ from pathlib import Path
 
 from dvd_vfx.errors import Cancelled, DvdError
 from dvd_vfx.hookspecs import hookimpl
-from dvd_vfx.jobs import new_job_id
+from dvd_vfx.jobs import new_job_id, progress_fraction
 
 from .. import shots as S
 from .context import CANCELLING, IDLE, PAUSING, RUNNING, PanelContext, one_line
 from .shot_queue import ShotQueue
-
-# share of a shot's progress bar per engine stage (predict counts windows, the others frames)
-STAGE_WEIGHTS = {"predict": (0.0, 0.8), "stitch": (0.8, 0.1), "write": (0.9, 0.1)}
 
 
 def render_args(source: str, options, values: dict, model, *, use_cache: bool, cache_dir: str) -> list[str]:
@@ -341,9 +338,8 @@ class BatchRunner:
             if shot_id is None:
                 return
             shot = self.queue.get(shot_id)
-            base, share = STAGE_WEIGHTS.get(stage, (0.0, 1.0))
             shot.stage = stage
-            shot.fraction = min(1.0, base + share * (done / total if total else 1.0))
+            shot.fraction = progress_fraction(stage, done, total)
             fraction = shot.fraction
         self.ctx.events.emit("job.progress.changed", shot_id=shot_id, stage=stage, done=done, total=total,
                              fraction=fraction)
