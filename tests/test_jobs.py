@@ -170,6 +170,26 @@ def test_parse_event():
     assert parse_event(line.replace('"progress"', '"teleport"')) is None
 
 
+def test_progress_fraction_matches_the_blender_addons_copy(monkeypatch):
+    """The add-on cannot import dvd_vfx, so plugins/blender/utils/shot.py keeps its own progress_fraction."""
+    import importlib.util
+    from pathlib import Path
+
+    from dvd_vfx.jobs import progress_fraction
+
+    path = Path(__file__).resolve().parent.parent / "plugins" / "blender" / "utils" / "shot.py"
+    spec = importlib.util.spec_from_file_location("dvd_blender_shot_helpers", path)
+    blender = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, blender)  # its dataclasses look their module up
+    spec.loader.exec_module(blender)
+    grid = [(stage, done, total) for stage in ("predict", "stitch", "write", "start", "other")
+            for total in (-1, 0, 1, 2, 3, 7, 10, 48, 1001) for done in (-3, -1, 0, 1, 2, total // 2, total - 1,
+                                                                       total, total + 1, 5000)]
+    assert [progress_fraction(*g) for g in grid] == [blender.progress_fraction(*g) for g in grid]
+    assert [progress_fraction(s, d, t) for s, d, t in (("predict", 0, 4), ("predict", 4, 4), ("stitch", 0, 9),
+                                                       ("write", 10, 10))] == [0.0, 0.8, 0.8, 1.0]
+
+
 def test_a_job_that_fails_before_it_starts_still_reports_job_failed(tmp_path):
     recorder = Recorder()
     job = host(recorder).subprocess_job(args=["plate.mov", "-o", tmp_path / "out", "--preset", "nope"])

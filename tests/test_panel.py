@@ -73,7 +73,7 @@ def status_texts(window: MainWindow) -> list[str]:
 
 
 def wait_idle(qtbot, controller, timeout_ms=120_000) -> None:
-    qtbot.waitUntil(lambda: controller.state == "idle" and not controller._worker.is_alive(), timeout=timeout_ms)
+    qtbot.waitUntil(lambda: controller.state == "idle" and controller.wait(0), timeout=timeout_ms)
     qtbot.wait(50)  # let the queued events reach the widgets
 
 

@@ -14,6 +14,7 @@ import pytest
 from footage_helpers import make_testsrc, write_exr_sequence as write_sequence
 from plugin_helpers import LUMA_PLUGIN, write_plugin
 from dvd_vfx.errors import InputError
+from dvd_vfx.jobs import progress_fraction
 from dvd_vfx_ui import preview, shots
 from dvd_vfx_ui.controller import BatchController
 from dvd_vfx_ui.settings import Settings, default_settings_path
@@ -179,11 +180,13 @@ def test_engine_python_renders_out_of_process_with_the_same_events(tmp_path):
                                           plugins_dir=str(plugins)), settings_path=tmp_path / "panel.json")
     c.set_batch_defaults(predictor="luma", output_pattern=str(tmp_path / "out" / "{shot}"), **FAST)
     [shot_id] = c.add_sources([movie(tmp_path / "a.mp4")], probe_async=False)
-    stages = []
-    c.events.subscribe("job.progress.changed", lambda t, p: stages.append(p["stage"]))
+    progress = []
+    c.events.subscribe("job.progress.changed", lambda t, p: progress.append(p))
     assert c.start() and c.wait(120)
     row = c.shot(shot_id)
     assert row["status"] == "done", row["log"]
     assert row["pattern"] == str(tmp_path / "out" / "a" / "a.depth.####.exr")
-    assert {"predict", "write"} <= set(stages)
+    assert {"predict", "write"} <= {p["stage"] for p in progress}
+    # the row's bar is the one every host shows (dvd_vfx.jobs.progress_fraction)
+    assert all(p["fraction"] == progress_fraction(p["stage"], p["done"], p["total"]) for p in progress)
     assert len(list((tmp_path / "out" / "a").glob("a.depth.*.exr"))) == 5

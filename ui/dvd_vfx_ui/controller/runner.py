@@ -1,0 +1,390 @@
+"""The batch runner: one worker thread renders the batch's rows one after another, in this process
+(``Engine.render``, one predictor kept loaded for the whole batch) or, when ``Settings.engine_python``
+names another interpreter, as ``dvd-vfx render --json-progress`` through ``dvd_vfx.jobs.SubprocessJob``.
+Either way the engine reports through the same hooks, answered by :class:`_JobHooks`: progress
+(``dvd_vfx.jobs.progress_fraction``), log lines, the result. Pause waits for the shot that renders;
+cancel is the ``dvd_vfx_should_cancel`` hook plus ``Job.cancel()``, so a cancelled shot keeps its
+finished windows in the cache and resumes from them. Also the batch's progress and ETA.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from dvd_vfx.errors import Cancelled, DvdError
+from dvd_vfx.hookspecs import hookimpl
+from dvd_vfx.jobs import new_job_id, progress_fraction
+
+from .. import shots as S
+from .context import CANCELLING, IDLE, PAUSING, RUNNING, PanelContext, one_line
+from .shot_queue import ShotQueue
+
+
+def render_args(source: str, options, values: dict, model, *, use_cache: bool, cache_dir: str) -> list[str]:
+    """What follows ``dvd-vfx render`` for one row rendered out of process.
+
+    options: dvd_vfx.render.RenderOptions; values: the row's preset keys; model: dvd_vfx.plugins.ModelSettings.
+    """
+    args = [source, "-o", os.fspath(options.out_dir), "--shot", options.shot,
+            "--predictor", values["predictor"], "--resolution", values["resolution"],
+            "--window", values["window"], "--overlap", values["overlap"], "--mode", values["mode"],
+            "--near", values["near"], "--far", values["far"], "--upsample", values["upsample"],
+            "--compression", values["compression"], "--device", values["device"], "--dtype", values["dtype"],
+            "--invert" if values["invert"] else "--no-invert",
+            "--preview" if values["preview"] else "--no-preview",
+            "--offload" if values["offload"] else "--no-offload", "--replace"]
+    if values["vae_tiling"] is not None:
+        args.append("--vae-tiling" if values["vae_tiling"] else "--no-vae-tiling")
+    if model.weights:
+        args += ["--weights", model.weights]
+    if not use_cache:
+        args.append("--no-cache")
+    elif cache_dir:
+        args += ["--cache-dir", cache_dir]
+    return [str(a) for a in args]
+
+
+class _JobHooks:
+    """The runner's plugin on the Engine: job hooks -> shot state + events."""
+
+    def __init__(self, runner: "BatchRunner"):
+        self.r = runner
+
+    @hookimpl
+    def dvd_vfx_job_started(self, job):
+        self.r._on_job_started(job)
+
+    @hookimpl
+    def dvd_vfx_job_progress(self, job, stage, done, total):
+        self.r._on_progress(job.id, stage, done, total)
+
+    @hookimpl
+    def dvd_vfx_job_log(self, job, level, message):
+        self.r._on_log(job.id, level, message)
+
+    @hookimpl
+    def dvd_vfx_job_finished(self, job, result):
+        self.r._on_finished(job.id, result)
+
+    @hookimpl
+    def dvd_vfx_should_cancel(self, job):
+        return True if self.r._cancel_requested(job.id) else None
+
+
+class BatchRunner:
+    """Start / pause after current / cancel / retry, the worker thread, and progress. State under ``ctx.lock``."""
+
+    def __init__(self, ctx: PanelContext, queue: ShotQueue):
+        self.ctx = ctx
+        self.queue = queue
+        self._hooks = _JobHooks(self)
+        ctx.add_plugin(self._hooks, "dvd_vfx_ui.controller")
+        self._state = IDLE
+        self._worker: threading.Thread | None = None
+        self._pause_requested = False
+        self._stop_requested = False
+        self._cancel_jobs: set[str] = set()
+        self._job_shot: dict[str, str] = {}  # job id -> shot id
+        self._jobs: dict[str, object] = {}  # job id -> dvd_vfx.jobs.Job (to cancel it)
+        self._current_shot: str | None = None
+        self._predictors: dict = {}
+        self._batch_ids: list[str] = []
+        self._batch_started = 0.0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def current_shot(self) -> str | None:
+        """The id of the row that renders now, if any."""
+        return self._current_shot
+
+    def forget(self, shot_ids) -> None:
+        """Rows left the queue: they leave the batch too."""
+        ids = set(shot_ids)
+        with self.ctx.lock:
+            self._batch_ids = [i for i in self._batch_ids if i not in ids]
+
+    def forget_batch(self) -> None:
+        with self.ctx.lock:
+            self._batch_ids = []
+
+    def forget_predictors(self) -> None:
+        """Load the model again for the next shot (weights, engine or plugins changed)."""
+        self._predictors = {}
+
+    # -- run controls ---------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Render every queued, cached or cancelled shot in order; False if there is nothing to do."""
+        with self.ctx.lock:
+            if self._state in (RUNNING, PAUSING) and self._worker is not None and self._worker.is_alive():
+                self._pause_requested = self._stop_requested = False
+                self._set_state(RUNNING)
+                return True
+            if self._worker is not None and self._worker.is_alive():
+                return False  # still cancelling
+            runnable = [s.id for s in self.queue.rows() if s.status in S.RUNNABLE and not s.probing]
+            if not runnable:
+                self.ctx.message("info", "nothing to render: add shots, or Retry the failed ones")
+                return False
+            self._batch_ids = runnable
+            self._batch_started = time.monotonic()
+            self._pause_requested = self._stop_requested = False
+            self._set_state(RUNNING)
+            self._worker = threading.Thread(target=self._run_batch, name="dvd-vfx-panel-batch", daemon=True)
+            self._worker.start()
+        self._emit_batch_progress()
+        return True
+
+    def pause_after_current(self) -> None:
+        with self.ctx.lock:
+            if self._state == RUNNING:
+                self._pause_requested = True
+                self._set_state(PAUSING)
+
+    def cancel_current(self) -> None:
+        """Stop the shot that renders now (its finished windows stay cached) and the batch after it."""
+        with self.ctx.lock:
+            if self._state == IDLE:
+                return
+            self._stop_requested = True
+            for job_id, shot_id in self._job_shot.items():
+                if shot_id == self._current_shot:
+                    self._cancel_jobs.add(job_id)
+                    job = self._jobs.get(job_id)
+                    if job is not None:
+                        job.cancel()
+            self._set_state(CANCELLING)
+
+    def retry_failed(self, *, start: bool = True) -> list[str]:
+        """Failed (and cancelled) shots back to queued; starts the batch if it is idle."""
+        ids = self.queue.requeue_failed()
+        if start and ids and self._state == IDLE:
+            self.start()
+        elif ids and self._state != IDLE:
+            with self.ctx.lock:
+                self._batch_ids += [i for i in ids if i not in self._batch_ids]
+        return ids
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the batch worker ends (for scripts and tests); True if it did."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Cancel what runs and wait for it (the cache keeps finished windows)."""
+        self.cancel_current()
+        self.wait(timeout)
+
+    # -- the worker -----------------------------------------------------------------------------
+    def _next_shot(self) -> S.Shot | None:
+        with self.ctx.lock:
+            for shot in self.queue.rows():
+                if shot.id in self._batch_ids and shot.status in S.RUNNABLE and not shot.probing:
+                    return shot
+        return None
+
+    def _run_batch(self) -> None:
+        try:
+            while True:
+                with self.ctx.lock:
+                    if self._stop_requested:  # cancelled before a shot began
+                        break
+                shot = self._next_shot()
+                if shot is None:
+                    break
+                self._render_one(shot.id)
+                with self.ctx.lock:  # "pause after current": the shot that began always finishes
+                    if self._pause_requested or self._stop_requested:
+                        break
+        finally:
+            with self.ctx.lock:
+                rows = self.queue.rows()
+                counts = {k: sum(1 for s in rows if s.id in self._batch_ids and s.status == k)
+                          for k in (S.DONE, S.FAILED, S.CANCELLED)}
+                self._current_shot = None
+                self._pause_requested = self._stop_requested = False
+                self._set_state(IDLE)
+            self._emit_batch_progress()
+            self.ctx.events.emit("batch.finished", **counts)
+
+    def _render_one(self, shot_id: str) -> None:
+        from dvd_vfx.render import RenderOptions
+        from dvd_vfx.plugins import ModelSettings
+
+        q = self.queue
+        job_id = new_job_id()
+        with self.ctx.lock:
+            shot = q.get(shot_id)
+            self._current_shot = shot_id
+            self._job_shot[job_id] = shot_id
+            shot.status, shot.stage, shot.fraction, shot.error, shot.pattern = S.RENDERING, "start", 0.0, "", ""
+            shot.log.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} render {shot.source}")
+            source, name = shot.source, shot.shot_name
+        q.emit_shot(shot_id)
+        status, error, trace = S.DONE, "", ""
+        try:
+            with self.ctx.lock:
+                values, preset = q.effective_values(shot)
+                q.refresh_out_dir(shot)
+                out_dir = S.output_dir(q.output_pattern, shot, preset)
+                shot.log.append(f"preset {preset}; " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+                shot.log.append(f"output {out_dir}")
+            q.emit_shot(shot_id)
+            options = RenderOptions(
+                out_dir=Path(out_dir), shot=name, resolution=values["resolution"], window=values["window"],
+                overlap=values["overlap"], mode=values["mode"], near=values["near"], far=values["far"],
+                invert=values["invert"], upsample=values["upsample"], compression=values["compression"],
+                preview=values["preview"], replace=True)  # the row's folder holds the row's one pass
+            model = ModelSettings(weights=self.ctx.settings.weights or None, device=values["device"],
+                                  dtype=values["dtype"], vae_tiling=values["vae_tiling"],
+                                  offload=bool(values["offload"]))
+            if self._subprocess_python():
+                self._render_subprocess(job_id, source, options, values, model)
+            else:
+                self._render_in_process(job_id, source, options, values["predictor"], model)
+        except Cancelled as exc:
+            status, error = S.CANCELLED, one_line(exc)
+        except DvdError as exc:
+            status, error = S.FAILED, one_line(exc)
+        except Exception as exc:  # a bug somewhere: the row says so, the log has the traceback
+            status, error, trace = S.FAILED, one_line(f"unexpected {type(exc).__name__}: {exc}"), traceback.format_exc()
+        with self.ctx.lock:
+            self._job_shot.pop(job_id, None)
+            self._jobs.pop(job_id, None)
+            self._cancel_jobs.discard(job_id)
+            if status == S.DONE:
+                shot.fraction, shot.stage = 1.0, "done"
+            if status == S.FAILED and self._stop_requested and "cancel" in error.lower():
+                status = S.CANCELLED
+            shot.status, shot.error = status, error
+            shot.log.append(f"{status}" + (f": {error}" if error else f": {shot.pattern}"))
+            if trace:
+                shot.log.extend(trace.rstrip().splitlines())
+        q.emit_shot(shot_id)
+        self._emit_batch_progress()
+
+    def _subprocess_python(self) -> str | None:
+        python = self.ctx.settings.engine_python.strip()
+        if not python:
+            return None
+        if os.path.realpath(python) == os.path.realpath(sys.executable):
+            return None
+        return python
+
+    def _predictor(self, name: str, model):
+        """One predictor per (name, model settings), kept for the batch: the weights load once."""
+        key = (name, model)
+        if key not in self._predictors:
+            self._predictors.clear()  # never hold two models
+            self._predictors[key] = self.ctx.engine.make_predictor(name, model)
+        return self._predictors[key]
+
+    def _cache(self):
+        if not self.ctx.settings.use_cache:
+            return None
+        from dvd_vfx.cache import ShotCache
+
+        return ShotCache(self.ctx.settings.cache_dir or None)
+
+    def _render_in_process(self, job_id, source, options, predictor_name, model) -> None:
+        predictor = self._predictor(predictor_name, model)
+        if self._cancel_requested(job_id):
+            raise Cancelled("render cancelled before it started")
+        self.ctx.engine.render(source, options, predictor, job_id=job_id, cache=self._cache())
+
+    def _render_subprocess(self, job_id, source, options, values, model) -> None:
+        settings = self.ctx.settings
+        args = render_args(source, options, values, model, use_cache=settings.use_cache, cache_dir=settings.cache_dir)
+        job = self.ctx.engine.subprocess_job(python=self._subprocess_python(), args=args, job_id=job_id,
+                                             plugins_dir=settings.plugins_dir or None)
+        with self.ctx.lock:
+            self._jobs[job_id] = job.job
+        while job.poll(timeout=0.1):
+            with self.ctx.lock:
+                self._jobs[job_id] = job.job
+        outcome = job.wait()
+        if outcome.error is not None:
+            tail = [line for line in job.stderr_tail if line.strip()]
+            if tail:
+                with self.ctx.lock:
+                    self.queue.get(self._job_shot[job_id]).log.extend(f"engine: {line}" for line in tail[-40:])
+            raise outcome.error
+
+    # -- hook callbacks (worker thread) ---------------------------------------------------------
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self.ctx.lock:
+            return job_id in self._cancel_jobs
+
+    def _on_job_started(self, job) -> None:
+        with self.ctx.lock:
+            if job.id in self._job_shot:
+                self._jobs[job.id] = job
+                if job.id in self._cancel_jobs:
+                    job.cancel()
+
+    def _on_progress(self, job_id: str, stage: str, done: int, total: int) -> None:
+        with self.ctx.lock:
+            shot_id = self._job_shot.get(job_id)
+            if shot_id is None:
+                return
+            shot = self.queue.get(shot_id)
+            shot.stage = stage
+            shot.fraction = progress_fraction(stage, done, total)
+            fraction = shot.fraction
+        self.ctx.events.emit("job.progress.changed", shot_id=shot_id, stage=stage, done=done, total=total,
+                             fraction=fraction)
+        self._emit_batch_progress()
+
+    def _on_log(self, job_id: str, level: str, message: str) -> None:
+        with self.ctx.lock:
+            shot_id = self._job_shot.get(job_id)
+            if shot_id is None:
+                return
+            self.queue.get(shot_id).log.append(f"{level}: {message}")
+        self.ctx.events.emit("job.log", shot_id=shot_id, level=level, message=message)
+
+    def _on_finished(self, job_id: str, result) -> None:
+        with self.ctx.lock:
+            shot_id = self._job_shot.get(job_id)
+            if shot_id is not None:
+                shot = self.queue.get(shot_id)
+                shot.pattern = result.pattern
+                shot.log.append(f"{result.frame_count} frames in {result.seconds:.1f} s, cache {result.cache}")
+
+    # -- progress -------------------------------------------------------------------------------
+    def batch_progress(self) -> dict:
+        """fraction of the batch (weighted by frames), ETA in seconds (None until it can be told)."""
+        with self.ctx.lock:
+            work = done = 0.0
+            finished = 0
+            for shot in self.queue.rows():
+                if shot.id not in self._batch_ids:
+                    continue
+                weight = float(shot.info.frame_count) if shot.info else 1.0
+                work += weight
+                if shot.status in (S.DONE, S.FAILED, S.CANCELLED):
+                    done += weight
+                    finished += 1
+                elif shot.status == S.RENDERING:
+                    done += weight * shot.fraction
+            fraction = done / work if work else 0.0
+            elapsed = time.monotonic() - self._batch_started if self._batch_started else 0.0
+            eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and self._state != IDLE else None
+            return {"fraction": fraction, "eta_s": eta, "done": finished, "total": len(self._batch_ids)}
+
+    def _emit_batch_progress(self) -> None:
+        self.ctx.events.emit("batch.progress.changed", **self.batch_progress())
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
+        self.ctx.events.emit("batch.state.changed", state=state)
