@@ -20,21 +20,19 @@ shots that wait for one once none has fitted for NODE_LOSS_GRACE_S.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import secrets
 import shutil
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dvd_vfx.errors import Cancelled, DvdError, InputError
 from dvd_vfx.fsutil import write_atomic
-from dvd_vfx.hookspecs import hookimpl
 
 log = logging.getLogger("dvd_vfx.farm.ray")
 
@@ -102,11 +100,12 @@ class FarmSettings:
 def run(args, options) -> int:
     """`dvd-vfx farm ray`: render every source; 0 when every shot's pass is written."""
     ray = import_ray()
-    from dvd_vfx import cli
+    from dvd_vfx.cli_args import engine_for, model_settings
+    from dvd_vfx.console import ProgressBars
     from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model, task_threads
 
     settings = FarmSettings.from_args(args)
-    model = task_model(cli._model_settings(args), settings.gpus_per_task)
+    model = task_model(model_settings(args), settings.gpus_per_task)
     options = task_threads(dataclasses.replace(options, out_dir=Path(absolute(options.out_dir))),
                            settings.cpus_per_task)
     shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
@@ -119,13 +118,13 @@ def run(args, options) -> int:
 
     cache_root = None if args.no_cache else absolute(ShotCache(args.cache_dir).root)
     plugins_dirs = tuple(absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
-    farm = RayFarm(ray, cli._engine(args), shots, options, settings, model=model,
+    farm = RayFarm(ray, engine_for(args), shots, options, settings, model=model,
                    predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
                    cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task)
-    bars = _Bars({})
+    bars = ProgressBars(stacked=True)
     name = farm.engine.register(bars)
     try:
-        farm.run(on_start=lambda jobs: bars.names.update(jobs))
+        farm.run(on_start=bars.names.update)
     finally:
         bars.close()
         farm.engine.unregister(name)
@@ -300,43 +299,40 @@ class RayFarm:
 
     # -- set-up ----------------------------------------------------------------------------------
     def run(self, on_start=None) -> None:
-        from dvd_vfx import cli
+        from dvd_vfx.console import sigterm_as_interrupt
         from dvd_vfx.passes.exr import remove_created
 
         ray = self.ray
         t0 = time.perf_counter()
-        previous = None
-        try:
-            self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
-            self.where = connect(ray, self.settings.address)
-            try:  # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up)
-                previous = signal.signal(signal.SIGTERM, cli._raise_interrupt)  # a farm manager's kill: like Ctrl-C
-            except ValueError:  # not the main thread
-                pass
-            nodes = check_resources(ray, self.settings, self.where)
-            total = ray.cluster_resources()
-            alive = [n for n in ray.nodes() if n.get("Alive")]
-            self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
-                            f"{total.get('GPU', 0):g} GPUs")
-            self._choose_storage(nodes)
-            self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
-            self._submit_all()
-            if on_start is not None:
-                on_start({s.job.id: s.name for s in self.shots})
-            for shot in self.shots:
-                self._hook(shot, "dvd_vfx_job_started", job=shot.job)
-                self._progress(shot, "predict", 0, shot.tasks.n_windows)
-            self._loop()
-        except BaseException as exc:
-            self._abandon(exc)
-            raise
-        finally:
-            self.seconds = time.perf_counter() - t0
-            if not any(s.paths for s in self.shots):
-                remove_created(self._created)
-            ray.shutdown()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with contextlib.ExitStack() as handlers:  # SIGTERM's handler goes back last, after ray.shutdown
+            try:
+                self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
+                self.where = connect(ray, self.settings.address)
+                # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up):
+                # a farm manager's kill unwinds like Ctrl-C
+                handlers.enter_context(sigterm_as_interrupt())
+                nodes = check_resources(ray, self.settings, self.where)
+                total = ray.cluster_resources()
+                alive = [n for n in ray.nodes() if n.get("Alive")]
+                self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
+                                f"{total.get('GPU', 0):g} GPUs")
+                self._choose_storage(nodes)
+                self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
+                self._submit_all()
+                if on_start is not None:
+                    on_start({s.job.id: s.name for s in self.shots})
+                for shot in self.shots:
+                    self._hook(shot, "dvd_vfx_job_started", job=shot.job)
+                    self._progress(shot, "predict", 0, shot.tasks.n_windows)
+                self._loop()
+            except BaseException as exc:
+                self._abandon(exc)
+                raise
+            finally:
+                self.seconds = time.perf_counter() - t0
+                if not any(s.paths for s in self.shots):
+                    remove_created(self._created)
+                ray.shutdown()
 
     def _choose_storage(self, nodes: list[dict]) -> None:
         mode = self.settings.object_store
@@ -782,40 +778,3 @@ def _commit(staging: Path, out_dir: Path) -> list[Path]:
                          f"{kept_note(exc, out_dir)}") from None
     shutil.rmtree(staging, ignore_errors=True)
     return moved
-
-
-# -- the command line's bars ---------------------------------------------------------------------
-
-
-class _Bars:
-    """One tqdm bar per shot, fed by the job_progress hook like any host's."""
-
-    LABELS = {"predict": "predict (windows)", "stitch": "stitch (frames)", "write": "write (frames)"}
-
-    def __init__(self, names: dict):
-        self.names = names  # job id -> shot name
-        self.bars: dict = {}
-        self.stages: dict = {}
-
-    @hookimpl
-    def dvd_vfx_job_progress(self, job, stage, done, total):
-        from tqdm import tqdm
-
-        desc = f"{self.names.get(job.id, job.id)}: {self.LABELS.get(stage, stage)}"
-        bar = self.bars.get(job.id)
-        if bar is None:  # stacked bars on a terminal; elsewhere (a log file) plain interleaved updates
-            position = len(self.bars) if sys.stderr.isatty() else None
-            bar = self.bars[job.id] = tqdm(total=total, desc=desc, unit="", position=position,
-                                           dynamic_ncols=True, leave=True, file=sys.stderr)
-            self.stages[job.id] = stage
-        elif self.stages[job.id] != stage:
-            self.stages[job.id] = stage
-            bar.reset(total=total)
-            bar.set_description_str(desc)
-        bar.n = done
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
