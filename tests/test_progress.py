@@ -1,5 +1,5 @@
-"""Progress without a render: the terminal's bars fed by the job-progress hook, and SIGTERM
-unwinding like Ctrl-C."""
+"""Progress without a render: a farm shot's stages summed over its tasks' events, the terminal's
+bars fed by the job-progress hook, and SIGTERM unwinding like Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,6 +13,37 @@ from types import SimpleNamespace
 import pytest
 
 from dvd_vfx.console import ProgressBars, sigterm_as_interrupt
+from dvd_vfx.farm.ray_progress import ShotProgress
+
+
+def test_a_shots_progress_sums_its_parts_and_only_moves_forward():
+    p = ShotProgress(n_windows=4)
+    p.add("windows 0-1", "windows", 2)
+    p.add("windows 2-3", "windows", 2)
+    p.add("frames 1-5", "assemble", 5)
+    p.add("frames 6-9", "assemble", 4)
+    assert p.start() == ("predict", 0, 4)
+    assert p.event("windows 2-3", "predict", 1, 4) is None  # one window was cached before the task: no news
+    assert p.event("windows 2-3", "predict", 2, 4) == ("predict", 1, 4)
+    p.restart("windows 2-3")  # a retried task counts again from its own first event
+    assert p.event("windows 2-3", "predict", 0, 4) == ("predict", 0, 4)
+    assert p.finished("windows 0-1") == ("predict", 2, 4)
+    assert p.finished("windows 2-3") == ("predict", 4, 4)
+    assert p.event("frames 1-5", "stitch", 9, 9) == ("stitch", 9, 9)
+    assert p.event("frames 1-5", "write", 1, 9) == ("write", 1, 9)
+    assert p.event("frames 6-9", "stitch", 3, 9) is None  # a later part still stitching: never backwards
+    assert p.event("frames 6-9", "write", 1, 9) == ("write", 2, 9)
+    assert p.finished("frames 1-5", frames=5) == ("write", 6, 9)
+    assert p.finished("frames 6-9") == ("write", 9, 9)
+
+
+def test_the_stitch_tasks_written_frame_is_not_counted():
+    p = ShotProgress(n_windows=1)
+    p.add("stitch", "stitch", 0)
+    p.add("frames 1-3", "assemble", 3)
+    assert p.event("stitch", "stitch", 3, 3) == ("stitch", 3, 3)
+    assert p.event("stitch", "write", 1, 3) is None and p.finished("stitch") is None
+    assert p.finished("frames 1-3") == ("write", 3, 3)
 
 
 def bars(monkeypatch, **kwargs):
