@@ -8,11 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from dvd_vfx import __version__
+from dvd_vfx import __version__, cli_args
 from dvd_vfx.errors import DvdError, InputError
-from dvd_vfx.hookspecs import hookimpl
-
-log = logging.getLogger("dvd_vfx")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -20,17 +17,6 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"dvd-vfx: error: {message}", file=sys.stderr)
         sys.exit(2)
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--weights", metavar="DIR", help="weights folder (default: $DVD_VFX_WEIGHTS, else the user data dir)")
-    g.add_argument("--device", help="auto | cuda | cuda:N | cpu | mps (default auto)")
-    g.add_argument("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
-    g.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
-                   help="tile the VAE for large frames (default: automatic above 1280x720 working size)")
-    g.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep networks on the GPU only while they run (small GPUs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="print what dvd-vfx sees in a movie file or image sequence")
     i.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
-    _add_footage_args(i)
+    cli_args.add_footage_args(i)
 
     r = sub.add_parser("render", help="render a shot's depth pass (EXR sequence)")
     r.add_argument("source", help="movie file, sequence (shot.####.exr, shot.%%04d.png, shot.1001-1100#.exr) or folder")
-    _add_render_args(r)
-    _add_model_args(r)
+    cli_args.add_render_args(r)
+    cli_args.add_model_args(r)
     _add_job_args(r)
 
     c = sub.add_parser("cache", help="list, inspect or clear the per-shot cache")
@@ -73,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="render a generated sample shot end to end (works offline)")
     d.add_argument("-o", "--output", default="demo_out", help="output folder (default ./demo_out)")
-    _add_model_args(d)
+    cli_args.add_model_args(d)
 
     pl = sub.add_parser("plugins", help="list loaded plugins, predictors, readers, writers")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
@@ -115,9 +101,9 @@ def _add_farm_parser(sub) -> None:
     fo = fsub.add_parser("openjd", help="write an Open Job Description job template (openjd run, Deadline Cloud)")
     for p, output_flags in ((fr, ("-o", "--output")), (fo, ("--output-dir",))):
         p.add_argument("sources", nargs="+", metavar="SOURCE", help="shots: movie files, sequences or folders")
-        _add_render_args(p, output_flags=output_flags, split=False)
-        _add_model_args(p)
-        p.add_argument("--preset", metavar="NAME", help="start from a preset (`dvd-vfx presets ls`); flags override it")
+        cli_args.add_render_args(p, output_flags=output_flags, split=False)
+        cli_args.add_model_args(p)
+        cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")
         g.add_argument("--windows-per-task", type=int, default=1, metavar="K",
                        help="model windows predicted by one task (default 1)")
@@ -132,72 +118,10 @@ def _add_farm_parser(sub) -> None:
 
 def _add_job_args(r: argparse.ArgumentParser) -> None:
     g = r.add_argument_group("presets and hosts")
-    g.add_argument("--preset", metavar="NAME", help="start from a preset (`dvd-vfx presets ls`); flags override it")
+    cli_args.add_preset_arg(g)
     g.add_argument("--json-progress", action="store_true",
                    help="write job events as JSON lines on stdout (schema dvd-vfx.job/1; for hosts)")
     g.add_argument("--job-id", help="id of the job in events and hooks (default: random)")
-
-
-def _add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--output"), split: bool = True) -> None:
-    r.add_argument(*output_flags, dest="output", required=True, metavar="OUT_DIR",
-                   help="output folder for SHOT.depth.####.exr")
-    r.add_argument("--shot", help="output name (default: the source's name)")
-    _add_footage_args(r)
-    g = r.add_argument_group("windows")
-    g.add_argument("--resolution", type=int, metavar="SHORT_SIDE", help="working short side (default 480)")
-    g.add_argument("--window", type=int, help="frames per window, 4n+1 (default 81)")
-    g.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default 21)")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads torch predicts with (default: torch's own, all cores; farm tasks: their CPUs). "
-                        "Renders are byte-identical only for windows predicted with the same device and count; "
-                        "it is recorded in the cache and the header (dvd/threads)")
-    g = r.add_argument_group("output")
-    g.add_argument("--mode", choices=("depth", "disparity"),
-                   help="depth: z in [near, far] scene units; disparity: normalised, near = 1 (default depth)")
-    g.add_argument("--near", type=float, help="depth of the nearest 2%% of the shot (default 1)")
-    g.add_argument("--far", type=float, help="depth of the farthest 2%% of the shot (default 100)")
-    g.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None, help="swap near and far")
-    g.add_argument("--clamp", action=argparse.BooleanOptionalAction, default=None,
-                   help="disparity mode: clip to 0..1 (default); --no-clamp keeps the shot's 2%% tails below 0 "
-                        "and above 1 (for measuring, e.g. dvd-vfx eval)")
-    g.add_argument("--upsample", choices=("bilinear", "guided"),
-                   help="to plate resolution: bilinear, or guided by the plate for sharper edges")
-    g.add_argument("--compression", help="EXR compression: zip | zips | piz | none (lossless only)")
-    g.add_argument("--preview", action=argparse.BooleanOptionalAction, default=None,
-                   help="also write half R,G,B preview channels")
-    g.add_argument("--replace", action="store_true",
-                   help="frames of this shot already in the output folder from another render (other frames, "
-                        "near/far or settings) are removed; without it such a render is refused, since one folder "
-                        "must hold one normalisation per shot")
-    g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
-    _add_cache_args(r)
-    if not split:
-        return
-    g = r.add_argument_group("split rendering (farm): parts share windows through the cache")
-    g.add_argument("--only-windows", metavar="A-B", help="predict only windows A..B into the cache; write no pass")
-    g.add_argument("--assemble", action="store_true",
-                   help="write the pass from a cache that holds every window (fails, listing the missing ones)")
-    g.add_argument("--write-frames", metavar="X-Y", help="write only these source frames of the pass")
-
-
-def _add_footage_args(p: argparse.ArgumentParser) -> None:
-    """How the source is read: shared by `render` (and the farm commands) and `info`."""
-    p.add_argument("--frames", metavar="A-B", help="inclusive source frame range (default: all)")
-    p.add_argument("--start-frame", type=int, help="first frame number of a movie (default 1)")
-    p.add_argument("--fps", help="frame rate of an image sequence, e.g. 24 or 24000/1001 (default: from EXR or 24)")
-    p.add_argument("--hold-missing", action="store_true", help="repeat the previous frame over gaps in a sequence")
-    p.add_argument("--colorspace", default="auto", help="plate colour: auto | display | linear (default auto)")
-    p.add_argument("--ocio-colorspace", help="OCIO colourspace of linear EXR plates (needs $OCIO + PyOpenColorIO)")
-    p.add_argument("--part", metavar="NAME|N", help="multi-part EXR: the part to read, by name or number (0 = first; "
-                                                   "default: the first part with R,G,B)")
-    p.add_argument("--view", help="multi-view EXR: the view to read, e.g. left or right (default: the default view)")
-
-
-def _add_cache_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cache")
-    g.add_argument("--cache-dir", help="per-shot cache folder (default: $DVD_VFX_CACHE_DIR, else the user cache dir)")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    g.add_argument("--cache-max-gb", type=float, help="cache size cap, least recently used shots evicted (default 20)")
 
 
 def _cmd_weights(args) -> int:
@@ -223,7 +147,7 @@ def _cmd_info(args) -> int:
     from dvd_vfx.footage import open_footage, parse_frame_range
 
     frames = parse_frame_range(args.frames) if args.frames else None
-    footage = open_footage(args.source, start_frame=args.start_frame, fps=_parse_fps(args.fps),
+    footage = open_footage(args.source, start_frame=args.start_frame, fps=cli_args.parse_fps(args.fps),
                            hold_missing=args.hold_missing, colorspace=args.colorspace,
                            ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view)
     if frames is not None:
@@ -232,218 +156,18 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _parse_fps(text):
-    """--fps as an exact Fraction (None when not given)."""
-    from fractions import Fraction
-
-    if not text:
-        return None
-    try:
-        fps = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise InputError(f"--fps {text!r} is not a frame rate; use e.g. 24, 25 or 24000/1001") from None
-    if fps <= 0:
-        raise InputError(f"--fps {text!r} must be positive")
-    return fps
-
-
-def _engine(args):
-    """One Engine (one PluginManager) per command."""
-    from dvd_vfx.engine import Engine
-
-    engine = getattr(args, "_engine", None)
-    if engine is None:
-        engine = Engine(plugins_dirs=getattr(args, "plugins_dir", None) or ())
-        if args is not None:
-            args._engine = engine
-    return engine
-
-
-def _model_settings(args):
-    from dvd_vfx.plugins import ModelSettings
-    from dvd_vfx.presets import DEFAULTS
-
-    def pick(key):
-        value = getattr(args, key, None)
-        return DEFAULTS[key] if value is None else value
-
-    return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
-                         vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")))
-
-
-def _make_predictor(args):
-    return _engine(args).make_predictor(getattr(args, "predictor", None) or "dvd", _model_settings(args))
-
-
-def _apply_preset(args) -> None:
-    """Fill unset flags: explicit flag > --preset value > default."""
-    from dvd_vfx import presets
-
-    preset = presets.get(_engine(args), args.preset) if getattr(args, "preset", None) else None
-    explicit = {key: getattr(args, key, None) for key in presets.DEFAULTS}
-    for key, value in presets.merge(preset, explicit).items():
-        setattr(args, key, value)
-
-
-def _split_args(args) -> dict:
-    """--only-windows / --assemble / --write-frames for render_shot (absent: a whole render)."""
-    from dvd_vfx.footage import parse_frame_range
-
-    if args is None:
-        return {}
-    only = getattr(args, "only_windows", None)
-    if only and getattr(args, "assemble", False):
-        raise InputError("--only-windows and --assemble are separate parts of a split render; use one")
-    frames = getattr(args, "write_frames", None)
-    return {"only_windows": parse_frame_range(only) if only else None, "assemble": bool(getattr(args, "assemble", False)),
-            "write_frames": parse_frame_range(frames) if frames else None}
-
-
-def _render_options(args):
-    from dvd_vfx.render import RenderOptions
-    from dvd_vfx.footage import parse_frame_range
-
-    fps = _parse_fps(args.fps)
-    return RenderOptions(
-        out_dir=Path(args.output), shot=args.shot, frames=parse_frame_range(args.frames) if args.frames else None,
-        start_frame=args.start_frame, resolution=args.resolution, window=args.window, overlap=args.overlap,
-        mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
-        compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
-        colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view, fps=fps,
-        threads=args.threads, replace=args.replace)
-
-
-class _Progress:
-    """tqdm bars per stage: windows while predicting, frames while stitching and writing."""
-
-    LABELS = {"predict": "predict (windows)", "stitch": "stitch (frames)", "write": "write (frames)"}
-
-    def __init__(self, shot: str):
-        self.shot, self.bar, self.stage = shot, None, None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{self.shot}: {self.LABELS.get(stage, stage)}", unit="",
-                            dynamic_ncols=True, leave=True, file=sys.stderr)
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _print_summary(result) -> None:
-    if not result.pattern:  # --only-windows: a part of a split render
-        print(f"\n  shot        {result.shot}\n  windows     {result.predictor_calls} predicted into the cache "
-              f"({result.cache_key[:12] if result.cache_key else '-'}) of {result.windows} in the shot\n"
-              f"  time        {result.seconds:.1f} s\n  next        --assemble writes the pass once every window "
-              "is cached")
-        return
-    lo, hi = result.percentiles
-    depth = f"depth {result.near:g}..{result.far:g}" if result.mode == "depth" else "disparity 0..1 (near = 1)"
-    print(f"""
-  shot        {result.shot}
-  frames      {result.frame_numbers[0]}-{result.frame_numbers[1]} ({result.frame_count} frames, {result.windows} windows)
-  time        {result.seconds:.1f} s ({result.fps:.2f} fps)
-  size        plate {result.plate_size[0]}x{result.plate_size[1]}, working {result.working_size[0]}x{result.working_size[1]}
-  values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity) of frames {result.frame_numbers[0]}-{result.frame_numbers[1]}
-  cache       {_CACHE_WORDS[result.cache]}{f" ({result.cache_key[:12]})" if result.cache_key else ""}
-  output      {result.pattern}""")
-
-
-_CACHE_WORDS = {"off": "off", "miss": "miss (all windows predicted)", "partial": "partial hit (resumed)",
-                "hit": "hit (no predictor call)"}
-
-
-def _make_cache(args):
-    """The shot cache the flags ask for, or None (--no-cache)."""
-    if getattr(args, "no_cache", False):
-        return None
-    from dvd_vfx.cache import ShotCache
-
-    return ShotCache(getattr(args, "cache_dir", None), max_gb=getattr(args, "cache_max_gb", None))
-
-
-class _ProgressPlugin:
-    """The tqdm bars, fed by the job's progress hook like any host's."""
-
-    def __init__(self, bar: _Progress):
-        self.bar = bar
-
-    @hookimpl
-    def dvd_vfx_job_progress(self, stage, done, total):
-        self.bar(stage, done, total)
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _run_render(source, options, predictor, cache=None, *, args=None, model=None) -> int:
-    """Render through the Engine so plugins see the job. predictor: a registered name or an object."""
-    import contextlib
-    import signal
-
-    engine = _engine(args)
-    json_mode = bool(getattr(args, "json_progress", False))
-    bar = None
-    previous_sigterm = None
-    # A host's cancel or a farm manager's kill (SIGTERM) unwinds like Ctrl-C: staged files are
-    # removed, finished windows stay cached.
-    with contextlib.suppress(ValueError):  # not the main thread
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    if json_mode:  # stdout carries only events
-        from dvd_vfx.jobs import JsonLinesEmitter
-
-        plugin = JsonLinesEmitter(sys.stdout)
-    else:
-        bar = _Progress(options.shot or Path(str(source)).name)
-        plugin = _ProgressPlugin(bar)
-    name = engine.register(plugin)
-    try:
-        result = engine.render(source, options, predictor, model=model, job_id=getattr(args, "job_id", None),
-                               on_predictor=_warn_if_test_model, cache=cache, **_split_args(args))
-    finally:
-        engine.unregister(name)
-        if bar is not None:
-            bar.close()
-        if previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-    with contextlib.redirect_stdout(sys.stderr) if json_mode else contextlib.nullcontext():
-        _print_summary(result)
-    return 0
-
-
 def _cmd_render(args) -> int:
-    _apply_preset(args)
-    return _run_render(args.source, _render_options(args), args.predictor, _make_cache(args), args=args,
-                       model=_model_settings(args))
+    from dvd_vfx.console import run_render
 
-
-def _warn_if_test_model(predictor) -> None:
-    files = getattr(predictor, "_files", None)
-    if files is not None and files.dit is not None:
-        from dvd_vfx.model import checkpoint as ck
-
-        layout = ck.dit_layout(ck.read_safetensors_header(files.dit), files.dit)
-        if not ck.is_full_size(ck.infer_dit_config(layout, files.dit)):
-            log.warning("the weights in %s are a tiny/custom test model, not DVD 1.3B: the depth will be "
-                        "meaningless; run `dvd-vfx weights fetch` for the real model", files.folder)
+    cli_args.apply_preset(args)
+    return run_render(args.source, cli_args.render_options(args), args.predictor, cli_args.make_cache(args),
+                      args=args, model=cli_args.model_settings(args))
 
 
 def _cmd_demo(args) -> int:
     from dvd_vfx import demo
 
-    import functools
-
-    # _run_render warns about test-size weights itself (on_predictor)
-    return demo.run(args, make_predictor=_make_predictor, run_render=functools.partial(_run_render, args=args))
+    return demo.run(args)
 
 
 def _cmd_cache(args) -> int:
@@ -487,7 +211,7 @@ def _cmd_cache(args) -> int:
 def _cmd_plugins(args) -> int:
     import json
 
-    engine = _engine(args)
+    engine = cli_args.engine_for(args)
     plugins, predictors = engine.plugins(), engine.predictors()
     readers, writers, presets = engine.readers(), engine.writers(), engine.presets()
     if args.json:
@@ -515,7 +239,7 @@ def _cmd_plugins(args) -> int:
 def _cmd_presets(args) -> int:
     from dvd_vfx import presets as pr
 
-    engine = _engine(args)
+    engine = cli_args.engine_for(args)
     if args.presets_command == "ls":
         found = engine.presets()
         width = max((len(n) for n in found), default=4)
@@ -624,11 +348,11 @@ def _cmd_comp(args) -> int:
 def _cmd_farm(args) -> int:
     from dvd_vfx.farm import openjd, ray_runner
 
-    _apply_preset(args)
+    cli_args.apply_preset(args)
     if args.shot and len(args.sources) > 1:
         raise InputError(f"--shot {args.shot!r} names one shot but {len(args.sources)} sources were given; "
                          "drop --shot (each shot is named after its source)")
-    options = _render_options(args)
+    options = cli_args.render_options(args)
     return (ray_runner if args.farm_command == "ray" else openjd).run(args, options)
 
 
@@ -644,9 +368,9 @@ def _cmd_train(args) -> int:
     return cmd_train(args)
 
 
-_HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info, "render": _cmd_render, "demo": _cmd_demo,
-             "cache": _cmd_cache, "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install,
-             "comp": _cmd_comp, "farm": _cmd_farm}
+_HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info,
+             "render": _cmd_render, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
+             "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm}
 
 
 def main(argv: list[str] | None = None) -> int:

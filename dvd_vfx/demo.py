@@ -35,9 +35,12 @@ def sample_shot(folder: Path, *, frames: int = 24, size: str = "320x180") -> Pat
     return path
 
 
-def run(args, *, make_predictor, run_render) -> int:
+def run(args) -> int:
+    """`dvd-vfx demo`: args has the model flags and --output."""
     import platformdirs
 
+    from dvd_vfx.cli_args import make_predictor
+    from dvd_vfx.console import run_render
     from dvd_vfx.render import RenderOptions
 
     work = Path(platformdirs.user_cache_dir("dvd-vfx", appauthor=False)) / "demo"
@@ -63,4 +66,4 @@ def run(args, *, make_predictor, run_render) -> int:
     print(f"demo plate: {plate}")
     from dvd_vfx.cache import ShotCache
 
-    return run_render(plate, options, predictor, ShotCache())
+    return run_render(plate, options, predictor, ShotCache(), args=args)  # it warns about a test model itself

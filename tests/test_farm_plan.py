@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dvd_vfx import cli
+from dvd_vfx import cli, cli_args
 from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import InputError
-from dvd_vfx.farm.plan import chunks, plan_shot, render_flags, task_model
+from dvd_vfx.farm.plan import chunks, plan_shot, task_model
 from dvd_vfx.plugins import ModelSettings
 from dvd_vfx.windows import plan_windows
 from footage_helpers import make_testsrc
@@ -55,9 +55,9 @@ def test_plan_rejects_bad_inputs_with_the_value(tmp_path):
     RenderOptions(out_dir=Path("out"), part="0"),
 ])
 def test_render_flags_rebuild_the_options(options):
-    args = cli.build_parser().parse_args(["render", "SRC", *render_flags(options)])
-    cli._apply_preset(args)
-    assert cli._render_options(args) == options
+    args = cli.build_parser().parse_args(["render", "SRC", *cli_args.render_flags(options)])
+    cli_args.apply_preset(args)
+    assert cli_args.render_options(args) == options
 
 
 @pytest.mark.parametrize("device, gpus, message", [

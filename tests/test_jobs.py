@@ -12,6 +12,7 @@ import pytest
 
 from plugin_helpers import FAST, LUMA_PLUGIN, Recorder, make_plate, write_plugin
 from dvd_vfx import cli
+from dvd_vfx.console import warn_if_test_model
 from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import Cancelled, InputError
 from dvd_vfx.jobs import SCHEMA, JsonLinesEmitter, SubprocessJob, parse_event
@@ -46,7 +47,7 @@ def test_event_stream_of_a_real_render_replays_as_the_same_hook_calls(tiny_weigh
     local = Recorder()
     host(local).render(str(plate), RenderOptions(out_dir=out, resolution=48, window=5, overlap=2), "dvd",
                        model=ModelSettings(weights=str(tiny_weights_master), device="cpu"), job_id="job-1",
-                       on_predictor=cli._warn_if_test_model)
+                       on_predictor=warn_if_test_model)
 
     remote = Recorder()
     job = host(remote).subprocess_job(args=[plate, "-o", out, *FAST, "--weights", tiny_weights_master,

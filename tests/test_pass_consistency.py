@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dvd_vfx.cli import main
-from dvd_vfx.farm.plan import render_flags, task_threads
+from dvd_vfx.cli_args import render_flags
+from dvd_vfx.farm.plan import task_threads
 from dvd_vfx.render import RenderOptions
 from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg
 from dvd_vfx.passes.exr import read_pass_attributes

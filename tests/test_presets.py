@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugin_helpers import LUMA_PLUGIN, make_plate, write_plugin
-from dvd_vfx import cli, presets
+from dvd_vfx import cli, cli_args, presets
 from dvd_vfx.errors import InputError
 from dvd_vfx.passes.exr import read_pass_attributes
 from dvd_vfx.engine import Engine
@@ -26,7 +26,7 @@ def engine():
 
 def parsed(*argv):
     args = cli.build_parser().parse_args(["render", "plate.mov", "-o", "out", *map(str, argv)])
-    cli._apply_preset(args)
+    cli_args.apply_preset(args)
     return args
 
 
@@ -62,7 +62,7 @@ def test_merge_order_shipped_then_user_then_cli_flag(user_dir):
 
     args = parsed("--preset", "low-vram", "--no-vae-tiling", "--dtype", "fp32")
     assert (args.vae_tiling, args.dtype, args.offload) == (False, "fp32", True)
-    assert cli._model_settings(args).vae_tiling is False
+    assert cli_args.model_settings(args).vae_tiling is False
 
 
 def test_preset_drives_a_render(user_dir, tmp_path, capsys):

@@ -50,6 +50,7 @@ def add_arguments(p) -> None:
 
 
 def run(args, options) -> int:
+    from dvd_vfx.cli_args import model_settings
     from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model, task_threads
 
     if getattr(args, "no_cache", False):
@@ -61,9 +62,7 @@ def run(args, options) -> int:
     shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
                        frames_per_task=args.frames_per_task) for source in args.sources]
     check_unique_shots(shots)
-    from dvd_vfx.cli import _model_settings
-
-    model = task_model(_model_settings(args), args.gpus_per_task)
+    model = task_model(model_settings(args), args.gpus_per_task)
     template_path = Path(args.template).expanduser()
     template, values = build_template(
         shots, options, cache_dir=_cache_dir(args), model=model, predictor=getattr(args, "predictor", None),

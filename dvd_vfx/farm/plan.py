@@ -3,15 +3,16 @@
 neither torch, ray nor openjd is imported.
 
 Every task is an ordinary `dvd-vfx render` with the same render flags (so it computes the same
-cache key) plus `--only-windows A-B`, or `--assemble --write-frames X-Y`.
+cache key) plus `--only-windows A-B`, or `--assemble --write-frames X-Y`. The flags come from
+dvd_vfx.cli_args (render_flags, model_flags), which also reads them back.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from dvd_vfx.cli_args import model_flags, render_flags
 from dvd_vfx.render import RenderOptions, shot_layout
 from dvd_vfx.errors import InputError
 
@@ -63,40 +64,6 @@ def plan_shot(source, options: RenderOptions, *, windows_per_task: int = 1,
                      frame_chunks=chunks(first, last, frames_per_task or (last - first + 1)))
 
 
-def render_flags(options: RenderOptions) -> list[str]:
-    """`dvd-vfx render` flags that rebuild exactly `options` (the cache key and the pass header).
-
-    Model, cache and split flags are not included: callers add them.
-    """
-    flags = ["-o", str(Path(options.out_dir))]
-    if options.shot:
-        flags += ["--shot", options.shot]
-    if options.frames is not None:
-        flags += ["--frames", f"{options.frames[0]}-{options.frames[1]}"]
-    if options.start_frame is not None:
-        flags += ["--start-frame", str(options.start_frame)]
-    if options.fps is not None:
-        flags += ["--fps", str(options.fps)]
-    if options.hold_missing:
-        flags.append("--hold-missing")
-    flags += ["--colorspace", options.colorspace]
-    if options.ocio_colorspace:
-        flags += ["--ocio-colorspace", options.ocio_colorspace]
-    if options.part is not None:
-        flags += ["--part", str(options.part)]
-    if options.view is not None:
-        flags += ["--view", str(options.view)]
-    flags += ["--resolution", str(options.resolution), "--window", str(options.window),
-              "--overlap", str(options.overlap), "--mode", options.mode,
-              "--near", repr(float(options.near)), "--far", repr(float(options.far)),
-              "--invert" if options.invert else "--no-invert", "--clamp" if options.clamp else "--no-clamp",
-              "--upsample", options.upsample,
-              *(["--threads", str(options.threads)] if options.threads is not None else []),
-              *(["--replace"] if options.replace else []),
-              "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
-    return flags
-
-
 def task_threads(options: RenderOptions, cpus: float) -> RenderOptions:
     """`options` with the CPU thread count every task predicts with: --threads, else the task's CPUs.
     One count for all tasks, so the windows (and a single render with the same --threads) agree."""
@@ -105,18 +72,6 @@ def task_threads(options: RenderOptions, cpus: float) -> RenderOptions:
     if options.threads is not None:
         return options
     return dataclasses.replace(options, threads=max(1, int(cpus)))
-
-
-def model_flags(model) -> list[str]:
-    """`dvd-vfx render` flags for a dvd_vfx.plugins.ModelSettings."""
-    flags = []
-    if model.weights:
-        flags += ["--weights", str(model.weights)]
-    flags += ["--device", model.device, "--dtype", model.dtype,
-              "--offload" if model.offload else "--no-offload"]
-    if model.vae_tiling is not None:
-        flags.append("--vae-tiling" if model.vae_tiling else "--no-vae-tiling")
-    return flags
 
 
 def task_model(model, gpus_per_task: float):

@@ -4,7 +4,7 @@ Per shot: one task per window chunk (``render --only-windows A-B``) and one per 
 (``render --assemble --write-frames X-Y``), which Ray starts once the shot's window tasks are
 done (their receipts are its arguments); through the object store, a shot with several frame
 chunks also gets one stitch task between them. What a task does on its worker:
-dvd_vfx/farm/ray_tasks.py.
+dvd_vfx/farm/ray_tasks.py; how a shot's progress is summed over its tasks: dvd_vfx/farm/ray_progress.py.
 
 Before anything is submitted, every shot is probed and planned, the resources a task asks for
 are checked against the cluster (Ray leaves a task that asks for GPUs the cluster lacks pending
@@ -20,28 +20,26 @@ shots that wait for one once none has fitted for NODE_LOSS_GRACE_S.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import secrets
 import shutil
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dvd_vfx.errors import Cancelled, DvdError, InputError
+from dvd_vfx.farm.ray_progress import ShotProgress
 from dvd_vfx.fsutil import write_atomic
-from dvd_vfx.hookspecs import hookimpl
 
 log = logging.getLogger("dvd_vfx.farm.ray")
 
 OBJECT_STORE_CHOICES = ("auto", "always", "never")
 FORWARDED_ENV = ("SOURCE_DATE_EPOCH",)  # plus every DVD_VFX_* variable of the submitter
 ASSEMBLE_GPU_SHARE = 0.01  # assemble tasks run no model but must see the window tasks' device class
-STAGES = ("predict", "stitch", "write")
 POLL_S = 0.2
 PROBE_TIMEOUT_S = 180.0
 STOP_WAIT_S = 30.0  # after a cancel: how long cancelled tasks get to clean up
@@ -102,11 +100,12 @@ class FarmSettings:
 def run(args, options) -> int:
     """`dvd-vfx farm ray`: render every source; 0 when every shot's pass is written."""
     ray = import_ray()
-    from dvd_vfx import cli
+    from dvd_vfx.cli_args import engine_for, model_settings
+    from dvd_vfx.console import ProgressBars
     from dvd_vfx.farm.plan import absolute, check_unique_shots, plan_shot, task_model, task_threads
 
     settings = FarmSettings.from_args(args)
-    model = task_model(cli._model_settings(args), settings.gpus_per_task)
+    model = task_model(model_settings(args), settings.gpus_per_task)
     options = task_threads(dataclasses.replace(options, out_dir=Path(absolute(options.out_dir))),
                            settings.cpus_per_task)
     shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
@@ -119,13 +118,13 @@ def run(args, options) -> int:
 
     cache_root = None if args.no_cache else absolute(ShotCache(args.cache_dir).root)
     plugins_dirs = tuple(absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
-    farm = RayFarm(ray, cli._engine(args), shots, options, settings, model=model,
+    farm = RayFarm(ray, engine_for(args), shots, options, settings, model=model,
                    predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
                    cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task)
-    bars = _Bars({})
+    bars = ProgressBars(stacked=True)
     name = farm.engine.register(bars)
     try:
-        farm.run(on_start=lambda jobs: bars.names.update(jobs))
+        farm.run(on_start=bars.names.update)
     finally:
         bars.close()
         farm.engine.unregister(name)
@@ -172,7 +171,7 @@ def check_resources(ray, settings: FarmSettings, where: str) -> list[dict]:
     """The live nodes a task fits on; InputError when none (Ray would leave such a task pending forever)."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     gpus, cpus = settings.gpus_per_task, settings.cpus_per_task
-    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+    fits = [n for n in nodes if _fits(n, cpus, gpus)]
     if fits:
         return fits
     total = ray.cluster_resources()
@@ -188,6 +187,69 @@ def check_resources(ray, settings: FarmSettings, where: str) -> list[dict]:
     raise InputError(f"--cpus-per-task {cpus:g}: no node of the Ray cluster at {where} has that many CPUs"
                      f"{' next to the GPUs asked for' if gpus else ''} (at most {most_cpus:g}; {shape}); "
                      "lower --cpus-per-task")
+
+
+def _fits(node: dict, cpus: float, gpus: float) -> bool:
+    return node["Resources"].get("CPU", 0) >= cpus and node["Resources"].get("GPU", 0) >= gpus
+
+
+def task_needs(settings: FarmSettings) -> dict[str, tuple[float, float]]:
+    """(CPUs, GPUs) a task of each kind asks Ray for."""
+    s = settings
+    assemble_gpus = min(s.gpus_per_task, ASSEMBLE_GPU_SHARE) if s.gpus_per_task > 0 else 0
+    return {"windows": (s.cpus_per_task, s.gpus_per_task), "stitch": (s.cpus_per_task, assemble_gpus),
+            "assemble": (s.cpus_per_task, assemble_gpus)}
+
+
+class NodeWatch:
+    """While tasks are pending: whether some live node still fits each kind of task, every NODE_CHECK_S.
+
+    check_resources checks at set-up, but a node can die mid-run, and Ray leaves a task that fits no
+    node pending forever without a word: once none has fitted for NODE_LOSS_GRACE_S, the tasks
+    waiting for one are lost.
+    """
+
+    def __init__(self, needs: dict[str, tuple[float, float]]):
+        self.needs = needs  # task_needs()
+        self._next_check = 0.0
+        self._short_since: float | None = None  # since when some pending task fits no live node
+
+    def lost(self, ray, pending: list, where: str, now: float | None = None) -> list:
+        """pending: (key, part) of the tasks still waiting (part: its .name and .kind). The (key, error)
+        of those that no live node has fitted for NODE_LOSS_GRACE_S; [] while there is time."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_check or not pending:
+            return []
+        self._next_check = now + NODE_CHECK_S
+        try:
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 - the GCS is busy or restarting: next time
+            return []
+        short = {kind for kind, (cpus, gpus) in self.needs.items() if not any(_fits(n, cpus, gpus) for n in nodes)}
+        waiting = [(key, part) for key, part in pending if part.kind in short]
+        if not waiting:
+            self._short_since = None
+            return []
+        if self._short_since is None:
+            self._short_since = now
+            log.warning("farm ray: no live node of the Ray cluster at %s fits the pending tasks any more; waiting "
+                        "%.0f s for one to join", where, NODE_LOSS_GRACE_S)
+        if now - self._short_since < NODE_LOSS_GRACE_S:
+            return []
+        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
+        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+        shape = f"{len(nodes)} live node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPUs, {gpus:g} GPUs"
+        lost = []
+        for key, part in waiting:
+            want_cpus, want_gpus = self.needs[part.kind]
+            lost.append((key, DvdError(
+                f"{part.name}: no live node of the Ray cluster at {where} has {want_cpus:g} CPU"
+                f"{'s' if want_cpus != 1 else ''}{f' and {want_gpus:g} GPU' if want_gpus else ''}"
+                f"{'s' if want_gpus > 1 else ''} for it any more "
+                f"({shape}, for {now - self._short_since:.0f} s): a node left the cluster; restart it "
+                "and render the shot again")))
+        self._short_since = None
+        return lost
 
 
 def shared_storage(ray, nodes: list[dict], folders: list[str]) -> tuple[str, str] | None:
@@ -241,9 +303,6 @@ class _Part:
     name: str  # "windows 0-1" | "stitch" | "frames 1-13"
     kind: str  # windows | stitch | assemble
     size: int  # windows or frames in the chunk
-    progress: int = 0  # windows predicted / frames written by the current attempt
-    stitch: int = 0
-    base: int | None = None  # the first "predict" count of the attempt (windows cached before it)
     attempts: int = 0
     finished: bool = False
     result: dict | None = None  # the task's receipt: the render's result, timings, node
@@ -260,12 +319,11 @@ class _Shot:
     refs: list = field(default_factory=list)
     t0: float = 0.0
     seconds: float = 0.0
-    frames_total: int = 0
     closed: bool = False  # finished or failed: later events and results are ignored
     error: DvdError | None = None
     paths: list[Path] = field(default_factory=list)
     result: object = None  # dvd_vfx.jobs.JobResult
-    last_progress: tuple | None = None
+    progress: ShotProgress = field(default_factory=ShotProgress)
     logged: set = field(default_factory=set)
 
     @property
@@ -295,48 +353,44 @@ class RayFarm:
         self._relay = None
         self._relay_lost = False
         self._cancelled: dict = {}  # receipt -> when ray.cancel was asked (force-cancelled after FORCE_CANCEL_S)
-        self._next_node_check = 0.0
-        self._nodes_short_since: float | None = None  # since when some pending task fits no live node
+        self._nodes = NodeWatch(task_needs(settings))
 
     # -- set-up ----------------------------------------------------------------------------------
     def run(self, on_start=None) -> None:
-        from dvd_vfx import cli
+        from dvd_vfx.console import sigterm_as_interrupt
         from dvd_vfx.passes.exr import remove_created
 
         ray = self.ray
         t0 = time.perf_counter()
-        previous = None
-        try:
-            self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
-            self.where = connect(ray, self.settings.address)
-            try:  # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up)
-                previous = signal.signal(signal.SIGTERM, cli._raise_interrupt)  # a farm manager's kill: like Ctrl-C
-            except ValueError:  # not the main thread
-                pass
-            nodes = check_resources(ray, self.settings, self.where)
-            total = ray.cluster_resources()
-            alive = [n for n in ray.nodes() if n.get("Alive")]
-            self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
-                            f"{total.get('GPU', 0):g} GPUs")
-            self._choose_storage(nodes)
-            self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
-            self._submit_all()
-            if on_start is not None:
-                on_start({s.job.id: s.name for s in self.shots})
-            for shot in self.shots:
-                self._hook(shot, "dvd_vfx_job_started", job=shot.job)
-                self._progress(shot, "predict", 0, shot.tasks.n_windows)
-            self._loop()
-        except BaseException as exc:
-            self._abandon(exc)
-            raise
-        finally:
-            self.seconds = time.perf_counter() - t0
-            if not any(s.paths for s in self.shots):
-                remove_created(self._created)
-            ray.shutdown()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with contextlib.ExitStack() as handlers:  # SIGTERM's handler goes back last, after ray.shutdown
+            try:
+                self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
+                self.where = connect(ray, self.settings.address)
+                # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up):
+                # a farm manager's kill unwinds like Ctrl-C
+                handlers.enter_context(sigterm_as_interrupt())
+                nodes = check_resources(ray, self.settings, self.where)
+                total = ray.cluster_resources()
+                alive = [n for n in ray.nodes() if n.get("Alive")]
+                self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
+                                f"{total.get('GPU', 0):g} GPUs")
+                self._choose_storage(nodes)
+                self._relay = ray.remote(_relay_class()).options(num_cpus=0).remote()
+                self._submit_all()
+                if on_start is not None:
+                    on_start({s.job.id: s.name for s in self.shots})
+                for shot in self.shots:
+                    self._hook(shot, "dvd_vfx_job_started", job=shot.job)
+                    self._report(shot, shot.progress.start())
+                self._loop()
+            except BaseException as exc:
+                self._abandon(exc)
+                raise
+            finally:
+                self.seconds = time.perf_counter() - t0
+                if not any(s.paths for s in self.shots):
+                    remove_created(self._created)
+                ray.shutdown()
 
     def _choose_storage(self, nodes: list[dict]) -> None:
         mode = self.settings.object_store
@@ -373,7 +427,7 @@ class RayFarm:
         ray, s = self.ray, self.settings
         remote = ray.remote(run_part)
         env = {k: v for k, v in os.environ.items() if k.startswith("DVD_VFX_") or k in FORWARDED_ENV}
-        assemble_gpus = self._needs()["assemble"][1]
+        assemble_gpus = task_needs(s)["assemble"][1]
         run_id = secrets.token_hex(4)
         options = self.options
 
@@ -400,7 +454,8 @@ class RayFarm:
             except OSError as exc:
                 raise InputError(f"cannot create a staging folder in {options.out_dir}: {exc.strerror or exc}; "
                                  "check the folder's permissions or choose another -o") from None
-            shot = _Shot(index=index, tasks=tasks, job=job, staging=staging, t0=time.perf_counter())
+            shot = _Shot(index=index, tasks=tasks, job=job, staging=staging, t0=time.perf_counter(),
+                         progress=ShotProgress(tasks.n_windows))
             self.shots.append(shot)
             common = dict(shot_index=index, shot=tasks.shot, source=tasks.source,
                           options=dataclasses.replace(options, out_dir=staging),
@@ -430,6 +485,7 @@ class RayFarm:
     def _track(self, shot: _Shot, part: _Part, receipt) -> None:
         """The submitter waits on receipts (small); windows go from task to task without passing through it."""
         shot.parts[part.name] = part
+        shot.progress.add(part.name, part.kind, part.size)
         shot.refs.append(receipt)
         self.pending[receipt] = (shot, part)
 
@@ -481,41 +537,16 @@ class RayFarm:
             kind = event.get("event")
             if kind == "job_started":  # a new attempt: its counters start again
                 part.attempts += 1
-                part.progress, part.stitch, part.base = 0, 0, None
+                shot.progress.restart(part.name)
             elif kind == "progress":
-                self._on_progress(shot, part, str(event.get("stage")), int(event.get("done", 0)),
-                                  int(event.get("total", 0)))
+                self._report(shot, shot.progress.event(part.name, str(event.get("stage")), int(event.get("done", 0)),
+                                                       int(event.get("total", 0))))
             elif kind == "log":
                 message = str(event.get("message", ""))
                 if message not in shot.logged:  # parts repeat the same warnings (e.g. a test model)
                     shot.logged.add(message)
                     self._hook(shot, "dvd_vfx_job_log", job=shot.job, level=str(event.get("level", "warning")),
                                message=message)
-
-    def _on_progress(self, shot: _Shot, part: _Part, stage: str, done: int, total: int) -> None:
-        if stage == "predict":
-            part.base = done if part.base is None else part.base
-            part.progress = min(part.size, done - part.base)
-            self._progress(shot, "predict", *self._windows_done(shot))
-        elif part.kind == "stitch" and stage != "stitch":
-            return  # the stitch task's one written frame is thrown away
-        elif stage == "stitch":
-            part.stitch = done
-            shot.frames_total = total
-            self._progress(shot, "stitch", max(p.stitch for p in shot.parts.values()), total)
-        elif stage == "write":
-            part.progress += 1
-            shot.frames_total = total
-            self._progress(shot, "write", self._frames_done(shot), total)
-
-    def _windows_done(self, shot: _Shot) -> tuple[int, int]:
-        done = sum(p.size if p.finished else p.progress for p in shot.parts.values() if p.kind == "windows")
-        return done, shot.tasks.n_windows
-
-    @staticmethod
-    def _frames_done(shot: _Shot) -> int:
-        return sum(int((p.result.get("result") or {}).get("frame_count", p.size)) if p.finished else p.progress
-                   for p in shot.parts.values() if p.kind == "assemble")
 
     def _finished(self, ref) -> None:
         shot, part = self.pending.pop(ref)
@@ -529,7 +560,7 @@ class RayFarm:
         part.finished, part.result = True, out
         part.attempts = max(part.attempts, 1)
         if part.kind == "windows":
-            self._progress(shot, "predict", *self._windows_done(shot))
+            self._report(shot, shot.progress.finished(part.name))
             return
         if part.kind == "assemble" and part.payload:  # the EXR files, through the object store
             try:
@@ -540,11 +571,9 @@ class RayFarm:
             except Exception as exc:  # noqa: BLE001 - an object lost with its node
                 self._fail(shot, self._task_error(shot, part, exc))
                 return
-        if part.kind == "stitch":
-            if all(p.finished for p in shot.parts.values()):
-                self._complete(shot)
-            return
-        self._progress(shot, "write", self._frames_done(shot), shot.frames_total or self._frames_done(shot))
+        if part.kind == "assemble":
+            frames = int((out.get("result") or {}).get("frame_count", part.size))
+            self._report(shot, shot.progress.finished(part.name, frames))
         if all(p.finished for p in shot.parts.values()):
             self._complete(shot)
 
@@ -656,54 +685,12 @@ class RayFarm:
                 except Exception:  # noqa: BLE001 - finished meanwhile
                     pass
 
-    def _needs(self) -> dict[str, tuple[float, float]]:
-        """(CPUs, GPUs) a task of each kind asks Ray for."""
-        s = self.settings
-        assemble_gpus = min(s.gpus_per_task, ASSEMBLE_GPU_SHARE) if s.gpus_per_task > 0 else 0
-        return {"windows": (s.cpus_per_task, s.gpus_per_task), "stitch": (s.cpus_per_task, assemble_gpus),
-                "assemble": (s.cpus_per_task, assemble_gpus)}
-
     def _check_nodes(self, now: float | None = None) -> None:
-        """Fail the shots whose pending tasks no live node fits any more, after NODE_LOSS_GRACE_S.
-
-        Checked at set-up too, but a node can die mid-run, and Ray leaves a task that fits no node
-        pending forever without a word.
-        """
-        now = time.monotonic() if now is None else now
-        if now < self._next_node_check or not self.pending:
-            return
-        self._next_node_check = now + NODE_CHECK_S
-        try:
-            nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-        except Exception:  # noqa: BLE001 - the GCS is busy or restarting: next time
-            return
-        needs = self._needs()
-        short = {kind for kind, (cpus, gpus) in needs.items() if not any(
-            n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus for n in nodes)}
-        waiting = [(shot, part) for shot, part in self.pending.values() if not shot.closed and part.kind in short]
-        if not waiting:
-            self._nodes_short_since = None
-            return
-        if self._nodes_short_since is None:
-            self._nodes_short_since = now
-            log.warning("farm ray: no live node of the Ray cluster at %s fits the pending tasks any more; waiting "
-                        "%.0f s for one to join", self.where, NODE_LOSS_GRACE_S)
-        if now - self._nodes_short_since < NODE_LOSS_GRACE_S:
-            return
-        cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
-        gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
-        shape = f"{len(nodes)} live node{'s' if len(nodes) != 1 else ''}, {cpus:g} CPUs, {gpus:g} GPUs"
-        for shot, part in waiting:
-            if shot.closed:
-                continue
-            want_cpus, want_gpus = needs[part.kind]
-            self._fail(shot, DvdError(
-                f"{part.name}: no live node of the Ray cluster at {self.where} has {want_cpus:g} CPU"
-                f"{'s' if want_cpus != 1 else ''}{f' and {want_gpus:g} GPU' if want_gpus else ''}"
-                f"{'s' if want_gpus > 1 else ''} for it any more "
-                f"({shape}, for {now - self._nodes_short_since:.0f} s): a node left the cluster; restart it "
-                "and render the shot again"))
-        self._nodes_short_since = None
+        """Fail the shots whose pending tasks no live node has fitted for NODE_LOSS_GRACE_S (NodeWatch)."""
+        waiting = [(shot, part) for shot, part in self.pending.values() if not shot.closed]
+        for shot, error in self._nodes.lost(self.ray, waiting, self.where, now):
+            if not shot.closed:
+                self._fail(shot, error)
 
     # -- hooks -----------------------------------------------------------------------------------
     def _hook(self, shot: _Shot, hook_name: str, **kwargs) -> None:
@@ -715,14 +702,11 @@ class RayFarm:
         except DvdError as exc:
             self._fail(shot, exc)
 
-    def _progress(self, shot: _Shot, stage: str, done: int, total: int) -> None:
-        """A shot's stages only move forward (parts run at once: one may still report the stitch)."""
-        rank = STAGES.index(stage) if stage in STAGES else len(STAGES)
-        last = STAGES.index(shot.last_progress[0]) if shot.last_progress else 0
-        if shot.closed or rank < last or (stage, done, total) == shot.last_progress:
-            return
-        shot.last_progress = (stage, done, total)
-        self._hook(shot, "dvd_vfx_job_progress", job=shot.job, stage=stage, done=done, total=total)
+    def _report(self, shot: _Shot, progress: tuple[str, int, int] | None) -> None:
+        """The shot's progress from its ShotProgress (None: it did not move) through dvd_vfx_job_progress."""
+        if progress is not None:
+            stage, done, total = progress
+            self._hook(shot, "dvd_vfx_job_progress", job=shot.job, stage=stage, done=done, total=total)
 
     # -- report ----------------------------------------------------------------------------------
     def summary(self) -> str:
@@ -783,40 +767,3 @@ def _commit(staging: Path, out_dir: Path) -> list[Path]:
                          f"{kept_note(exc, out_dir)}") from None
     shutil.rmtree(staging, ignore_errors=True)
     return moved
-
-
-# -- the command line's bars ---------------------------------------------------------------------
-
-
-class _Bars:
-    """One tqdm bar per shot, fed by the job_progress hook like any host's."""
-
-    LABELS = {"predict": "predict (windows)", "stitch": "stitch (frames)", "write": "write (frames)"}
-
-    def __init__(self, names: dict):
-        self.names = names  # job id -> shot name
-        self.bars: dict = {}
-        self.stages: dict = {}
-
-    @hookimpl
-    def dvd_vfx_job_progress(self, job, stage, done, total):
-        from tqdm import tqdm
-
-        desc = f"{self.names.get(job.id, job.id)}: {self.LABELS.get(stage, stage)}"
-        bar = self.bars.get(job.id)
-        if bar is None:  # stacked bars on a terminal; elsewhere (a log file) plain interleaved updates
-            position = len(self.bars) if sys.stderr.isatty() else None
-            bar = self.bars[job.id] = tqdm(total=total, desc=desc, unit="", position=position,
-                                           dynamic_ncols=True, leave=True, file=sys.stderr)
-            self.stages[job.id] = stage
-        elif self.stages[job.id] != stage:
-            self.stages[job.id] = stage
-            bar.reset(total=total)
-            bar.set_description_str(desc)
-        bar.n = done
-        bar.refresh()
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()

@@ -51,7 +51,6 @@ import numpy as np
 from dvd_vfx.errors import InputError
 from dvd_vfx.fsutil import write_atomic
 from dvd_vfx.jsonvalues import jsonable
-from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.train.dataset import ClipSpec, Dataset, clip_length, depth_files, load_dataset, read_depth_frames
 
 log = logging.getLogger("dvd_vfx.eval")
@@ -337,8 +336,9 @@ def evaluate(
     RenderOptions template (resolution, window, overlap, upsample, compression); mode, out_dir,
     shot, frames and colorspace are set per clip. ``engine``: a dvd_vfx.engine.Engine (hooks
     fire per clip); None = a default one. Passes go to ``work_dir/<NNN>_<clip>/``.
-    ``progress_factory(label)`` returns a callable ``(stage, done, total)`` with an optional
-    ``close()`` (the CLI's tqdm bars).
+    ``progress_factory(label)`` returns one clip's progress display: a plugin registered on ``engine``
+    for the clip's render (its ``dvd_vfx_job_progress`` hook), whose ``update(stage, done, total)``
+    reports the scoring and ``close()`` ends it, e.g. dvd_vfx.console.ProgressBars.
     """
     from dvd_vfx.engine import Engine
     from dvd_vfx.passes.depth_reader import read_depth
@@ -374,7 +374,7 @@ def evaluate(
                                start_frame=None, fps=None, hold_missing=False)
         plugin_name = None
         if bar is not None:
-            plugin_name = engine.register(_BarPlugin(bar))
+            plugin_name = engine.register(bar)
         try:
             result = engine.render(clip.frames, clip_options, predictor, cache=cache)
             if len(result.paths) != count:
@@ -382,11 +382,11 @@ def evaluate(
                                  "check the footage's frame range")
             paths = list(result.paths)
             metrics = score_clip(clip, lambda t: read_depth(paths[t])[0], count=count, source=source_name,
-                                 progress=(lambda d, n: bar("evaluate", d, n)) if bar is not None else None)
+                                 progress=(lambda d, n: bar.update("evaluate", d, n)) if bar is not None else None)
         finally:
             if plugin_name is not None:
                 engine.unregister(plugin_name)
-            if bar is not None and hasattr(bar, "close"):
+            if bar is not None:
                 bar.close()
         metrics.pass_pattern = result.pattern
         if not keep_passes:  # a temporary work folder holds one clip's passes at a time
@@ -402,17 +402,6 @@ def evaluate(
     return EvalReport(dataset=str(dataset.path), clips=results, model=identity,
                       predictor=str(getattr(predictor, "name", type(predictor).__name__)), settings=settings,
                       seconds=time.perf_counter() - t_all)
-
-
-class _BarPlugin:
-    """Feeds the render's progress hook into one clip's bar."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    @hookimpl
-    def dvd_vfx_job_progress(self, stage, done, total):
-        self.bar(stage, done, total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +456,7 @@ def write_report(report: EvalReport, path: str | os.PathLike) -> Path:
 
 def add_eval_parser(sub) -> None:
     """`dvd-vfx eval` on the CLI's subparsers (called from dvd_vfx.cli.build_parser)."""
-    from dvd_vfx import cli
+    from dvd_vfx import cli_args
 
     ev = sub.add_parser("eval", help="score a model on a dataset: AbsRel, delta1, scale drift (renders every clip)")
     ev.add_argument("--data", required=True, metavar="DATASET", help="dataset .toml file (see docs/training.md)")
@@ -478,23 +467,22 @@ def add_eval_parser(sub) -> None:
     ev.add_argument("--source", action="append", metavar="NAME", help="evaluate only this source (repeatable)")
     ev.add_argument("--max-frames", type=int, metavar="N", help="score at most the first N frames of each clip")
     ev.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
-    ev.add_argument("--preset", metavar="NAME", help="start from a preset (`dvd-vfx presets ls`); flags override it")
+    cli_args.add_preset_arg(ev)
     g = ev.add_argument_group("windows")
-    g.add_argument("--resolution", type=int, metavar="SHORT_SIDE", help="working short side (default 480)")
-    g.add_argument("--window", type=int, help="frames per window, 4n+1 (default 81)")
-    g.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default 21)")
+    cli_args.add_window_args(g)
     g.add_argument("--upsample", choices=("bilinear", "guided"), help="to plate resolution (default bilinear)")
-    cli._add_cache_args(ev)
-    cli._add_model_args(ev)
+    cli_args.add_cache_args(ev)
+    cli_args.add_model_args(ev)
 
 
 def run_eval_command(args) -> int:
     """The handler of `dvd-vfx eval`."""
-    from dvd_vfx import cli
+    from dvd_vfx import cli_args
+    from dvd_vfx.console import ProgressBars, warn_if_test_model
     from dvd_vfx.render import RenderOptions
 
     dataset = load_dataset(args.data)
-    cli._apply_preset(args)
+    cli_args.apply_preset(args)
     report_path = Path(args.report) if args.report else (Path(args.output) / "eval.json" if args.output
                                                           else Path("eval.json"))
     if report_path.is_dir():
@@ -505,9 +493,9 @@ def run_eval_command(args) -> int:
     options = RenderOptions(out_dir=Path("."), resolution=args.resolution, window=args.window, overlap=args.overlap,
                             mode="disparity", upsample=args.upsample, compression=args.compression)
     options.validate()
-    engine = cli._engine(args)
-    predictor = cli._make_predictor(args)
-    cli._warn_if_test_model(predictor)
+    engine = cli_args.engine_for(args)
+    predictor = cli_args.make_predictor(args)
+    warn_if_test_model(predictor)
     if args.output:
         work_dir = Path(args.output)
         try:
@@ -518,8 +506,8 @@ def run_eval_command(args) -> int:
     else:
         work_dir = cleanup = Path(tempfile.mkdtemp(prefix="dvd-vfx-eval-"))
     try:
-        report = evaluate(dataset, predictor, options, engine=engine, work_dir=work_dir, cache=cli._make_cache(args),
-                          sources=args.source, max_frames=args.max_frames, progress_factory=cli._Progress,
+        report = evaluate(dataset, predictor, options, engine=engine, work_dir=work_dir, cache=cli_args.make_cache(args),
+                          sources=args.source, max_frames=args.max_frames, progress_factory=ProgressBars,
                           keep_passes=cleanup is None)
     finally:
         if cleanup is not None:
