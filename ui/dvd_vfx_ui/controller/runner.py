@@ -30,18 +30,9 @@ def render_args(source: str, options, values: dict, model, *, use_cache: bool, c
 
     options: dvd_vfx.render.RenderOptions; values: the row's preset keys; model: dvd_vfx.plugins.ModelSettings.
     """
-    args = [source, "-o", os.fspath(options.out_dir), "--shot", options.shot,
-            "--predictor", values["predictor"], "--resolution", values["resolution"],
-            "--window", values["window"], "--overlap", values["overlap"], "--mode", values["mode"],
-            "--near", values["near"], "--far", values["far"], "--upsample", values["upsample"],
-            "--compression", values["compression"], "--device", values["device"], "--dtype", values["dtype"],
-            "--invert" if values["invert"] else "--no-invert",
-            "--preview" if values["preview"] else "--no-preview",
-            "--offload" if values["offload"] else "--no-offload", "--replace"]
-    if values["vae_tiling"] is not None:
-        args.append("--vae-tiling" if values["vae_tiling"] else "--no-vae-tiling")
-    if model.weights:
-        args += ["--weights", model.weights]
+    from dvd_vfx.cli_args import model_flags, render_flags
+
+    args = [source, *render_flags(options), "--predictor", values["predictor"], *model_flags(model)]
     if not use_cache:
         args.append("--no-cache")
     elif cache_dir:
