@@ -24,6 +24,7 @@ files in a temporary folder (or, where links cannot be made, decoded with one th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -453,18 +454,8 @@ class SequenceFootage(Footage):
                 f"{label} lacks channel{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                 f"(found: {found}); re-render it with the same channels as the other frames"
             )
-        return ExrLayout(
-            part_index=index,
-            names=ref.names,
-            pixel_type=ref.pixel_type,
-            data_window=part.data_window,
-            display_window=part.display_window,
-            pixel_aspect=ref.pixel_aspect,
-            fps=ref.fps,
-            part_name=ref.part_name,
-            view=ref.view,
-            description=ref.description,
-        )
+        return dataclasses.replace(ref, part_index=index, data_window=part.data_window,
+                                   display_window=part.display_window)
 
     def _probe_image(self, existing: list[int], fps: Fraction | None) -> dict:
         files = self.spec.files

@@ -466,19 +466,20 @@ def publish_staged(staging: Path, out_dir: Path, names: list[str], remove: list[
     replaced: list[tuple[Path, Path]] = []
     backup_dir = staging / BACKUP_FOLDER
     current = None
+
+    def set_aside(name: str) -> Path:  # an existing file of that name goes to the backup folder
+        path = out_dir / name
+        if os.path.lexists(path):
+            backup_dir.mkdir(exist_ok=True)
+            os.replace(path, backup_dir / name)
+            replaced.append((backup_dir / name, path))
+        return path
+
     try:
         for name in remove:
-            current = out_dir / name
-            if os.path.lexists(current):
-                backup_dir.mkdir(exist_ok=True)
-                os.replace(current, backup_dir / name)
-                replaced.append((backup_dir / name, current))
+            current = set_aside(name)
         for name in names:
-            current = out_dir / name
-            if os.path.lexists(current):
-                backup_dir.mkdir(exist_ok=True)
-                os.replace(current, backup_dir / name)
-                replaced.append((backup_dir / name, current))
+            current = set_aside(name)
             os.replace(staging / name, current)
             moved.append(current)
     except OSError as exc:
