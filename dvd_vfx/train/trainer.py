@@ -177,9 +177,9 @@ class BatchSpec:
 
 @lru_cache(maxsize=None)
 def _native_size(frames: str, colorspace: str) -> tuple[int, int]:
-    from dvd_vfx.footage import open_footage
+    from dvd_vfx.train.dataset import open_clip_footage
 
-    info = open_footage(frames, colorspace=colorspace).info
+    info = open_clip_footage(frames, colorspace).info
     return info.width, info.height
 
 
