@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dvd_vfx.model.checkpoint as ck
 from dvd_vfx.errors import WeightsError
+from dvd_vfx.fsutil import sha256_file, write_atomic
 
 DIT_FILES = ("dvd_1.1.safetensors", "model.safetensors")  # preference order
 VAE_FILE = "Wan2.1_VAE.pth"
@@ -110,6 +111,7 @@ def _hash_cache_path() -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file, remembered in the user cache by path, size and mtime."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
@@ -120,17 +122,11 @@ def file_sha256(path: str | os.PathLike) -> str:
         cache = {}
     if key in cache:
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     cache[key] = digest
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=0))
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, json.dumps(cache, indent=0))
     except OSError:
         pass  # a read-only cache only costs time
     return digest

@@ -26,7 +26,7 @@ gradients are averaged by DDP; only the main process writes files).
 from __future__ import annotations
 
 import csv
-import hashlib
+import io
 import json
 import logging
 import math
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from dvd_vfx.errors import InputError
-from dvd_vfx.fsutil import write_atomic
+from dvd_vfx.fsutil import sha256_file, write_atomic
 from dvd_vfx.jobs import jsonable
 from dvd_vfx.train import export
 from dvd_vfx.train import lora as lora_mod
@@ -337,10 +337,6 @@ def _set_rng_state(state: dict) -> None:
 # run folder
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / CHECKPOINTS
     if not folder.is_dir():
@@ -442,10 +438,10 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_atomic(path, png.getvalue())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -527,7 +523,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
 
     accelerator = _accelerator(cfg)
     device, main = accelerator.device, accelerator.is_main_process
-    trajectory = {**cfg.trajectory(), "mixed_precision": str(accelerator.mixed_precision), "dataset_sha256": _file_sha256(dataset.path),
+    trajectory = {**cfg.trajectory(), "mixed_precision": str(accelerator.mixed_precision), "dataset_sha256": sha256_file(dataset.path),
                   "weights_sha256": weights_sha256(files), "processes": accelerator.num_processes}
     state = None
     if resume_from is not None:
