@@ -5,8 +5,8 @@ so `dvd-vfx weights check` can validate a 4.5 GB checkpoint in milliseconds, and
 can decide what to build before it reads a single weight. The one exception is the VAE's .pth
 (a pickle): :func:`read_vae_state` imports torch when called.
 
-Official DVD layout (see ARCHITECTURE.md, "The DVD model"): keys ``pipe.dit.<original Wan
-name>``; LoRA (peft) on modules whose name ends in q, k, v, o, ffn.0, ffn.2 stored as
+Official DVD layout (the names are spelled out in dvd_vfx.model.keys): keys ``pipe.dit.<original
+Wan name>``; LoRA (peft) on modules whose name ends in q, k, v, o, ffn.0, ffn.2 stored as
 ``<m>.base_layer.weight|bias``, ``<m>.lora_A.default.weight`` [r, in] and
 ``<m>.lora_B.default.weight`` [out, r]; DVD always trains with alpha == rank, so W' = W + B @ A.
 """

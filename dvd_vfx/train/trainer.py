@@ -1,6 +1,6 @@
 """`dvd-vfx train`: LoRA fine-tuning of DVD on a studio's own clips, with LMR.
 
-The narrative of one optimizer step (as the official DVD training, see ARCHITECTURE.md):
+The narrative of one optimizer step (as the official DVD training):
 
   1. sample: pick a source by its mixing weight, a clip uniformly, a random start; video sources
      give --frames frames (4n+1), image sources one frame; resize to cover --resolution, crop
