@@ -25,9 +25,8 @@ def write_full_release(folder: Path, rank: int) -> None:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from safetensors.torch import save_file
 
-    from dvd_vfx.model.checkpoint import is_lora_target
+    from dvd_vfx.model.keys import dit_to_original, is_lora_target, vae_to_original
     from dvd_vfx.model.loader import shipped_config
-    from dvd_vfx.model.tiny import dit_to_original, vae_to_original
 
     folder.mkdir(parents=True, exist_ok=True)
     with torch.device("meta"):

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx import __version__
-from dvd_vfx.fsutil import write_atomic
+from dvd_vfx.fsutil import sha256_file, write_atomic
 
 log = logging.getLogger("dvd_vfx.cache")
 
@@ -79,14 +79,6 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("dvd-vfx", appauthor=False)) / "shots"
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sample_bytes(path: str, h) -> None:
@@ -451,7 +443,7 @@ class CacheEntry(WindowStore):
     def put(self, k: int, pred: np.ndarray, seconds: float = 0.0, threads: int | None = None) -> None:
         tmp, encoding = self._stage(k, pred)
         try:
-            entry = {"sha256": _sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3),
+            entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "seconds": round(seconds, 3),
                      "encoding": encoding, "threads": threads}
 
             def add(m: dict) -> None:
@@ -486,7 +478,7 @@ class CacheEntry(WindowStore):
 def _matches(path: Path, entry: dict) -> bool:
     """The window file has the size and sha256 its manifest entry records."""
     try:
-        return path.stat().st_size == entry["bytes"] and _sha256_file(path) == entry["sha256"]
+        return path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]
     except OSError:
         return False
 

@@ -1,7 +1,8 @@
-"""Small file-system helpers shared by the engine, the cache, the farm runners and training."""
+"""Small file-system helpers shared by the engine, the cache, the farm runners, the weights and training."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -25,3 +26,12 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, fsync: bool = Fa
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes, read in 8 MiB blocks (any size in little memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

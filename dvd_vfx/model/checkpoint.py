@@ -2,10 +2,11 @@
 
 Everything here works from tensor *names and shapes* (a safetensors header is a JSON blob),
 so `dvd-vfx weights check` can validate a 4.5 GB checkpoint in milliseconds, and the loader
-can decide what to build before it reads a single weight.
+can decide what to build before it reads a single weight. The one exception is the VAE's .pth
+(a pickle): :func:`read_vae_state` imports torch when called.
 
-Official DVD layout (see ARCHITECTURE.md, "The DVD model"): keys ``pipe.dit.<original Wan
-name>``; LoRA (peft) on modules whose name ends in q, k, v, o, ffn.0, ffn.2 stored as
+Official DVD layout (the names are spelled out in dvd_vfx.model.keys): keys ``pipe.dit.<original
+Wan name>``; LoRA (peft) on modules whose name ends in q, k, v, o, ffn.0, ffn.2 stored as
 ``<m>.base_layer.weight|bias``, ``<m>.lora_A.default.weight`` [r, in] and
 ``<m>.lora_B.default.weight`` [out, r]; DVD always trains with alpha == rank, so W' = W + B @ A.
 """
@@ -14,27 +15,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dvd_vfx.errors import WeightsError
+from dvd_vfx.model.keys import BASE_LAYER, LORA_A, OFFICIAL_PREFIX, split_peft_name
 
 # Known key prefixes in front of the original Wan names.
-DIT_PREFIXES = ("pipe.dit.", "model.diffusion_model.", "dit.", "")
-LORA_TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+DIT_PREFIXES = (OFFICIAL_PREFIX, "model.diffusion_model.", "dit.", "")
 HEAD_DIM = 128  # Wan's attention head size; heads = dim / 128
 
 # Sizes of the Wan 2.1 family, by model width.
 _WAN_SIZES = {1536: "Wan2.1 1.3B", 5120: "Wan2.1 14B"}
-
-def is_lora_target(module: str) -> bool:
-    """peft's target matching: the module name ends in a target on a '.' boundary."""
-    return any(module == t or module.endswith("." + t) for t in LORA_TARGETS)
-
-
-_LORA_RE = re.compile(r"^(?P<module>.+)\.(?P<part>base_layer|lora_A\.default|lora_B\.default)\.(?P<param>weight|bias)$")
 
 
 @dataclass(frozen=True)
@@ -146,17 +139,17 @@ def dit_layout(tensors: dict[str, TensorInfo], path: str | os.PathLike) -> DitLa
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):]
-        m = _LORA_RE.match(name)
-        if m is None:
+        parts = split_peft_name(name)
+        if parts is None:
             layout.base[name] = info
             layout.base_keys[name] = key
             continue
-        module, part, param = m["module"], m["part"], m["param"]
-        if part == "base_layer":
+        module, part, param = parts
+        if part == BASE_LAYER:
             layout.base[f"{module}.{param}"] = info
             layout.base_keys[f"{module}.{param}"] = key
         elif param == "weight":
-            (lora_a if part == "lora_A.default" else lora_b)[module] = key
+            (lora_a if part == LORA_A else lora_b)[module] = key
     for module in sorted(set(lora_a) | set(lora_b)):
         if module not in lora_a or module not in lora_b:
             missing = "lora_B" if module in lora_a else "lora_A"
@@ -234,6 +227,38 @@ def is_full_size(cfg: dict) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # VAE state dicts (original Wan names)
+
+
+def read_vae_state(path: Path) -> dict:
+    """Wan2.1_VAE.pth (a pickle): loaded with weights_only=True, memory-mapped where possible.
+
+    The one reader here that needs torch (a .pth cannot be opened without it); torch is imported
+    on call, so ImportError tells a torch-free Python that the file cannot be inspected.
+    """
+    import torch
+
+    try:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle / zip errors of many kinds
+        raise WeightsError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]}); "
+                           "re-download Wan2.1_VAE.pth") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path}: holds no tensor table; not a Wan VAE, re-download Wan2.1_VAE.pth")
+    if all(k.startswith("model.") for k in sd):
+        sd = {k[len("model."):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_vae_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in read_vae_state(path).items()}
+
 
 VAE_REQUIRED = ("encoder.conv1.weight", "decoder.conv1.weight", "conv1.weight", "conv2.weight")
 

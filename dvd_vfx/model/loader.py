@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+import dvd_vfx.model.checkpoint as ck
 from dvd_vfx.errors import WeightsError
-from dvd_vfx.model import checkpoint as ck
+from dvd_vfx.model.keys import dit_key_map
 from dvd_vfx.model.weights import WeightFiles, check_config_agrees
 
 log = logging.getLogger("dvd_vfx.model")
@@ -33,14 +34,6 @@ def merge_lora(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
     """W' = W + scale * B @ A, computed in float32 (DVD trains with alpha == rank: scale 1)."""
     merged = weight.float() + scale * (lora_b.float() @ lora_a.float())
     return merged.to(weight.dtype)
-
-
-def _dit_key_map(original_names: list[str]) -> dict[str, str]:
-    """diffusers name -> original Wan name, by running diffusers' converter on the names."""
-    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
-
-    converted = convert_wan_transformer_to_diffusers({n: n for n in original_names})
-    return {new: old for new, old in converted.items()}
 
 
 def _keep_fp32(model: torch.nn.Module, name: str) -> bool:
@@ -67,7 +60,7 @@ def load_transformer(files: WeightFiles, dtype: torch.dtype) -> tuple[torch.nn.M
     if not layout.has_lora and ck.read_dvd_vfx_metadata(path).get("kind") != "merged":
         log.warning("%s has no LoRA keys: loading it as a plain Wan backbone, not DVD; its depth will be "
                     "meaningless", path)
-    key_map = _dit_key_map(sorted(layout.base))
+    key_map = dit_key_map(sorted(layout.base))
 
     model, expected = _build_on_meta(WanTransformer3DModel, config, key_map, path,
                                      "a Wan T2V transformer", "not a DVD checkpoint")
@@ -129,31 +122,6 @@ def _rebuild_non_persistent_buffers(model: torch.nn.Module) -> None:
     _assert_materialised(model)
 
 
-def read_vae_state(path: Path) -> dict[str, torch.Tensor]:
-    """Wan2.1_VAE.pth (a pickle): loaded with weights_only=True, memory-mapped where possible."""
-    try:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle / zip errors of many kinds
-        raise WeightsError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]}); "
-                           "re-download Wan2.1_VAE.pth") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{path}: holds no tensor table; not a Wan VAE, re-download Wan2.1_VAE.pth")
-    if all(k.startswith("model.") for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items()}
-    return sd
-
-
-def read_vae_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in read_vae_state(path).items()}
-
-
 def load_vae(files: WeightFiles, dtype: torch.dtype) -> torch.nn.Module:
     from diffusers import AutoencoderKLWan
 
@@ -162,7 +130,7 @@ def load_vae(files: WeightFiles, dtype: torch.dtype) -> torch.nn.Module:
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
     path = files.vae
-    sd = read_vae_state(path)
+    sd = ck.read_vae_state(path)
     inferred = ck.infer_vae_config({k: tuple(v.shape) for k, v in sd.items()}, path)
     config = shipped_config("vae")
     config.update(inferred)

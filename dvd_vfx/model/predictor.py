@@ -1,6 +1,6 @@
 """The DVD predictor: one window of frames -> disparity, in ONE transformer pass.
 
-Official semantics (ARCHITECTURE.md, "The DVD model"):
+Official semantics (DVD's own inference):
   x = 2*frames - 1                      [1,3,T,H,W]
   z = (VAE posterior mean - mean)/std   [1,16,t,h,w]   t = (T-1)/4 + 1, h = H/8, w = W/8
   out = DiT(z, timestep 500, zero text context [1,512,text_dim])   the depth latent (target "x")

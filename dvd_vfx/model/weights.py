@@ -19,7 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import dvd_vfx.model.checkpoint as ck
 from dvd_vfx.errors import WeightsError
+from dvd_vfx.fsutil import sha256_file, write_atomic
 
 DIT_FILES = ("dvd_1.1.safetensors", "model.safetensors")  # preference order
 VAE_FILE = "Wan2.1_VAE.pth"
@@ -57,9 +59,7 @@ class WeightFiles:
     @property
     def model_id(self) -> str:
         if self.dit is not None:
-            from dvd_vfx.model.checkpoint import read_dvd_vfx_metadata
-
-            trained = read_dvd_vfx_metadata(self.dit).get("model_id")  # written by `dvd-vfx train`
+            trained = ck.read_dvd_vfx_metadata(self.dit).get("model_id")  # written by `dvd-vfx train`
             if isinstance(trained, str) and trained:
                 return trained
             return {"dvd_1.1.safetensors": "dvd-1.1", "model.safetensors": "dvd-1.0"}.get(self.dit.name, self.dit.stem)
@@ -111,6 +111,7 @@ def _hash_cache_path() -> Path:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a weights file, remembered in the user cache by path, size and mtime."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
@@ -121,17 +122,11 @@ def file_sha256(path: str | os.PathLike) -> str:
         cache = {}
     if key in cache:
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     cache[key] = digest
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=0))
-        os.replace(tmp, cache_file)
+        write_atomic(cache_file, json.dumps(cache, indent=0))
     except OSError:
         pass  # a read-only cache only costs time
     return digest
@@ -151,8 +146,6 @@ def weights_sha256(files: WeightFiles) -> str:
 
 def check_weights(folder: str | os.PathLike, *, with_hash: bool = True) -> list[str]:
     """Validate a weights folder; return report lines. Raises WeightsError on the first problem."""
-    from dvd_vfx.model import checkpoint as ck
-
     files = find_weight_files(folder)
     lines = [f"weights folder: {files.folder}", f"model id: {files.model_id}"]
     if files.dit is not None:
@@ -205,12 +198,10 @@ def _norm(v):
 
 def describe_vae(path: Path) -> str:
     try:
-        from dvd_vfx.model.loader import read_vae_shapes
-    except ImportError:  # torch missing: the header cannot be opened without it
+        shapes = ck.read_vae_shapes(path)
+    except ImportError:  # torch missing: the .pth cannot be opened without it
         return "not inspected (torch is not installed in this Python)"
-    from dvd_vfx.model import checkpoint as ck
-
-    cfg = ck.infer_vae_config(read_vae_shapes(path), path)
+    cfg = ck.infer_vae_config(shapes, path)
     return f"Wan VAE base_dim {cfg['base_dim']}, z_dim {cfg['z_dim']}, dim_mult {cfg['dim_mult']}"
 
 

@@ -272,7 +272,7 @@ def _expand(path, where, name, frames, depth, kind, max_depth, colorspace) -> li
     md = float(max_depth) if max_depth is not None else None
     clip = ClipSpec(name=name, frames=frames, depth=depth, kind=kind, max_depth=md, colorspace=colorspace)
     try:
-        footage = _open_frames(frames, colorspace)
+        footage = open_clip_footage(frames, colorspace)
         files = depth_files(depth)
     except InputError as exc:
         raise InputError(f"{path}: {where}: {exc}") from None
@@ -301,7 +301,9 @@ def _expand(path, where, name, frames, depth, kind, max_depth, colorspace) -> li
 
 
 @functools.lru_cache(maxsize=32)
-def _open_frames(frames: str, colorspace: str = "auto"):
+def open_clip_footage(frames: str, colorspace: str = "auto"):
+    """The footage reader of a clip's ``frames`` (as `dvd-vfx render` opens them), cached by path and
+    colour space: loading, measuring, reading and evaluating a clip all ask for it."""
     from dvd_vfx.footage import open_footage
 
     return open_footage(frames, colorspace=colorspace)
@@ -345,7 +347,7 @@ def clip_length(clip: ClipSpec) -> int:
     """Number of frames of a clip (probe only, cached)."""
     if clip.index is not None or clip.kind == "image":  # a still: one frame by construction (no probe)
         return 1
-    return _open_frames(clip.frames, clip.colorspace).info.frame_count
+    return open_clip_footage(clip.frames, clip.colorspace).info.frame_count
 
 
 def read_depth_frames(
@@ -432,7 +434,7 @@ def read_clip(
     to the end. ``size`` = (width, height) for all three (RGB with the footage reader's scaler,
     depth with :func:`resize_depth`); None = the depth files' size (the RGB is scaled to it).
     """
-    footage = _open_frames(clip.frames, clip.colorspace)
+    footage = open_clip_footage(clip.frames, clip.colorspace)
     files = depth_files(clip.depth)
     available = footage.info.frame_count
     if available != len(files):

@@ -342,7 +342,7 @@ def evaluate(
     """
     from dvd_vfx.engine import Engine
     from dvd_vfx.passes.depth_reader import read_depth
-    from dvd_vfx.train.dataset import _open_frames
+    from dvd_vfx.train.dataset import open_clip_footage
 
     engine = engine or Engine()
     chosen = list(dataset.sources)
@@ -365,7 +365,7 @@ def evaluate(
         bar = progress_factory(label) if progress_factory else None
         length = clip_length(clip)
         count = min(length, max_frames) if max_frames else length
-        info = _open_frames(clip.frames, clip.colorspace).info
+        info = open_clip_footage(clip.frames, clip.colorspace).info
         offset = clip.index or 0
         numbers = info.frame_numbers[offset:offset + count]
         shot = f"{number:03d}_{_safe(clip.name)}"[:120]

@@ -34,6 +34,8 @@ import torch
 
 from dvd_vfx.errors import InputError
 from dvd_vfx.model import checkpoint as ck
+from dvd_vfx.model.keys import (BASE_LAYER, LORA_A, LORA_B, OFFICIAL_PREFIX, dit_to_original, is_lora_target,
+                                peft_key, split_peft_name)
 from dvd_vfx.model.weights import VAE_FILE, WeightFiles
 from dvd_vfx.train import lora as lora_mod
 
@@ -96,8 +98,6 @@ def source_dtypes(files: WeightFiles) -> dict[str, torch.dtype]:
             if tensors[key].dtype in _ST_DTYPES:
                 out[name] = _ST_DTYPES[tensors[key].dtype]
     elif files.diffusers_transformer is not None:
-        from dvd_vfx.model.tiny import dit_to_original
-
         for shard in sorted(files.diffusers_transformer.glob("*.safetensors")):
             for name, info in ck.read_safetensors_header(shard).items():
                 if info.dtype in _ST_DTYPES:
@@ -115,35 +115,35 @@ def lora_tensors(dit: torch.nn.Module, *, rank: int, alpha: float, dtypes: dict[
     out: dict[str, torch.Tensor] = {}
     wrapped: set[str] = set()
     for name, tensor in params.items():
-        parts = lora_mod.split_peft_name(name)
+        parts = split_peft_name(name)
         if parts is None:
             orig = names[name]
-            out[f"pipe.dit.{orig}"] = _cpu(tensor, dtypes.get(orig))
+            out[OFFICIAL_PREFIX + orig] = _cpu(tensor, dtypes.get(orig))
             continue
         module, part, param = parts
         orig_module = names[f"{module}.weight"].removesuffix(".weight")
         wrapped.add(orig_module)
-        if part == "base_layer":
+        if part == BASE_LAYER:
             orig = f"{orig_module}.{param}"
-            out[f"pipe.dit.{orig_module}.base_layer.{param}"] = _cpu(tensor, dtypes.get(orig))
-        elif part == "lora_A.default":
-            out[f"pipe.dit.{orig_module}.lora_A.default.weight"] = _cpu(tensor, torch.float32)
+            out[peft_key(orig_module, BASE_LAYER, param)] = _cpu(tensor, dtypes.get(orig))
+        elif part == LORA_A:
+            out[peft_key(orig_module, LORA_A)] = _cpu(tensor, torch.float32)
         else:
             b = tensor.float() * scale if scale != 1.0 else tensor
-            out[f"pipe.dit.{orig_module}.lora_B.default.weight"] = _cpu(b, torch.float32)
+            out[peft_key(orig_module, LORA_B)] = _cpu(b, torch.float32)
     # Official targets not trained here: an all-zero pair, so the official strict load succeeds.
     for key in list(out):
-        orig = key.removeprefix("pipe.dit.")
+        orig = key.removeprefix(OFFICIAL_PREFIX)
         module, _, param = orig.rpartition(".")
-        if param != "weight" or module in wrapped or not ck.is_lora_target(module) or ".base_layer" in module:
+        if param != "weight" or module in wrapped or not is_lora_target(module) or f".{BASE_LAYER}" in module:
             continue
         weight = out.pop(key)
-        out[f"pipe.dit.{module}.base_layer.weight"] = weight
-        bias_key = f"pipe.dit.{module}.bias"
+        out[peft_key(module, BASE_LAYER)] = weight
+        bias_key = f"{OFFICIAL_PREFIX}{module}.bias"
         if bias_key in out:
-            out[f"pipe.dit.{module}.base_layer.bias"] = out.pop(bias_key)
-        out[f"pipe.dit.{module}.lora_A.default.weight"] = torch.zeros(rank, weight.shape[1])
-        out[f"pipe.dit.{module}.lora_B.default.weight"] = torch.zeros(weight.shape[0], rank)
+            out[peft_key(module, BASE_LAYER, "bias")] = out.pop(bias_key)
+        out[peft_key(module, LORA_A)] = torch.zeros(rank, weight.shape[1])
+        out[peft_key(module, LORA_B)] = torch.zeros(weight.shape[0], rank)
     return out
 
 
@@ -222,7 +222,7 @@ def merge_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
             if param == "weight" and module in layout.lora:
                 key_a, key_b = layout.lora[module]
                 t = merge_lora(t, fh.get_tensor(key_a), fh.get_tensor(key_b))
-            out[f"pipe.dit.{name}"] = t.contiguous()
+            out[OFFICIAL_PREFIX + name] = t.contiguous()
     try:
         info = json.loads(meta.get("dvd_vfx", "{}"))
     except ValueError:

@@ -2,8 +2,9 @@
 
 DVD's training wraps modules whose ORIGINAL Wan name ends in q, k, v, o, ffn.0 or ffn.2 (self-
 and cross-attention, both FFN layers). diffusers names the same modules attn1/attn2.to_q, to_k,
-to_v, to_out.0, ffn.net.0.proj and ffn.net.2; the name mapping is the tiny-model writer's
-``dit_to_original``, checked against diffusers' own converter before anything is wrapped.
+to_v, to_out.0, ffn.net.0.proj and ffn.net.2; the name mapping is
+:func:`dvd_vfx.model.keys.dit_to_original`, checked against diffusers' own converter before a
+checkpoint is written.
 
 The transformer arrives from the production loader with the checkpoint's own LoRA already merged
 (W' = W + B @ A); the new adapter starts with lora_B = 0, so step 0 IS the loaded model.
@@ -11,17 +12,13 @@ The transformer arrives from the production loader with the checkpoint's own LoR
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from dvd_vfx.errors import InputError
-from dvd_vfx.model.checkpoint import LORA_TARGETS
+from dvd_vfx.model.keys import (ADAPTER, LORA_TARGETS, checked_original_names, dit_to_original, is_lora_target,
+                                plain_name)
 
 OFFICIAL_TARGETS = LORA_TARGETS  # q, k, v, o, ffn.0, ffn.2
-ADAPTER = "default"  # peft's adapter name; it is part of the official key names
-_PEFT_PARAM = re.compile(
-    r"^(?P<module>.+)\.(?P<part>base_layer|lora_A\.default|lora_B\.default)\.(?P<param>weight|bias)$")
 
 
 def parse_targets(text: str | None) -> tuple[str, ...]:
@@ -36,20 +33,6 @@ def parse_targets(text: str | None) -> tuple[str, ...]:
     return targets
 
 
-def _matches(original_module: str, targets: tuple[str, ...]) -> bool:
-    """peft's suffix rule on the original names: equal, or ends in '.' + target."""
-    return any(original_module == t or original_module.endswith("." + t) for t in targets)
-
-
-def plain_name(name: str) -> str | None:
-    """A parameter name without peft's wrapping ('x.to_q.base_layer.weight' -> 'x.to_q.weight'); None for LoRA."""
-    parts = split_peft_name(name)
-    if parts is None:
-        return name
-    module, part, param = parts
-    return f"{module}.{param}" if part == "base_layer" else None
-
-
 def original_names(dit: torch.nn.Module) -> dict[str, str]:
     """diffusers parameter name (unwrapped) -> original Wan name, for every base parameter of the DiT.
 
@@ -57,27 +40,16 @@ def original_names(dit: torch.nn.Module) -> dict[str, str]:
     map) on the result: if a diffusers upgrade renames a module, this fails loudly instead of
     writing a checkpoint that nothing can load.
     """
-    from dvd_vfx.model.loader import _dit_key_map
-    from dvd_vfx.model.tiny import dit_to_original
-
-    names = [p for p in (plain_name(n) for n, _ in dit.named_parameters()) if p is not None]
-    mapping = {n: dit_to_original(n) for n in names}
-    back = _dit_key_map(sorted(mapping.values()))
-    if back != mapping:
-        wrong = sorted(set(back.items()) ^ set(mapping.items()))[:3]
-        raise RuntimeError(f"diffusers' Wan converter disagrees with dvd_vfx.model.tiny.dit_to_original: {wrong}")
-    return mapping
+    return checked_original_names([p for p in (plain_name(n) for n, _ in dit.named_parameters()) if p is not None])
 
 
 def target_modules(dit: torch.nn.Module, targets: tuple[str, ...]) -> dict[str, str]:
     """diffusers module name -> original module name, for every Linear the targets select."""
-    from dvd_vfx.model.tiny import dit_to_original
-
     found = {}
     for name, module in dit.named_modules():
         if isinstance(module, torch.nn.Linear):
             orig = dit_to_original(name + ".weight").removesuffix(".weight")
-            if _matches(orig, targets):
+            if is_lora_target(orig, targets):
                 found[name] = orig
     if not found:
         raise InputError(f"LoRA targets {','.join(targets)} select no Linear layer of the transformer")
@@ -137,9 +109,3 @@ def load_lora_state(dit: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
                 raise InputError(f"the checkpoint's LoRA {n} has shape {list(state[n].shape)}, this run needs "
                                  f"{list(p.shape)}; resume with the same --rank")
             p.copy_(state[n])
-
-
-def split_peft_name(name: str) -> tuple[str, str, str] | None:
-    """'blocks.0.attn1.to_q.lora_A.default.weight' -> ('blocks.0.attn1.to_q', 'lora_A.default', 'weight')."""
-    m = _PEFT_PARAM.match(name)
-    return (m["module"], m["part"], m["param"]) if m else None

@@ -1,6 +1,6 @@
 """`dvd-vfx train`: LoRA fine-tuning of DVD on a studio's own clips, with LMR.
 
-The narrative of one optimizer step (as the official DVD training, see ARCHITECTURE.md):
+The narrative of one optimizer step (as the official DVD training):
 
   1. sample: pick a source by its mixing weight, a clip uniformly, a random start; video sources
      give --frames frames (4n+1), image sources one frame; resize to cover --resolution, crop
@@ -26,7 +26,7 @@ gradients are averaged by DDP; only the main process writes files).
 from __future__ import annotations
 
 import csv
-import hashlib
+import io
 import json
 import logging
 import math
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from dvd_vfx.errors import InputError
-from dvd_vfx.fsutil import write_atomic
+from dvd_vfx.fsutil import sha256_file, write_atomic
 from dvd_vfx.jsonvalues import jsonable
 from dvd_vfx.train import export
 from dvd_vfx.train import lora as lora_mod
@@ -177,9 +177,9 @@ class BatchSpec:
 
 @lru_cache(maxsize=None)
 def _native_size(frames: str, colorspace: str) -> tuple[int, int]:
-    from dvd_vfx.footage import open_footage
+    from dvd_vfx.train.dataset import open_clip_footage
 
-    info = open_footage(frames, colorspace=colorspace).info
+    info = open_clip_footage(frames, colorspace).info
     return info.width, info.height
 
 
@@ -334,11 +334,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# run folder
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+# checkpoints: saving, finding and resuming
 
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -371,6 +367,27 @@ def find_resume_checkpoint(run_dir: Path, resume) -> Path | None:
     return path
 
 
+def load_resume_state(path: Path, trajectory: dict, steps: int) -> dict:
+    """The trainer state of checkpoint `path`, checked against this run: the same trajectory
+    settings (:meth:`TrainConfig.trajectory` and what the run adds), a step within --steps."""
+    state = _load_state(path)
+    _compare(state["config"], trajectory, path)
+    if state["step"] > steps:
+        raise InputError(f"--resume {path}: the checkpoint is at step {state['step']}, beyond --steps "
+                         f"{steps}; raise --steps")
+    return state
+
+
+def restore_progress(state: dict, path: Path, sampler: Sampler, process_index: int) -> tuple[int, list[dict], float]:
+    """This process's sampler and the global RNGs back where checkpoint `path` stopped; returns
+    (step, loss records, seconds trained so far). The LoRA and optimizer are restored where they
+    are built (:func:`_prepare_training`)."""
+    rank_state = json.loads((path / f"sampler-rank{process_index}.json").read_text())
+    sampler.set_state(rank_state["sampler"])
+    _set_rng_state(state["rng"])
+    return state["step"], list(state["records"]), float(state.get("elapsed", 0.0))
+
+
 def _load_state(path: Path) -> dict:
     try:
         return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
@@ -385,6 +402,75 @@ def _compare(saved: dict, now: dict, where: Path) -> None:
         shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
         raise InputError(f"cannot resume from {where}: the run was started with other settings ({shown}); "
                          "resume with the same settings, or train into a new -o folder")
+
+
+class CheckpointWriter:
+    """Writes RUN_DIR/checkpoints/step-NNNNNN: an official-format weights folder (the LoRA), the
+    trainer state (trainer_state.pt: step, LoRA, optimizer, RNGs, loss records, trajectory) and
+    one sampler state per process (sampler-rankN.json).
+
+    A checkpoint is built under .step-NNNNNN.tmp and renamed into place, so a killed run leaves
+    whole checkpoints only; the last --keep-checkpoints are kept. Every process calls
+    :meth:`save` (they meet at barriers); only the main process writes the weights and the state.
+    """
+
+    def __init__(self, run_dir: Path, accelerator, *, source, rank: int, alpha: float, info: dict,
+                 trajectory: dict, keep: int, last: Path | None = None):
+        self.run_dir, self.folder = run_dir, run_dir / CHECKPOINTS
+        self.accelerator = accelerator
+        self.source, self.rank, self.alpha, self.info = source, rank, alpha, info
+        self.trajectory, self.keep = trajectory, keep
+        self.last = last  # the newest whole checkpoint of this run (where --resume would start), or None
+
+    def remove_partial(self) -> None:
+        """Checkpoints a killed run left half-written (main process, before training starts)."""
+        for stale in self.folder.glob(".step-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def save(self, step: int, model, optimizer, *, sampler_state: str, records: list[dict], elapsed: float) -> Path:
+        accelerator, main = self.accelerator, self.accelerator.is_main_process
+        dst = self.folder / f"step-{step:06d}"
+        tmp = self.folder / f".step-{step:06d}.tmp"
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        _write_json(tmp / f"sampler-rank{accelerator.process_index}.json", {"sampler": sampler_state})
+        accelerator.wait_for_everyone()
+        if main:
+            unwrapped = accelerator.unwrap_model(model)
+            export.write_lora_files(tmp, unwrapped, source=self.source, rank=self.rank, alpha=self.alpha,
+                                    info={**self.info, "kind": "lora", "step": step})
+            torch.save({"step": step, "lora": lora_mod.lora_state(unwrapped), "optimizer": optimizer.state_dict(),
+                        "rng": _rng_state(), "records": records, "config": self.trajectory,
+                        "elapsed": elapsed}, tmp / STATE_FILE)
+            if dst.exists():
+                shutil.rmtree(dst)
+            os.replace(tmp, dst)
+            if self.keep:
+                for _s, old in list_checkpoints(self.run_dir)[:-self.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        self.last = dst
+        return dst
+
+
+def _step_of(ckpt: Path) -> int:
+    m = _STEP_DIR.match(Path(ckpt).name)
+    return int(m[1]) if m else -1
+
+
+def _publish_final(ckpt: Path, dst: Path) -> Path:
+    """RUN_DIR/final: the last checkpoint's weights files (hard links), without the trainer state."""
+    with export.atomic_folder(dst) as tmp:
+        for p in sorted(ckpt.iterdir()):
+            if p.name == STATE_FILE or p.name.startswith("sampler-rank"):
+                continue
+            if p.is_dir():
+                shutil.copytree(p, tmp / p.name, copy_function=lambda s, d: export.link_or_copy(Path(s), Path(d)))
+            else:
+                export.link_or_copy(p, tmp / p.name)
+    return dst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,10 +528,10 @@ def plot_losses(records: list[dict], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    write_atomic(path, png.getvalue())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -460,7 +546,7 @@ def _peak_memory(device: torch.device) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# training
+# the run
 
 
 @dataclass
@@ -506,45 +592,92 @@ def _accelerator(cfg: TrainConfig):
     return accelerator
 
 
-def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
-    """Run (or resume) a training run; returns where the weights are. `on_step(step, record)` after each step."""
-    from dvd_vfx.model.loader import load_transformer, load_vae
-    from dvd_vfx.model.predictor import DVDNetworks, encode_latents, run_transformer
-    from dvd_vfx.model.weights import find_weight_files, resolve_weights_dir, weights_sha256
-    from dvd_vfx.train.dataset import load_dataset
+# ---------------------------------------------------------------------------------------------
+# the optimisation step
 
-    cfg.check()
-    run_dir = Path(cfg.run_dir).expanduser().resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"-o {run_dir}: exists and is not a folder; pick a run folder")
-    dataset = load_dataset(cfg.data)
-    files = find_weight_files(resolve_weights_dir(cfg.weights))
-    resume_from = find_resume_checkpoint(run_dir, cfg.resume)
-    if resume_from is None and list_checkpoints(run_dir):
-        last = list_checkpoints(run_dir)[-1][1]
-        raise InputError(f"-o {run_dir} already holds a training run (latest checkpoint {last.name}); pass --resume "
-                         "to continue it, or train into a new -o folder")
 
-    accelerator = _accelerator(cfg)
-    device, main = accelerator.device, accelerator.is_main_process
-    trajectory = {**cfg.trajectory(), "mixed_precision": str(accelerator.mixed_precision), "dataset_sha256": _file_sha256(dataset.path),
-                  "weights_sha256": weights_sha256(files), "processes": accelerator.num_processes}
-    state = None
-    if resume_from is not None:
-        state = _load_state(resume_from)
-        _compare(state["config"], trajectory, resume_from)
-        if state["step"] > cfg.steps:
-            raise InputError(f"--resume {resume_from}: the checkpoint is at step {state['step']}, beyond --steps "
-                             f"{cfg.steps}; raise --steps")
-    elif cfg.resume not in (None, False) and main:
-        log.info("no checkpoint in %s yet: starting at step 0", run_dir)
-    # Every clip is probed here, before any model is loaded: data problems fail fast.
-    sampler = Sampler(dataset, cfg, seed=cfg.seed + 7919 * accelerator.process_index)
+@dataclass
+class StepLosses:
+    """One optimizer step's losses: means over every micro-batch of every process, L_temp over
+    the video micro-batches only (image ones have no temporal term; their zeros would hide it)."""
 
-    # 1. Networks: the production loader (the release's LoRA merged), then a fresh LoRA
+    loss: float
+    l2: float
+    sp: float
+    temp: float
+    kinds: list[str]  # "image", "video": the kinds of sample the step saw, on any process
+    kept: int  # samples with usable depth, all processes
+
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.loss, self.l2, self.sp, self.temp))
+
+
+class TrainStep:
+    """The optimisation step and what it needs: the transformer with its LoRA (wrapped by
+    accelerate), the AdamW over the LoRA parameters and the frozen VAE.
+
+    One :meth:`run` = --accum micro-batches (VAE encodes, ONE DiT pass, LMR loss, backward), the
+    gradient norm clipped to --grad-clip, an AdamW step (accelerate steps and syncs on the last
+    micro-batch only). ``model`` and ``optimizer`` are what checkpoints save.
+    """
+
+    def __init__(self, accelerator, model, optimizer, params: list, nets, *, text_dim: int, dtype: torch.dtype,
+                 cfg: TrainConfig):
+        from dvd_vfx.model.predictor import encode_latents, run_transformer
+
+        self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
+        self.params, self.nets = params, nets
+        self.text_dim, self.dtype, self.cfg = text_dim, dtype, cfg
+        self._encode_latents, self._run_transformer = encode_latents, run_transformer
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def run(self, prefetch: Prefetcher, *, step: int, last_checkpoint: Path | None) -> StepLosses:
+        """Optimizer step number `step`; `last_checkpoint` is named by the out-of-memory message."""
+        accelerator, cfg, model = self.accelerator, self.cfg, self.model
+        device = accelerator.device
+        sums = torch.zeros(5, device=device)  # loss, l2, sp, temp, video micro-batches
+        kinds, kept = set(), 0
+        for _micro in range(cfg.accum):
+            batch = prefetch.next()
+            kinds.add(batch["kind"])
+            with accelerator.accumulate(model):
+                try:
+                    parts, n_kept = _micro_step(batch, model, self.nets, self.text_dim, cfg, device, self.dtype,
+                                                self._encode_latents, self._run_transformer)
+                    kept += n_kept
+                    accelerator.backward(parts.total)
+                except torch.OutOfMemoryError:
+                    raise _out_of_memory(step, last_checkpoint, cfg) from None
+                if accelerator.sync_gradients and cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(self.params, cfg.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            sums += torch.stack([parts.total.detach(), parts.l2.detach(), parts.sp.detach(),
+                                 parts.temp.detach(), torch.tensor(float(parts.has_temporal), device=device)]
+                                ).float()
+        # means over all micro-batches of all processes; L_temp over the video ones only
+        totals = accelerator.reduce(sums, reduction="sum").tolist()
+        n_micro = cfg.accum * accelerator.num_processes
+        seen = torch.tensor([float("image" in kinds), float("video" in kinds), float(kept)], device=device)
+        has_image, has_video, kept = accelerator.reduce(seen, reduction="sum").tolist()  # over all processes
+        return StepLosses(loss=totals[0] / n_micro, l2=totals[1] / n_micro, sp=totals[2] / n_micro,
+                          temp=totals[3] / max(totals[4], 1.0),
+                          kinds=[k for k, on in (("image", has_image), ("video", has_video)) if on], kept=int(kept))
+
+
+def _prepare_training(cfg: TrainConfig, files, accelerator, state: dict | None) -> TrainStep:
+    """The networks from the production loader (the release's LoRA merged) plus a fresh LoRA, or
+    the checkpoint's LoRA and optimizer state when `state` (a resume) is given."""
     from accelerate.utils import set_seed
 
+    from dvd_vfx.model.loader import load_transformer, load_vae
+    from dvd_vfx.model.predictor import DVDNetworks
+
     set_seed(cfg.seed)
+    device = accelerator.device
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
     transformer, _info = load_transformer(files, dtype)
     vae = load_vae(files, dtype)
@@ -564,149 +697,7 @@ def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
     model, optimizer = accelerator.prepare(transformer, optimizer)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-
-    # 2. Data: this process's sampler, restored to where the checkpoint stopped
-    step, records, elapsed = 0, [], 0.0
-    if state is not None:
-        rank_state = json.loads((resume_from / f"sampler-rank{accelerator.process_index}.json").read_text())
-        sampler.set_state(rank_state["sampler"])
-        _set_rng_state(state["rng"])
-        step, records, elapsed = state["step"], list(state["records"]), float(state.get("elapsed", 0.0))
-        if main:
-            log.info("resuming %s at step %d", resume_from, step)
-    if main:  # nothing is written before everything has loaded
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (run_dir / CHECKPOINTS).glob(".step-*.tmp"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
-        _write_json(run_dir / "run.json", {"config": jsonable(asdict(cfg)), "trajectory": trajectory,
-                                           "weights_folder": str(files.folder), "dataset": str(dataset.path)})
-    accelerator.wait_for_everyone()
-    prefetch = Prefetcher(sampler, cfg.workers)
-    losslog = LossLog(run_dir, records, write=main)
-    alpha = float(cfg.alpha or cfg.rank)
-    # model id in EXR headers and cache identities: the base model's, plus this run's name
-    info = {"trajectory": trajectory, "source_weights": str(files.folder),
-            "model_id": f"{files.model_id}+{run_dir.resolve().name}"}
-
-    def save_checkpoint(at_step: int) -> Path:
-        dst = run_dir / CHECKPOINTS / f"step-{at_step:06d}"
-        tmp = run_dir / CHECKPOINTS / f".step-{at_step:06d}.tmp"
-        if main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        _write_json(tmp / f"sampler-rank{accelerator.process_index}.json", {"sampler": prefetch.state()})
-        accelerator.wait_for_everyone()
-        if main:
-            unwrapped = accelerator.unwrap_model(model)
-            export.write_lora_files(tmp, unwrapped, source=files, rank=cfg.rank, alpha=alpha,
-                                    info={**info, "kind": "lora", "step": at_step})
-            torch.save({"step": at_step, "lora": lora_mod.lora_state(unwrapped), "optimizer": optimizer.state_dict(),
-                        "rng": _rng_state(), "records": losslog.records, "config": trajectory,
-                        "elapsed": elapsed}, tmp / STATE_FILE)
-            if dst.exists():
-                shutil.rmtree(dst)
-            os.replace(tmp, dst)
-            if cfg.keep_checkpoints:
-                for _s, old in list_checkpoints(run_dir)[:-cfg.keep_checkpoints]:
-                    shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        return dst
-
-    # 3. The loop
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not (main and cfg.progress), file=sys.stderr)
-    last_ckpt = resume_from if state is not None else None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t_run = time.perf_counter()
-    steps_this_run = 0
-    try:
-        while step < cfg.steps:
-            t0 = time.perf_counter()
-            sums = torch.zeros(5, device=device)  # loss, l2, sp, temp, video micro-batches
-            kinds, kept = set(), 0
-            for _micro in range(cfg.accum):
-                batch = prefetch.next()
-                kinds.add(batch["kind"])
-                with accelerator.accumulate(model):
-                    try:
-                        parts, n_kept = _micro_step(batch, model, nets, text_dim, cfg, device, dtype,
-                                                    encode_latents, run_transformer)
-                        kept += n_kept
-                        accelerator.backward(parts.total)
-                    except torch.OutOfMemoryError:
-                        raise _out_of_memory(step + 1, last_ckpt, cfg) from None
-                    if accelerator.sync_gradients and cfg.grad_clip > 0:
-                        accelerator.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                sums += torch.stack([parts.total.detach(), parts.l2.detach(), parts.sp.detach(),
-                                     parts.temp.detach(), torch.tensor(float(parts.has_temporal), device=device)]
-                                    ).float()
-            # means over all micro-batches of all processes; L_temp over the video ones only
-            # (image micro-batches have no temporal term, averaging their zeros would hide it)
-            totals = accelerator.reduce(sums, reduction="sum").tolist()
-            n_micro = cfg.accum * accelerator.num_processes
-            means = [totals[0] / n_micro, totals[1] / n_micro, totals[2] / n_micro, totals[3] / max(totals[4], 1.0)]
-            seen = torch.tensor([float("image" in kinds), float("video" in kinds), float(kept)], device=device)
-            has_image, has_video, kept = accelerator.reduce(seen, reduction="sum").tolist()  # over all processes
-            kinds = [k for k, on in (("image", has_image), ("video", has_video)) if on]
-            step += 1
-            steps_this_run += 1
-            seconds = time.perf_counter() - t0
-            elapsed += seconds
-            record = {"step": step, "loss": means[0], "l2": means[1], "sp": means[2], "temp": means[3],
-                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 4),
-                      "kinds": "+".join(kinds), "kept": int(kept)}
-            if not all(math.isfinite(v) for v in means):
-                raise InputError(f"the loss became {means[0]} at step {step}; lower --lr, or resume from the last "
-                                 "checkpoint (--resume) with a lower --lr")
-            losslog.add(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{means[0]:.4f}", l2=f"{means[1]:.4f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                last_ckpt = save_checkpoint(step)
-            if on_step is not None:
-                on_step(step, record)
-    except KeyboardInterrupt:
-        if main:
-            where = f"the last checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-            log.warning("stopped at step %d; %s: run the same command with --resume to continue", step, where)
-        raise
-    finally:
-        bar.close()
-        prefetch.close()
-
-    # 4. Outputs: final weights, optional merge, summary, curves
-    unwrapped = accelerator.unwrap_model(model).eval()
-    result = TrainResult(run_dir=run_dir, step=step, records=losslog.records,
-                         networks=DVDNetworks(unwrapped, vae, nets.latents_mean, nets.latents_std))
-    if last_ckpt is None or _step_of(last_ckpt) != step:
-        last_ckpt = save_checkpoint(step)
-    if main:
-        result.final = _publish_final(last_ckpt, run_dir / "final")
-        if cfg.merge:
-            result.merged = export.merge_folder(result.final, run_dir / "merged")
-        recs = losslog.records
-        wall = time.perf_counter() - t_run
-        result.summary = {
-            "steps": step, "steps_this_run": steps_this_run, "seconds_this_run": round(wall, 2),
-            "steps_per_second": round(steps_this_run / wall, 4) if steps_this_run and wall > 0 else None,
-            "device": str(device), "processes": accelerator.num_processes,
-            "mixed_precision": accelerator.mixed_precision,
-            "loss_first5": _mean([r["loss"] for r in recs[:5]]), "loss_last5": _mean([r["loss"] for r in recs[-5:]]),
-            "final": str(result.final), "merged": str(result.merged) if result.merged else None,
-            **_peak_memory(device)}
-        _write_json(run_dir / "log.json", {"summary": result.summary, "config": jsonable(asdict(cfg)),
-                                           "trajectory": trajectory})
-        if recs:
-            plot_losses(recs, run_dir / "loss.png")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return result
+    return TrainStep(accelerator, model, optimizer, params, nets, text_dim=text_dim, dtype=dtype, cfg=cfg)
 
 
 def _out_of_memory(step: int, last_ckpt, cfg) -> InputError:
@@ -741,23 +732,140 @@ def _micro_step(batch, model, nets, text_dim, cfg, device, dtype, encode_latents
     return parts, int(usable.sum())
 
 
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(cfg: TrainConfig, *, on_step=None) -> TrainResult:
+    """Run (or resume) a training run; returns where the weights are. `on_step(step, record)` after each step."""
+    from dvd_vfx.model.predictor import DVDNetworks
+    from dvd_vfx.model.weights import find_weight_files, resolve_weights_dir, weights_sha256
+    from dvd_vfx.train.dataset import load_dataset
+
+    cfg.check()
+    run_dir = Path(cfg.run_dir).expanduser().resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"-o {run_dir}: exists and is not a folder; pick a run folder")
+    dataset = load_dataset(cfg.data)
+    files = find_weight_files(resolve_weights_dir(cfg.weights))
+    resume_from = find_resume_checkpoint(run_dir, cfg.resume)
+    if resume_from is None and list_checkpoints(run_dir):
+        last = list_checkpoints(run_dir)[-1][1]
+        raise InputError(f"-o {run_dir} already holds a training run (latest checkpoint {last.name}); pass --resume "
+                         "to continue it, or train into a new -o folder")
+
+    accelerator = _accelerator(cfg)
+    device, main = accelerator.device, accelerator.is_main_process
+    trajectory = {**cfg.trajectory(), "mixed_precision": str(accelerator.mixed_precision),
+                  "dataset_sha256": sha256_file(dataset.path), "weights_sha256": weights_sha256(files),
+                  "processes": accelerator.num_processes}
+    state = None
+    if resume_from is not None:
+        state = load_resume_state(resume_from, trajectory, cfg.steps)
+    elif cfg.resume not in (None, False) and main:
+        log.info("no checkpoint in %s yet: starting at step 0", run_dir)
+    # Every clip is probed here, before any model is loaded: data problems fail fast.
+    sampler = Sampler(dataset, cfg, seed=cfg.seed + 7919 * accelerator.process_index)
+
+    # 1. Networks: the production loader (the release's LoRA merged), then a fresh LoRA
+    train_step = _prepare_training(cfg, files, accelerator, state)
+
+    # 2. Data: this process's sampler, restored to where the checkpoint stopped
+    step, records, elapsed = 0, [], 0.0
+    if state is not None:
+        step, records, elapsed = restore_progress(state, resume_from, sampler, accelerator.process_index)
+        if main:
+            log.info("resuming %s at step %d", resume_from, step)
+    # model id in EXR headers and cache identities: the base model's, plus this run's name
+    info = {"trajectory": trajectory, "source_weights": str(files.folder),
+            "model_id": f"{files.model_id}+{run_dir.resolve().name}"}
+    checkpoints = CheckpointWriter(run_dir, accelerator, source=files, rank=cfg.rank,
+                                   alpha=float(cfg.alpha or cfg.rank), info=info, trajectory=trajectory,
+                                   keep=cfg.keep_checkpoints, last=resume_from)
+    if main:  # nothing is written before everything has loaded
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints.remove_partial()
+        _write_json(run_dir / "run.json", {"config": jsonable(asdict(cfg)), "trajectory": trajectory,
+                                           "weights_folder": str(files.folder), "dataset": str(dataset.path)})
+    accelerator.wait_for_everyone()
+    prefetch = Prefetcher(sampler, cfg.workers)
+    losslog = LossLog(run_dir, records, write=main)
+
+    # 3. The loop
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (main and cfg.progress), file=sys.stderr)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_run = time.perf_counter()
+    steps_this_run = 0
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            losses = train_step.run(prefetch, step=step + 1, last_checkpoint=checkpoints.last)
+            step += 1
+            steps_this_run += 1
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            record = {"step": step, "loss": losses.loss, "l2": losses.l2, "sp": losses.sp, "temp": losses.temp,
+                      "lr": train_step.lr, "seconds": round(seconds, 4), "kinds": "+".join(losses.kinds),
+                      "kept": losses.kept}
+            if not losses.finite():
+                raise InputError(f"the loss became {losses.loss} at step {step}; lower --lr, or resume from the last "
+                                 "checkpoint (--resume) with a lower --lr")
+            losslog.add(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses.loss:.4f}", l2=f"{losses.l2:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                checkpoints.save(step, train_step.model, train_step.optimizer, sampler_state=prefetch.state(),
+                                 records=losslog.records, elapsed=elapsed)
+            if on_step is not None:
+                on_step(step, record)
+    except KeyboardInterrupt:
+        if main:
+            last = checkpoints.last
+            where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+            log.warning("stopped at step %d; %s: run the same command with --resume to continue", step, where)
+        raise
+    finally:
+        bar.close()
+        prefetch.close()
+
+    # 4. Outputs: final weights, optional merge, summary, curves
+    nets = train_step.nets
+    unwrapped = accelerator.unwrap_model(train_step.model).eval()
+    result = TrainResult(run_dir=run_dir, step=step, records=losslog.records,
+                         networks=DVDNetworks(unwrapped, nets.vae, nets.latents_mean, nets.latents_std))
+    if checkpoints.last is None or _step_of(checkpoints.last) != step:
+        checkpoints.save(step, train_step.model, train_step.optimizer, sampler_state=prefetch.state(),
+                         records=losslog.records, elapsed=elapsed)
+    if main:
+        result.final = _publish_final(checkpoints.last, run_dir / "final")
+        if cfg.merge:
+            result.merged = export.merge_folder(result.final, run_dir / "merged")
+        result.summary = _summary(result, steps_this_run, time.perf_counter() - t_run, device, accelerator)
+        _write_json(run_dir / "log.json", {"summary": result.summary, "config": jsonable(asdict(cfg)),
+                                           "trajectory": trajectory})
+        if result.records:
+            plot_losses(result.records, run_dir / "loss.png")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def _summary(result: TrainResult, steps_this_run: int, wall: float, device: torch.device, accelerator) -> dict:
+    """log.json's summary of a finished run."""
+    recs = result.records
+    return {
+        "steps": result.step, "steps_this_run": steps_this_run, "seconds_this_run": round(wall, 2),
+        "steps_per_second": round(steps_this_run / wall, 4) if steps_this_run and wall > 0 else None,
+        "device": str(device), "processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "loss_first5": _mean([r["loss"] for r in recs[:5]]), "loss_last5": _mean([r["loss"] for r in recs[-5:]]),
+        "final": str(result.final), "merged": str(result.merged) if result.merged else None,
+        **_peak_memory(device)}
+
+
 def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
-
-
-def _step_of(ckpt: Path) -> int:
-    m = _STEP_DIR.match(Path(ckpt).name)
-    return int(m[1]) if m else -1
-
-
-def _publish_final(ckpt: Path, dst: Path) -> Path:
-    """RUN_DIR/final: the last checkpoint's weights files (hard links), without the trainer state."""
-    with export.atomic_folder(dst) as tmp:
-        for p in sorted(ckpt.iterdir()):
-            if p.name == STATE_FILE or p.name.startswith("sampler-rank"):
-                continue
-            if p.is_dir():
-                shutil.copytree(p, tmp / p.name, copy_function=lambda s, d: export.link_or_copy(Path(s), Path(d)))
-            else:
-                export.link_or_copy(p, tmp / p.name)
-    return dst

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dvd_vfx.fsutil import write_atomic
+
 log = logging.getLogger("dvd_vfx_ui.settings")
 
 
@@ -53,10 +55,7 @@ class Settings:
     def save(self, path: str | os.PathLike | None = None) -> Path:
         path = Path(path) if path else default_settings_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,7 +1,7 @@
 """The DVD Depth node in Nuke: knobs, finding the plate's Read, starting/cancelling renders, loading results.
 
-Everything here runs on Nuke's main thread: knob callbacks (Render, Cancel) and the calls the
-render worker queues with ``nuke.executeInMainThread``. The worker (worker.py) never touches a
+Everything here runs on Nuke's main thread: knob callbacks (Render, Cancel) and the two functions
+a render worker is given to queue with ``nuke.executeInMainThread`` (show_progress, render_ended). The worker (worker.py) never touches a
 node or a knob; the decisions (paths, frames, flags) are plain functions in shot.py.
 """
 
@@ -13,8 +13,9 @@ import os
 from dvd_vfx import __version__
 from dvd_vfx.errors import Cancelled, DvdError, InputError
 
-from . import config, shot
-from .shot import NodeSettings, ReadSource
+from .config import engine_python as configured_engine_python
+from .shot import MODES, NodeSettings, ReadSource, RenderRequest, fog_amount_expression, plan_render, zdefocus_math
+from .worker import RenderWorker
 
 NODE_LABEL = "DVD Depth"
 MARKER_KNOB = "dvd_depth_version"
@@ -74,7 +75,7 @@ def add_knobs(node) -> None:
     knobs = [
         nuke.Tab_Knob("dvd_depth", NODE_LABEL),
         nuke.Enumeration_Knob("preset", "preset", preset_names()),
-        nuke.Enumeration_Knob("mode", "mode", list(shot.MODES)),
+        nuke.Enumeration_Knob("mode", "mode", list(MODES)),
         nuke.Double_Knob("near", "near"),
         nuke.Double_Knob("far", "far"),
         nuke.Boolean_Knob("use_read_range", "frame range from Read"),
@@ -167,12 +168,12 @@ def node_settings(node) -> NodeSettings:
         extra_args=node["extra_args"].value())
 
 
-def plan(node) -> shot.RenderRequest:
+def plan(node) -> RenderRequest:
     """The render this node asks for now (reads knobs: main thread)."""
     nuke = _nuke()
     source = read_source(find_read(node))
-    request = shot.plan_render(source, node_settings(node), script_dir=nuke.script_directory(),
-                               configured_python=config.engine_python())
+    request = plan_render(source, node_settings(node), script_dir=nuke.script_directory(),
+                          configured_python=configured_engine_python())
     if node["use_read_range"].value():  # show the range that will render
         node["first"].setValue(request.comp_range[0])
         node["last"].setValue(request.comp_range[1])
@@ -192,8 +193,6 @@ def is_rendering(node) -> bool:
 
 def render(node):
     """Render button: plan on the main thread, then render in a worker thread. Returns the worker or None."""
-    from .worker import RenderWorker
-
     nuke = _nuke()
     if is_rendering(node):
         nuke.message(f"{node.name()} is already rendering; press Cancel first")
@@ -204,7 +203,7 @@ def render(node):
         set_status(node, f"not rendered: {first_line(exc)}")
         nuke.message(f"{NODE_LABEL} {node.name()}: {first_line(exc)}")
         return None
-    worker = RenderWorker(node.fullName(), request)
+    worker = RenderWorker(node.fullName(), request, show_progress=show_progress, render_ended=render_ended)
     _RENDERS[node.fullName()] = worker
     set_status(node, f"rendering {request.shot} frames {request.comp_range[0]}-{request.comp_range[1]} ...")
     worker.start()
@@ -222,7 +221,7 @@ def cancel(node) -> bool:
     return True
 
 
-# -- results (called through nuke.executeInMainThread by the worker) ---------------------------------
+# -- results (passed to the worker, which queues them with nuke.executeInMainThread) ----------------
 
 
 def show_progress(node_name: str, text: str) -> None:
@@ -266,7 +265,7 @@ def _helper(node, knob: str, node_class: str, name: str, **knobs):
     return helper
 
 
-def load_result(node, request: shot.RenderRequest, result) -> None:
+def load_result(node, request: RenderRequest, result) -> None:
     """Create or update the Read of the depth pass (and the helpers asked for) next to the node."""
     with undo("DVD Depth: load depth pass"), _parent(node):
         read = _helper(node, "depth_read", "Read", f"{node.name()}_depth")
@@ -291,13 +290,13 @@ def load_result(node, request: shot.RenderRequest, result) -> None:
                 defocus = _helper(node, "depth_zdefocus", "ZDefocus2", f"{node.name()}_ZDefocus")
                 defocus["channels"].setValue("rgba")
                 defocus["z_channel"].setValue("depth.Z")
-                defocus["math"].setValue(shot.zdefocus_math(result.mode))
+                defocus["math"].setValue(zdefocus_math(result.mode))
                 defocus.setInput(0, copy)
                 defocus.setXYpos(copy.xpos(), copy.ypos() + 60)
             if node["add_fog"].value():
                 fog = _helper(node, "depth_fog", "Expression", f"{node.name()}_fog")
                 fog["temp_name0"].setValue("f")
-                fog["temp_expr0"].setValue(shot.fog_amount_expression(result.mode, request.near, request.far))
+                fog["temp_expr0"].setValue(fog_amount_expression(result.mode, request.near, request.far))
                 for i, colour in enumerate(("0.6", "0.65", "0.7")):  # a neutral haze; edit to taste
                     fog[f"expr{i}"].setValue(f"{'rgb'[i]} + ({colour} - {'rgb'[i]}) * f")
                 fog.setInput(0, copy)

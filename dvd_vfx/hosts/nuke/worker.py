@@ -1,18 +1,20 @@
 """The render worker: a thread that runs `dvd-vfx render` out of process and reports back.
 
 It owns a ``nuke.ProgressTask`` (progress and its Cancel button) and the engine job; it never
-touches a node or a knob. Everything for the node graph is queued with
-``nuke.executeInMainThread`` and carried out by node.py on Nuke's main thread.
+touches a node or a knob. Everything for the node graph goes through the two callables it is
+given (node.py passes its ``show_progress`` and ``render_ended``), queued with
+``nuke.executeInMainThread`` so they run on Nuke's main thread.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from dvd_vfx.errors import DvdError
 from dvd_vfx.hookspecs import hookimpl
 
-from . import shot
+from .shot import RenderRequest, progress_percent
 
 
 def _nuke():
@@ -30,12 +32,13 @@ class _JobEvents:
 
     @hookimpl
     def dvd_vfx_job_progress(self, stage, done, total):
-        self.task.setProgress(shot.progress_percent(stage, done, total))
+        self.task.setProgress(progress_percent(stage, done, total))
         text = f"{stage} {done}/{total}"
         self.task.setMessage(text)
         if text != self._last_status:  # one main-thread call per visible change
             self._last_status = text
-            self.worker.to_main("show_progress", self.worker.node_name, f"rendering {self.worker.request.shot}: {text}")
+            self.worker.to_main(self.worker.show_progress, self.worker.node_name,
+                                f"rendering {self.worker.request.shot}: {text}")
 
     @hookimpl
     def dvd_vfx_job_log(self, level, message):
@@ -48,13 +51,20 @@ class _JobEvents:
 
 
 class RenderWorker:
-    """One render of one DVD Depth node (request: shot.RenderRequest, resolved on the main thread)."""
+    """One render of one DVD Depth node (request: resolved on the main thread).
+
+    The callables run on Nuke's main thread: ``show_progress(node_name, text)`` on each visible
+    progress change, ``render_ended(node_name, worker, result, error)`` once, at the end.
+    """
 
     poll_interval_s = 0.1
 
-    def __init__(self, node_name: str, request: shot.RenderRequest):
+    def __init__(self, node_name: str, request: RenderRequest, *, show_progress: Callable[[str, str], None],
+                 render_ended: Callable[[str, "RenderWorker", object, "DvdError | None"], None]):
         self.node_name = node_name
         self.request = request
+        self.show_progress = show_progress
+        self.render_ended = render_ended
         self.job = None
         self.result = None
         self.error: DvdError | None = None
@@ -72,11 +82,9 @@ class RenderWorker:
         """Thread-safe: the worker's next poll stops the engine (SIGTERM to its process group)."""
         self._cancel.set()
 
-    def to_main(self, function: str, *args) -> None:
-        """Queue node.<function>(*args) on Nuke's main thread."""
-        from . import node
-
-        _nuke().executeInMainThread(getattr(node, function), args)
+    def to_main(self, call: Callable[..., None], *args) -> None:
+        """Queue call(*args) on Nuke's main thread."""
+        _nuke().executeInMainThread(call, args)
 
     def _run(self) -> None:
         nuke = _nuke()
@@ -100,7 +108,7 @@ class RenderWorker:
         finally:
             task.setProgress(100)
             del task  # Nuke removes a progress task when the object goes away
-            self.to_main("render_ended", self.node_name, self, self.result, self.error)
+            self.to_main(self.render_ended, self.node_name, self, self.result, self.error)
 
     def join(self, timeout: float | None = None) -> None:
         self.thread.join(timeout)
