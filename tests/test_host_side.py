@@ -33,7 +33,7 @@ def _host_modules() -> list[str]:
     import dvd_vfx.hosts
 
     names = ["dvd_vfx", "dvd_vfx.errors", "dvd_vfx.hookspecs", "dvd_vfx.jobs", "dvd_vfx.plugins",
-             "dvd_vfx.engine", "dvd_vfx.jsonvalues", "dvd_vfx.presets", "dvd_vfx.default_plugins", "dvd_vfx.hosts"]
+             "dvd_vfx.engine", "dvd_vfx.jsonvalues", "dvd_vfx.progress", "dvd_vfx.presets", "dvd_vfx.default_plugins", "dvd_vfx.hosts"]
     for package in (dvd_vfx.default_plugins, dvd_vfx.hosts):
         # nuke_path/ is not a package: Nuke runs it with `nuke` importable (compiled below, not imported)
         names += [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]

@@ -176,7 +176,7 @@ def test_progress_fraction_matches_the_blender_addons_copy(monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    from dvd_vfx.jobs import progress_fraction
+    from dvd_vfx.progress import progress_fraction
 
     path = Path(__file__).resolve().parent.parent / "plugins" / "blender" / "utils" / "shot.py"
     spec = importlib.util.spec_from_file_location("dvd_blender_shot_helpers", path)

@@ -14,7 +14,7 @@ import pytest
 from footage_helpers import make_testsrc, write_exr_sequence as write_sequence
 from plugin_helpers import LUMA_PLUGIN, write_plugin
 from dvd_vfx.errors import InputError
-from dvd_vfx.jobs import progress_fraction
+from dvd_vfx.progress import progress_fraction
 from dvd_vfx_ui import preview, shots
 from dvd_vfx_ui.controller import BatchController
 from dvd_vfx_ui.settings import Settings, default_settings_path
@@ -187,6 +187,6 @@ def test_engine_python_renders_out_of_process_with_the_same_events(tmp_path):
     assert row["status"] == "done", row["log"]
     assert row["pattern"] == str(tmp_path / "out" / "a" / "a.depth.####.exr")
     assert {"predict", "write"} <= {p["stage"] for p in progress}
-    # the row's bar is the one every host shows (dvd_vfx.jobs.progress_fraction)
+    # the row's bar is the one every host shows (dvd_vfx.progress.progress_fraction)
     assert all(p["fraction"] == progress_fraction(p["stage"], p["done"], p["total"]) for p in progress)
     assert len(list((tmp_path / "out" / "a").glob("a.depth.*.exr"))) == 5

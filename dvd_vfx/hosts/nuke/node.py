@@ -15,7 +15,6 @@ from dvd_vfx.errors import Cancelled, DvdError, InputError
 
 from .config import engine_python as configured_engine_python
 from .shot import MODES, NodeSettings, ReadSource, RenderRequest, fog_amount_expression, plan_render, zdefocus_math
-from .worker import RenderWorker
 
 NODE_LABEL = "DVD Depth"
 MARKER_KNOB = "dvd_depth_version"
@@ -203,6 +202,8 @@ def render(node):
         set_status(node, f"not rendered: {first_line(exc)}")
         nuke.message(f"{NODE_LABEL} {node.name()}: {first_line(exc)}")
         return None
+    from .worker import RenderWorker  # pluggy (through the job protocol) only when a render starts
+
     worker = RenderWorker(node.fullName(), request, show_progress=show_progress, render_ended=render_ended)
     _RENDERS[node.fullName()] = worker
     set_status(node, f"rendering {request.shot} frames {request.comp_range[0]}-{request.comp_range[1]} ...")

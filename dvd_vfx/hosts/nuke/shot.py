@@ -24,7 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from dvd_vfx.errors import InputError
-from dvd_vfx.jobs import progress_fraction
+from dvd_vfx.progress import progress_fraction
 
 MOVIE_EXTS = frozenset({".mov", ".mp4", ".m4v", ".mxf", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".mts",
                         ".m2ts", ".ts", ".wmv", ".gif"})
@@ -271,7 +271,7 @@ def fog_amount_expression(mode: str, near: float, far: float) -> str:
 
 
 def progress_percent(stage: str, done: int, total: int) -> int:
-    """One bar over the stages in whole percent (dvd_vfx.jobs.progress_fraction: predict 0-80 %, stitch
+    """One bar over the stages in whole percent (dvd_vfx.progress.progress_fraction: predict 0-80 %, stitch
     80-90 %, write 90-100 %), rounded down."""
     # the small epsilon: 100 * (0.8 + 0.1 * 0.5) is 84.99999999999999 in floating point, and is 85 %
     return int(100 * progress_fraction(stage, done, total) + 1e-9)

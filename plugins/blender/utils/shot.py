@@ -113,7 +113,7 @@ class RenderRequest:
 
 def progress_fraction(stage: str, done: int, total: int) -> float:
     """One 0..1 number over the engine's stages (predict is most of the time)."""
-    # A copy of dvd_vfx.jobs.progress_fraction (this add-on does not import dvd_vfx): it must give
+    # A copy of dvd_vfx.progress.progress_fraction (this add-on does not import dvd_vfx): it must give
     # the same numbers, which tests/test_jobs.py checks. Change both or neither.
     weights = {"predict": (0.0, 0.8), "stitch": (0.8, 0.9), "write": (0.9, 1.0)}
     lo, hi = weights.get(stage, (0.0, 1.0))

@@ -2,7 +2,7 @@
 (``Engine.render``, one predictor kept loaded for the whole batch) or, when ``Settings.engine_python``
 names another interpreter, as ``dvd-vfx render --json-progress`` through ``dvd_vfx.jobs.SubprocessJob``.
 Either way the engine reports through the same hooks, answered by :class:`_JobHooks`: progress
-(``dvd_vfx.jobs.progress_fraction``), log lines, the result. Pause waits for the shot that renders;
+(``dvd_vfx.progress.progress_fraction``), log lines, the result. Pause waits for the shot that renders;
 cancel is the ``dvd_vfx_should_cancel`` hook plus ``Job.cancel()``, so a cancelled shot keeps its
 finished windows in the cache and resumes from them. Also the batch's progress and ETA.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dvd_vfx.errors import Cancelled, DvdError
 from dvd_vfx.hookspecs import hookimpl
-from dvd_vfx.jobs import new_job_id, progress_fraction
+from dvd_vfx.jobs import new_job_id
+from dvd_vfx.progress import progress_fraction
 
 from .. import shots as S
 from .context import CANCELLING, IDLE, PAUSING, RUNNING, PanelContext, one_line
