@@ -81,6 +81,9 @@ def add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--output
                    help="frames of this shot already in the output folder from another render (other frames, "
                         "near/far or settings) are removed; without it such a render is refused, since one folder "
                         "must hold one normalisation per shot")
+    g.add_argument("--anchors", metavar="FILE",
+                   help="known distances (CSV frame,x,y,depth[,weight] or JSON): depth mode in the scene's units, "
+                        "one robust scale for the whole shot (near/far come from the fit)")
     g.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
     add_cache_args(r)
     if not split:
@@ -153,7 +156,7 @@ def render_options(args) -> RenderOptions:
         mode=args.mode, near=args.near, far=args.far, invert=args.invert, clamp=args.clamp, upsample=args.upsample,
         compression=args.compression, preview=args.preview, hold_missing=args.hold_missing,
         colorspace=args.colorspace, ocio_colorspace=args.ocio_colorspace, part=args.part, view=args.view,
-        fps=fps, threads=args.threads, replace=args.replace)
+        fps=fps, threads=args.threads, replace=args.replace, anchors=args.anchors)
 
 
 def model_settings(args) -> ModelSettings:
@@ -217,6 +220,7 @@ def render_flags(options: RenderOptions) -> list[str]:
               "--upsample", options.upsample,
               *(["--threads", str(options.threads)] if options.threads is not None else []),
               *(["--replace"] if options.replace else []),
+              *(["--anchors", str(options.anchors)] if options.anchors is not None else []),
               "--compression", options.compression, "--preview" if options.preview else "--no-preview"]
     return flags
 

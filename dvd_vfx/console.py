@@ -151,3 +151,8 @@ def print_summary(result) -> None:
   values      {depth}; shot percentiles p2 {lo:.4f}, p98 {hi:.4f} (raw disparity) of frames {result.frame_numbers[0]}-{result.frame_numbers[1]}
   cache       {_CACHE_WORDS[result.cache]}{f" ({result.cache_key[:12]})" if result.cache_key else ""}
   output      {result.pattern}""")
+    fit = getattr(result, "anchors", None)
+    if fit:
+        print(f"  anchors     {fit['used']} used, {fit['rejected']} rejected; error at the anchors: median "
+              f"{100 * fit['medianRelError']:.2f} %, worst {100 * fit['worstRelError']:.2f} % "
+              f"(1/depth = {fit['scale']:.6g} d + {fit['shift']:.6g}; {fit['file']})")

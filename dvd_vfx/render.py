@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx import __version__, stitch, threads
+from dvd_vfx import anchors as anchors_mod
 from dvd_vfx.cache import ShotCache, WindowStore, cache_key, nonfinite_count, source_fingerprint
 from dvd_vfx.errors import Cancelled, InputError, PredictionError
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
@@ -67,12 +68,15 @@ class RenderOptions:
     fps: Fraction | None = None
     threads: int | None = None  # torch CPU threads while predicting (None: torch's default); see threads.py
     replace: bool = False  # frames of this shot from another render in out_dir are removed, not refused
+    anchors: str | None = None  # CSV/JSON of known distances: depth in scene units (dvd_vfx.anchors)
 
     def validate(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
         if self.upsample not in UPSAMPLE_METHODS:
             raise InputError(f"--upsample {self.upsample!r} is not one of {', '.join(UPSAMPLE_METHODS)}")
+        if self.anchors is not None and self.mode != "depth":
+            raise InputError(f"--anchors {self.anchors}: anchors give depth in scene units; use --mode depth")
         if not self.clamp and self.mode != "disparity":
             raise InputError("--no-clamp applies to --mode disparity only (depth maps the shot to near..far)")
         if self.mode == "depth" and not (0 < self.near < self.far):
@@ -108,6 +112,9 @@ class RenderResult:
         cache: "off" (no cache), "miss" (all windows predicted), "partial" (resumed), "hit" (none).
         cache_key: sha256 hex of the shot's cache entry, or None without a cache.
         timings: seconds per stage: ``predict_s``, ``stitch_s``, ``write_s``.
+        anchors: with ``--anchors``, the scene-scale fit (``dvd/anchors``: file, used, rejected, scale,
+            shift of 1/depth = scale * d + shift, medianRelError, worstRelError); near/far are then
+            the shot's 2-98 % range in scene units. None otherwise.
     """
 
     out_dir: Path
@@ -129,6 +136,7 @@ class RenderResult:
     cache: str = "off"  # off | miss | partial | hit
     cache_key: str | None = None
     timings: dict = field(default_factory=dict)
+    anchors: dict | None = None
 
     @property
     def frame_count(self) -> int:
@@ -228,8 +236,12 @@ def _digest(fields: dict) -> str:
 def _describe_pass(attrs: dict) -> str:
     if not attrs.get("setupId"):
         return "written without a pass id: another tool or an older dvd-vfx"
-    values = (f"depth {float(attrs['near']):g}..{float(attrs['far']):g}" if attrs.get("mode") == "depth"
-              else "disparity")
+    if attrs.get("anchorsSha256"):
+        values = f"depth in scene units from anchors {attrs['anchorsSha256'][:12]}"
+    elif attrs.get("mode") == "depth" and "near" in attrs:
+        values = f"depth {float(attrs['near']):g}..{float(attrs['far']):g}"
+    else:
+        values = attrs.get("mode") or "disparity"
     return f"{values}, normalised over frames {attrs.get('normalisedFrames', '?')}"
 
 
@@ -290,6 +302,8 @@ class _Render:
     progress: ProgressFn
     check_cancel: Callable[[], None]
     store: WindowStore | None = None
+    anchors: list | None = None  # dvd_vfx.anchors.Anchor, checked against the shot
+    anchor_fit: object = None  # dvd_vfx.anchors.AnchorFit once solved
     key: str | None = None  # the cache key, when the store is a cache entry
     streams: list = field(default_factory=list)  # open ffmpeg readers, closed on every path
 
@@ -333,11 +347,17 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
     # 2. Working resolution (display aspect, so anamorphic plates are unsqueezed) and windows
     layout = shot_layout(footage.info, options)
     _check_split(layout, only_windows, assemble, write_frames, cache)
+    anchors = None
+    if options.anchors is not None and only_windows is None:
+        anchors = anchors_mod.read_anchors(options.anchors)
+        anchors_mod.check_placement(anchors, layout.numbers, (footage.info.width, footage.info.height),
+                                    str(options.anchors))
     identity = predictor.identity()
     r = _Render(options=options, footage=footage, layout=layout, predictor=predictor, identity=identity,
                 attributes=_pass_attributes(footage.info, options, layout, identity, predictor),
                 writing=[n for n in layout.numbers if write_frames is None or write_frames[0] <= n <= write_frames[1]],
-                progress=progress or (lambda stage, done, total: None), check_cancel=check_cancel)
+                progress=progress or (lambda stage, done, total: None), check_cancel=check_cancel,
+                anchors=anchors)
     writer = None if only_windows is not None else DepthPassWriter(
         options.out_dir, layout.shot, fps=r.info.fps, attributes=r.attributes, compression=options.compression,
         preview=options.preview, pixel_aspect=float(r.info.pixel_aspect or 1),
@@ -359,6 +379,8 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         # 5-6. The stitch, solved once per cache entry
         t0 = time.perf_counter()
         scales, shifts, percentiles = _solve_stitch(r)
+        if r.anchors is not None:  # the shot's scene scale: one (scale, shift) from the known distances
+            r.anchor_fit = _fit_anchors(r, scales, shifts, percentiles)
         timings["stitch_s"] = time.perf_counter() - t0
         # 7. Normalise, convert, upsample, write
         t0 = time.perf_counter()
@@ -410,7 +432,9 @@ def _pass_attributes(info, options: RenderOptions, layout: ShotLayout, identity:
     }
     if info.color_matrix:  # YCbCr sources: the matrix their RGB was made with
         attributes["colorMatrix"] = info.color_matrix
-    if options.mode == "depth":
+    if options.anchors is not None:  # near/far come from the anchors' fit (frame attributes)
+        attributes["anchorsSha256"] = anchors_mod.file_sha256(options.anchors)
+    elif options.mode == "depth":
         attributes.update(near=float(options.near), far=float(options.far))
     # one normalisation per shot in a folder: the frames that define it
     attributes["normalisedFrames"] = f"{layout.frame_range[0]}-{layout.frame_range[1]}"
@@ -523,11 +547,32 @@ def _solve_stitch(r: _Render) -> tuple[np.ndarray, np.ndarray, tuple[float, floa
     return scales, shifts, (p_lo, p_hi)
 
 
+def _fit_anchors(r: _Render, scales, shifts, percentiles):
+    """Sample the shot's normalised disparity (unclipped) at every anchor and fit the scene scale."""
+    by_frame: dict[int, list[int]] = {}
+    for k, a in enumerate(r.anchors):
+        by_frame.setdefault(a.frame, []).append(k)
+    d = np.full(len(r.anchors), np.nan)
+    plate = (r.info.width, r.info.height)
+    for index, number in enumerate(r.layout.numbers):
+        if number not in by_frame:
+            continue
+        r.check_cancel()
+        frame = stitch.normalise(_stitched(r, index, scales, shifts), *percentiles, clip=False)  # [h,w]
+        for k in by_frame[number]:
+            d[k] = anchors_mod.sample(frame, r.anchors[k].x, r.anchors[k].y, plate)
+    found = anchors_mod.fit(d, [a.depth for a in r.anchors], [a.weight for a in r.anchors],
+                            source=str(r.options.anchors))
+    log.info("anchors: %s", found.describe())
+    return found
+
+
 def _write_pass(r: _Render, writer, scales, shifts, percentiles, write_frames) -> list[Path]:
     """Normalise with the shot's numbers, convert, upsample and write the frames; publish all at once."""
     from dvd_vfx.passes.upsample import upsample
 
     options, info, numbers = r.options, r.info, r.layout.numbers
+    near, far = options.near, options.far
     p_lo, p_hi = percentiles
     guides = None
     if options.upsample == "guided":
@@ -536,8 +581,11 @@ def _write_pass(r: _Render, writer, scales, shifts, percentiles, write_frames) -
     frame_attrs_common = {"percentiles": [float(p_lo), float(p_hi)],
                           "affines": [[float(a), float(b)] for a, b in zip(scales, shifts)],
                           "threads": threads.describe(r.store.threads(w.index) for w in r.plan)}
+    if r.anchor_fit is not None:  # depth in scene units: the fit is the shot's near/far
+        near, far = r.anchor_fit.near, r.anchor_fit.far
+        frame_attrs_common.update(near=near, far=far, anchors=r.anchor_fit.header(str(options.anchors)))
     pass_id = _digest({"setupId": r.attributes["setupId"], "percentiles": frame_attrs_common["percentiles"],
-                       "affines": frame_attrs_common["affines"]})
+                       "affines": frame_attrs_common["affines"], "near": near, "far": far})
     frame_attrs_common["passId"] = pass_id
     foreign = _one_normalisation(writer, r.writing, "passId", {**r.attributes, "passId": pass_id}, options)
     for index, number in enumerate(numbers):
@@ -551,7 +599,7 @@ def _write_pass(r: _Render, writer, scales, shifts, percentiles, write_frames) -
         d_plate = upsample(d, (info.width, info.height), method=options.upsample, guide=guide)  # [H,W]
         if options.clamp:
             d_plate = np.clip(d_plate, 0.0, 1.0)
-        value = stitch.depth_from_disparity(d_plate, options.near, options.far) \
+        value = stitch.depth_from_disparity(d_plate, near, far) \
             if options.mode == "depth" else d_plate.astype(np.float32)
         preview = np.repeat(d_plate[..., None], 3, axis=2) if options.preview else None
         writer.submit(number, value, preview, {**frame_attrs_common, "sourceFrame": number})
@@ -563,7 +611,7 @@ def _result(r: _Render, t_start: float, status: str, calls: int, timings: dict, 
             shifts=(), percentiles=(float("nan"), float("nan"))) -> RenderResult:
     from dvd_vfx.passes.exr import pass_filename
 
-    options, layout, info = r.options, r.layout, r.info
+    options, layout, info, fit = r.options, r.layout, r.info, r.anchor_fit
     depth = options.mode == "depth"
     pattern = str(Path(options.out_dir) / pass_filename(layout.shot, 0).replace(".0000.", ".####.")) \
         if paths is not None else ""
@@ -572,6 +620,7 @@ def _result(r: _Render, t_start: float, status: str, calls: int, timings: dict, 
         paths=list(paths or []), seconds=time.perf_counter() - t_start, working_size=layout.working_size,
         plate_size=(info.width, info.height), windows=len(layout.windows), percentiles=tuple(percentiles),
         scales=[float(a) for a in scales], shifts=[float(b) for b in shifts], mode=options.mode,
-        near=options.near if depth and paths is not None else None,
-        far=options.far if depth and paths is not None else None,
+        near=(fit.near if fit else options.near) if depth and paths is not None else None,
+        far=(fit.far if fit else options.far) if depth and paths is not None else None,
+        anchors=fit.header(str(options.anchors)) if fit else None,
         predictor_calls=calls, cache=status, cache_key=r.key, timings=timings)

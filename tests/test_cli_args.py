@@ -31,7 +31,7 @@ EVERY_FIELD = RenderOptions(
     out_dir=Path("out dir"), shot="sh 010", frames=(1001, 1040), start_frame=1001, resolution=240, window=17,
     overlap=5, mode="disparity", near=0.1, far=1e4, invert=True, clamp=False, upsample="guided", compression="piz",
     preview=True, hold_missing=True, colorspace="linear", ocio_colorspace="ACES - ACEScg", part="rgba.left",
-    view="left", fps=Fraction(24000, 1001), threads=3, replace=True)
+    view="left", fps=Fraction(24000, 1001), threads=3, replace=True, anchors="solve/anchors.csv")
 
 
 def test_the_round_trip_covers_every_field_of_render_options():
