@@ -20,7 +20,6 @@ so the pass is written by the same code with the shot's own scene-unit near and 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx.errors import InputError
+from dvd_vfx.fsutil import sha256_file
 
 MIN_ANCHORS = 3
 _MAX_PAIRS = 4000
@@ -80,7 +80,7 @@ class AnchorFit:
 
 def file_sha256(path) -> str:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError as exc:
         raise InputError(f"--anchors {path}: cannot read it ({exc.strerror or exc})") from None
 

@@ -402,14 +402,7 @@ def test_failed_commit_restores_the_previous_render(tmp_path, monkeypatch):
     w = _writer(out)
     for f in FRAMES:
         w.submit(f, _depth(f))
-    real_replace = os.replace
-
-    def replace(src, dst):
-        if Path(dst) == out / "sh010.depth.1003.exr":
-            raise OSError(errno.EIO, "Input/output error")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(exr.os, "replace", replace)
+    _failing_publish(monkeypatch, out, out / "sh010.depth.1003.exr", restore_fails=False)
     with pytest.raises(InputError, match=r"sh010\.depth\.1003\.exr: Input/output error"):
         w.commit()
     monkeypatch.undo()
