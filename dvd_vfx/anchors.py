@@ -20,6 +20,7 @@ so the pass is written by the same code with the shot's own scene-unit near and 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dvd_vfx.errors import InputError
-from dvd_vfx.fsutil import sha256_file
+from dvd_vfx.fsutil import sha256_file, write_atomic
 
 MIN_ANCHORS = 3
 _MAX_PAIRS = 4000
@@ -98,21 +99,30 @@ def read_anchors(path) -> list[Anchor]:
             data = json.loads(text)
         except ValueError as exc:
             raise InputError(f"--anchors {path}: not valid JSON ({exc})") from None
-        if not isinstance(data, list):
-            raise InputError(f"--anchors {path}: expected a JSON list of {{frame, x, y, depth[, weight]}} objects")
-        for i, item in enumerate(data):
-            if not isinstance(item, dict):
-                raise InputError(f"--anchors {path}: item {i} is not an object with frame, x, y, depth")
-            rows.append((f"item {i}", item))
-    else:
-        reader = csv.DictReader(text.splitlines())
-        fields = [f.strip().lower() for f in reader.fieldnames or []]
-        missing = [k for k in ("frame", "x", "y", "depth") if k not in fields]
-        if missing:
-            raise InputError(f"--anchors {path}: the CSV header must name frame,x,y,depth[,weight]; "
-                             f"missing {', '.join(missing)} (header: {','.join(reader.fieldnames or [])})")
-        for line, row in enumerate(reader, start=2):
-            rows.append((f"line {line}", {(k or "").strip().lower(): v for k, v in row.items()}))
+        return anchors_from_items(data, str(path))
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip().lower() for f in reader.fieldnames or []]
+    missing = [k for k in ("frame", "x", "y", "depth") if k not in fields]
+    if missing:
+        raise InputError(f"--anchors {path}: the CSV header must name frame,x,y,depth[,weight]; "
+                         f"missing {', '.join(missing)} (header: {','.join(reader.fieldnames or [])})")
+    for line, row in enumerate(reader, start=2):
+        rows.append((f"line {line}", {(k or "").strip().lower(): v for k, v in row.items()}))
+    return _parse_rows(rows, str(path))
+
+
+def anchors_from_items(data, source: str) -> list[Anchor]:
+    """Anchors from a list of ``{frame, x, y, depth[, weight]}`` objects (a JSON file, a hook's answer)."""
+    if not isinstance(data, list):
+        raise InputError(f"--anchors {source}: expected a list of {{frame, x, y, depth[, weight]}} objects, "
+                         f"got {type(data).__name__}")
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise InputError(f"--anchors {source}: item {i} is not an object with frame, x, y, depth")
+    return _parse_rows([(f"item {i}", item) for i, item in enumerate(data)], source)
+
+
+def _parse_rows(rows: list[tuple[str, dict]], source: str) -> list[Anchor]:
     anchors = []
     for where, row in rows:
         try:
@@ -120,17 +130,42 @@ def read_anchors(path) -> list[Anchor]:
             x, y, depth = (float(row[k]) for k in ("x", "y", "depth"))
             weight = float(row.get("weight") or 1.0)
         except (KeyError, TypeError, ValueError):
-            raise InputError(f"--anchors {path} {where}: needs numbers frame (integer), x, y, depth "
+            raise InputError(f"--anchors {source} {where}: needs numbers frame (integer), x, y, depth "
                              f"[, weight]; got {row}") from None
         if not (math.isfinite(depth) and depth > 0):
-            raise InputError(f"--anchors {path} {where}: depth {depth} must be a positive distance in scene units")
+            raise InputError(f"--anchors {source} {where}: depth {depth} must be a positive distance in scene units")
         if not (math.isfinite(weight) and weight > 0):
-            raise InputError(f"--anchors {path} {where}: weight {weight} must be positive")
+            raise InputError(f"--anchors {source} {where}: weight {weight} must be positive")
         anchors.append(Anchor(frame, x, y, depth, weight))
     if len(anchors) < MIN_ANCHORS:
-        raise InputError(f"--anchors {path}: {len(anchors)} anchors; at least {MIN_ANCHORS} are needed to fit "
+        raise InputError(f"--anchors {source}: {len(anchors)} anchors; at least {MIN_ANCHORS} are needed to fit "
                          "the shot's scale and shift (more, spread over depth and frames, fit better)")
     return anchors
+
+
+def csv_text(anchors: list[Anchor]) -> str:
+    """The anchors as the CSV ``read_anchors`` takes (``frame,x,y,depth,weight``; floats round-trip)."""
+    lines = ["frame,x,y,depth,weight"]
+    lines += [f"{a.frame},{a.x!r},{a.y!r},{a.depth!r},{a.weight!r}" for a in anchors]
+    return "\n".join(lines) + "\n"
+
+
+def stored_anchors_file(anchors: list[Anchor], folder) -> Path:
+    """Write anchors once to ``folder/<sha256 of the CSV>.csv`` (atomic) and return its path.
+
+    Named by content: the same anchors give the same file, so the pass's setup id (which hashes
+    the file) stays the same and a re-export hits the cache.
+    """
+    text = csv_text(anchors)
+    path = Path(folder) / f"{hashlib.sha256(text.encode()).hexdigest()}.csv"
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text.encode())
+        except OSError as exc:
+            raise InputError(f"cannot store the supplied anchors in {path.parent} "
+                             f"({exc.strerror or exc}); check that the cache folder is writable") from None
+    return path
 
 
 def check_placement(anchors: list[Anchor], frames: list[int], size: tuple[int, int], source: str) -> None:

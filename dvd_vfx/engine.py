@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -68,6 +69,8 @@ class Engine(Plugins):
         logs = _JobLogHandler(self, job)
         logging.getLogger("dvd_vfx").addHandler(logs)
         try:
+            if options.anchors is None and options.mode == "depth":
+                options = self._supplied_anchors(source, job, options, render_kwargs.get("cache"))
             self.call("dvd_vfx_job_started", job=job)
             model_predictor = self.make_predictor(predictor, model) if isinstance(predictor, str) else predictor
             if on_predictor is not None:
@@ -94,6 +97,23 @@ class Engine(Plugins):
                 raise
             raise error from exc
         return result
+
+    def _supplied_anchors(self, source, job: Job, options, cache):
+        """Anchors from dvd_vfx_resolve_anchors (a file, or rows stored as a CSV under the cache)."""
+        supplied = self.call("dvd_vfx_resolve_anchors", source=source, job=job)
+        if supplied is None:
+            return options
+        if isinstance(supplied, (str, os.PathLike)):
+            path = os.fspath(supplied)
+        else:
+            from dvd_vfx import anchors
+
+            rows = anchors.anchors_from_items(supplied, "from dvd_vfx_resolve_anchors")
+            folder = os.path.join(cache.root, "anchors") if cache is not None else \
+                os.path.join(tempfile.gettempdir(), "dvd-vfx-anchors")
+            path = str(anchors.stored_anchors_file(rows, folder))
+        job.options["anchors"] = path
+        return dataclasses.replace(options, anchors=path)
 
     def should_cancel(self, job: Job) -> bool:
         return job.cancel_requested or bool(self.call("dvd_vfx_should_cancel", job=job))

@@ -103,6 +103,29 @@ def dvd_vfx_resolve_footage(source: object) -> str | os.PathLike | None:
     """
 
 
+@hookspec(firstresult=True)
+def dvd_vfx_resolve_anchors(source: object, job: Job) -> str | os.PathLike | list[dict] | None:
+    """Return scene-scale anchors for a job that has no ``--anchors``, or None to pass.
+
+    ``firstresult``: the first implementation that returns something other than None wins;
+    nothing built in answers. Called once per job, after ``dvd_vfx_resolve_footage`` and before
+    ``dvd_vfx_job_started``, only when the render options name no anchors file and the mode is
+    ``"depth"``. The job then writes depth in the anchors' scene units (see ``--anchors``).
+
+    :param source: What was passed to ``Engine.render`` (type ``object``): a path, or a host's
+        own object (a Blender movie clip with a camera solve, a Nuke node with picked points).
+    :param job: The job (:class:`dvd_vfx.jobs.Job`) as ``dvd_vfx_job_started`` will receive it;
+        ``job.options["anchors"]`` is None.
+    :returns: The path (``str`` / ``os.PathLike``) of an anchors file (CSV with the header
+        ``frame,x,y,depth[,weight]`` or a JSON list), or a list of ``dict`` with keys ``frame``
+        (``int``, the plate's frame number), ``x``, ``y`` (plate pixels from the top-left of the
+        display window, a pixel's centre at +0.5), ``depth`` (distance along the viewing axis,
+        scene units, > 0) and optional ``weight`` (> 0); at least 3. A list is written once to a
+        CSV named by its content under the cache folder's ``anchors/``, which the pass's header
+        names. None lets another plugin answer.
+    """
+
+
 # -- Job events: called on the thread that runs the job (in process) or polls it (jobs.py) ---
 
 

@@ -2,7 +2,9 @@
 behaves like DVD (each window 2-98 % normalised on its own, clipped, noisy), anchors taken from the
 scene's 3D points through the camera; the anchored pass is as good as the best single affine fit."""
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import OpenEXR
@@ -10,9 +12,12 @@ import pytest
 
 from dvd_vfx import anchors as anchors_mod
 from dvd_vfx.cache import ShotCache
+from dvd_vfx.engine import Engine
+from dvd_vfx.hookspecs import hookimpl
 from dvd_vfx.errors import InputError
 from dvd_vfx.passes.exr import read_pass_attributes
 from dvd_vfx.render import RenderOptions, render_shot
+from plugin_helpers import Recorder
 
 W, H, FOCAL, FRAMES, FIRST = 96, 64, 70.0, 24, 1001
 
@@ -186,3 +191,93 @@ def test_the_fit_ignores_a_few_wrong_anchors():
     assert fit.scale == pytest.approx(0.4, rel=1e-9) and fit.shift == pytest.approx(0.05, rel=1e-9)
     assert fit.rejected == 3 and set(fit.rejected_anchors) == {0, 1, 2}
     assert fit.near == pytest.approx(1 / 0.45) and fit.far == pytest.approx(20.0)
+
+
+class HostClip:
+    """A host's own clip object (a Blender movie clip with a solve, a Nuke node with picked points)."""
+
+    def __init__(self, plate, rows):
+        self.plate, self.rows = plate, rows
+
+
+class SolvePlugin:
+    """What a host plugin does: maps its clip to footage and its solve to anchors."""
+
+    def __init__(self, as_file=None):
+        self.as_file, self.asked = as_file, []
+
+    @hookimpl
+    def dvd_vfx_resolve_footage(self, source):
+        return str(source.plate) if isinstance(source, HostClip) else None
+
+    @hookimpl
+    def dvd_vfx_resolve_anchors(self, source, job):
+        self.asked.append(dict(job.options))
+        if not isinstance(source, HostClip):
+            return None
+        if self.as_file is not None:
+            return self.as_file
+        return [{"frame": f, "x": x, "y": y, "depth": d} for f, x, y, d in source.rows]
+
+
+def test_hook_resolve_anchors(scene, tmp_path):
+    """A host plugin supplies anchors for its clip: rows stored by content, a re-export runs no model."""
+    plate, truth = scene
+    rows = scene_points(40, seed=7)
+    plugin, recorder = SolvePlugin(), Recorder()
+    engine = Engine(plugins=[plugin, recorder], entry_points=False, env=False)
+    cache = ShotCache(tmp_path / "cache")
+    options = RenderOptions(out_dir=tmp_path / "out", resolution=64, window=9, overlap=4, colorspace="display")
+    result = engine.render(HostClip(plate, rows), options, DvdLike(), cache=cache)
+    absrel, oracle = scores(result, truth)
+    assert absrel <= 1.5 * oracle + 0.005 and result.anchors["used"] >= 20
+    stored = Path(result.anchors["file"])
+    assert stored.parent == cache.root / "anchors" and stored.is_file()
+    assert anchors_mod.read_anchors(stored) == [anchors_mod.Anchor(*row) for row in rows]
+    assert plugin.asked[0]["anchors"] is None
+    (started,) = recorder.of("job_started")
+    assert started["job"]["options"]["anchors"] == str(stored)
+    # the same solve again: the same stored file, the same setup id: the pass is re-exported from the cache
+    counting = DvdLike()
+    again = engine.render(HostClip(plate, rows), options, counting, cache=cache)
+    assert counting.calls == 0 and again.anchors["file"] == str(stored) and again.near == pytest.approx(result.near)
+    # a plain path source: the plugin passes, the shot renders with near/far as before
+    plain = engine.render(plate, dataclasses.replace(options, out_dir=tmp_path / "plain"), DvdLike(), cache=cache)
+    assert plain.anchors is None
+    # --anchors on the job wins: the hook is not asked; disparity mode does not ask either
+    asked = len(plugin.asked)
+    engine.render(HostClip(plate, rows), dataclasses.replace(options, out_dir=tmp_path / "given",
+                  anchors=str(write_csv(tmp_path / "given.csv", rows))), DvdLike(), cache=cache)
+    engine.render(HostClip(plate, rows), dataclasses.replace(options, out_dir=tmp_path / "disp", mode="disparity"),
+                  DvdLike(), cache=cache)
+    assert len(plugin.asked) == asked
+
+
+def test_supplied_anchors_are_checked_like_a_file(scene, tmp_path):
+    plate, _ = scene
+    rows = scene_points(6, seed=9)
+    options = RenderOptions(out_dir=tmp_path / "out", resolution=64, window=9, overlap=4, colorspace="display")
+    recorder = Recorder()
+    bad = [dict(frame=f, x=x, y=y, depth=d) for f, x, y, d in rows[:5]] + [{"frame": 1001, "x": 1, "y": 2}]
+    with pytest.raises(InputError, match=r"from dvd_vfx_resolve_anchors item 5: needs numbers"):
+        Engine(plugins=[_Returns(bad), recorder], entry_points=False, env=False).render(
+            HostClip(plate, rows), options, DvdLike())
+    (failed,) = recorder.of("job_failed")
+    assert "item 5" in failed["message"] and failed["exit_code"] == 2
+    with pytest.raises(InputError, match=r"missing.csv: cannot read it"):
+        Engine(plugins=[SolvePlugin(as_file=str(tmp_path / "missing.csv"))], entry_points=False, env=False).render(
+            HostClip(plate, rows), options, DvdLike())
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+class _Returns:
+    def __init__(self, value):
+        self.value = value
+
+    @hookimpl
+    def dvd_vfx_resolve_footage(self, source):
+        return str(source.plate) if isinstance(source, HostClip) else None
+
+    @hookimpl
+    def dvd_vfx_resolve_anchors(self, source, job):
+        return self.value
