@@ -585,8 +585,9 @@ def write_anchors_csv(rows: np.ndarray, path) -> Path:
 def from_camera(points_path, camera_path, output, *, size: tuple[int, int] | None = None, focal_mm=None,
                 film_back=None, pixel_aspect: float = 1.0, rotation_order: str = DEFAULT_ROTATION_ORDER,
                 frames=None, every: int = 1, per_frame: int | None = None, frame_offset: int = 0,
-                min_depth: float = DEFAULT_MIN_DEPTH) -> tuple[Path, Projection, int]:
-    """`dvd-vfx anchors from-camera`: read, project, write. Returns (csv path, projection, points)."""
+                min_depth: float = DEFAULT_MIN_DEPTH, plate_frames=None) -> tuple[Path, Projection, int]:
+    """`dvd-vfx anchors from-camera`: read, project, write. Returns (csv path, projection, points).
+    ``plate_frames``: the plate's frame numbers (``--plate``); camera frames outside them are skipped."""
     if not (math.isfinite(pixel_aspect) and pixel_aspect > 0):
         raise InputError(f"--pixel-aspect {pixel_aspect}: give a positive number (1 for square pixels)")
     if size is not None and not (size[0] > 0 and size[1] > 0):
@@ -596,6 +597,15 @@ def from_camera(points_path, camera_path, output, *, size: tuple[int, int] | Non
                          rotation_order=rotation_order)
     if frame_offset:
         camera.frames = camera.frames + int(frame_offset)
+    if plate_frames is not None:
+        keep = np.isin(camera.frames, np.asarray(list(plate_frames), dtype=np.int64))
+        if not keep.any():
+            raise InputError(f"--camera {camera_path}: its frames {camera.frames[0]}-{camera.frames[-1]} (after "
+                             f"--frame-offset {frame_offset}) are none of the plate's {min(plate_frames)}-"
+                             f"{max(plate_frames)}; set --frame-offset (e.g. {min(plate_frames) - camera.frames[0]})")
+        camera.frames, camera.rotations, camera.positions = \
+            camera.frames[keep], camera.rotations[keep], camera.positions[keep]
+        camera.intrinsics = [k for k, ok in zip(camera.intrinsics, keep) if ok]
     result = project_points(points, camera, frames=frames, every=every, per_frame=per_frame, min_depth=min_depth)
     if len(result.rows) == 0:
         raise InputError(f"--points {points_path}: none of its {len(points)} points lies in front of the camera "

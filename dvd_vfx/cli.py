@@ -110,7 +110,11 @@ def _add_anchors_parser(sub) -> None:
     size = fc.add_argument_group("plate and lens")
     size.add_argument("--width", type=int, help="plate width in pixels (or --plate)")
     size.add_argument("--height", type=int, help="plate height in pixels (or --plate)")
-    size.add_argument("--plate", metavar="SOURCE", help="read the plate's size from this movie, sequence or folder")
+    size.add_argument("--plate", metavar="SOURCE",
+                      help="read the plate's size from this movie, sequence or folder; camera frames outside its "
+                           "frame range are skipped")
+    size.add_argument("--start-frame", type=int, help="with --plate: first frame number of a movie (default 1; "
+                                                      "as the render's --start-frame)")
     size.add_argument("--focal", type=float, metavar="MM",
                       help="focal length in mm (with --film-back); overrides the .chan's vfov column")
     size.add_argument("--film-back", metavar="WxH",
@@ -134,12 +138,12 @@ def _add_anchors_parser(sub) -> None:
 def _cmd_anchors(args) -> int:
     from dvd_vfx import anchors_camera as ac
 
-    size = None
+    size = plate_frames = None
     if args.plate:
         from dvd_vfx.footage import open_footage
 
-        info = open_footage(args.plate).info
-        size = (info.width, info.height)
+        info = open_footage(args.plate, start_frame=args.start_frame).info
+        size, plate_frames = (info.width, info.height), info.frame_numbers
     if args.width is not None or args.height is not None:
         if args.width is None or args.height is None:
             raise InputError("--width and --height go together (the plate's size in pixels)")
@@ -153,7 +157,7 @@ def _cmd_anchors(args) -> int:
     path, result, count = ac.from_camera(
         args.points, args.camera, args.output, size=size, focal_mm=args.focal, film_back=film_back,
         pixel_aspect=args.pixel_aspect, rotation_order=args.rotation_order, frames=frames, every=args.every,
-        per_frame=args.per_frame, frame_offset=args.frame_offset, min_depth=args.min_depth)
+        per_frame=args.per_frame, frame_offset=args.frame_offset, min_depth=args.min_depth, plate_frames=plate_frames)
     print(f"wrote {len(result.rows)} anchors on {result.frames} frames from {count} points: {path} "
           f"({result.behind} point-frames behind the camera, {result.outside} outside the plate)")
     return 0

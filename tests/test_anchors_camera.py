@@ -47,13 +47,13 @@ def mirror(p):
     return np.asarray(p, dtype=np.float64) * np.array([1.0, 1.0, -1.0])
 
 
-def write_chan(path, vfov=True, rotations=None):
+def write_chan(path, vfov=True, rotations=None, first=FIRST, frames=FRAMES):
     vfov = VFOV if vfov is True else vfov
     lines = []
-    for t in range(FRAMES):
+    for t in range(frames):
         c = mirror(camera(t)).tolist()
         r = rotations[t] if rotations is not None else (0.0, 0.0, 0.0)
-        lines.append(f"{FIRST + t} {c[0]!r} {c[1]!r} {c[2]!r} {r[0]} {r[1]} {r[2]}" + (f" {vfov!r}" if vfov else ""))
+        lines.append(f"{first + t} {c[0]!r} {c[1]!r} {c[2]!r} {r[0]} {r[1]} {r[2]}" + (f" {vfov!r}" if vfov else ""))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -216,6 +216,24 @@ def test_per_frame_every_frames_and_offset(tmp_path, capsys, points):
     code, _, err = run_cli(capsys, *args, "-o", tmp_path / "c.csv", "--frame-offset", -1000, "--frames", "1-2")
     assert code == 0, err
     assert sorted(set(read_rows(tmp_path / "c.csv")[:, 0].astype(int))) == [1, 2]
+
+
+def test_the_plate_gives_size_and_frames(scene, tmp_path, capsys, points):
+    plate, _ = scene
+    pts = tmp_path / "p.csv"
+    pts.write_text("".join(f"{a!r},{b!r},{c!r}\n" for a, b, c in mirror(points).tolist()))
+    # a solve with 5 frames of handles on each side: only the plate's frames become anchors
+    handles = write_chan(tmp_path / "handles.chan", first=FIRST - 5, frames=FRAMES + 10)
+    code, _, err = run_cli(capsys, "anchors", "from-camera", "--points", pts, "--camera", handles, "--plate", plate,
+                           "-o", tmp_path / "a.csv")
+    assert code == 0, err
+    assert sorted(set(read_rows(tmp_path / "a.csv")[:, 0].astype(int))) == list(range(FIRST, FIRST + FRAMES))
+    # a solve numbered from 1 for a plate from 1001: refused, with the offset to use
+    ones = write_chan(tmp_path / "ones.chan", first=1)
+    code, _, err = run_cli(capsys, "anchors", "from-camera", "--points", pts, "--camera", ones, "--plate", plate,
+                           "-o", tmp_path / "b.csv")
+    assert code == 2 and "are none of the plate's 1001-1024; set --frame-offset (e.g. 1000)" in err
+    assert not (tmp_path / "b.csv").exists()
 
 
 def test_anchors_from_camera_give_scene_scale_depth(scene, tmp_path, capsys):
