@@ -143,10 +143,16 @@ def _parse_rows(rows: list[tuple[str, dict]], source: str) -> list[Anchor]:
     return anchors
 
 
-def csv_text(anchors: list[Anchor]) -> str:
-    """The anchors as the CSV ``read_anchors`` takes (``frame,x,y,depth,weight``; floats round-trip)."""
-    lines = ["frame,x,y,depth,weight"]
-    lines += [f"{a.frame},{a.x!r},{a.y!r},{a.depth!r},{a.weight!r}" for a in anchors]
+def csv_text(rows) -> str:
+    """The CSV ``read_anchors`` takes: ``frame,x,y,depth`` (+ ``,weight`` when the rows carry one).
+
+    rows: :class:`Anchor` objects or ``(frame, x, y, depth[, weight])`` sequences; floats are
+    written in full (repr) so they read back exactly.
+    """
+    rows = [(r.frame, r.x, r.y, r.depth, r.weight) if isinstance(r, Anchor) else tuple(r) for r in rows]
+    weighted = any(len(r) > 4 for r in rows)
+    lines = ["frame,x,y,depth,weight" if weighted else "frame,x,y,depth"]
+    lines += [f"{int(r[0])}," + ",".join(repr(float(v)) for v in r[1:]) for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default ./dvd_vfx-VERSION.zip)")
     ins.add_argument("--zip-only", action="store_true", help="blender: build the zip, do not install it")
     _add_comp_parser(sub)
+    _add_anchors_parser(sub)
     _add_farm_parser(sub)
     from dvd_vfx.train.evaluate import add_eval_parser
 
@@ -92,6 +93,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
     return parser
+
+
+def _add_anchors_parser(sub) -> None:
+    an = sub.add_parser("anchors", help="make anchors (known distances) for `render --anchors`")
+    ansub = an.add_subparsers(dest="anchors_command", required=True, parser_class=_Parser)
+    fc = ansub.add_parser("from-camera", help="project a camera solve's 3D points into frame,x,y,depth anchors "
+                                              "(docs/anchors.md: axes, rotation order, units)")
+    fc.add_argument("--points", required=True, metavar="POINTS",
+                    help="3D points: .csv/.txt (x,y,z rows; header and a name column optional), .obj (v lines) "
+                         "or .ply (ASCII or binary vertices)")
+    fc.add_argument("--camera", required=True, metavar="CAMERA",
+                    help="per-frame camera: Nuke .chan (frame tx ty tz rx ry rz [vfov]) or .json (4x4 "
+                         "camera-to-world matrices and intrinsics)")
+    fc.add_argument("-o", "--output", required=True, metavar="CSV", help="anchors CSV to write (frame,x,y,depth)")
+    size = fc.add_argument_group("plate and lens")
+    size.add_argument("--width", type=int, help="plate width in pixels (or --plate)")
+    size.add_argument("--height", type=int, help="plate height in pixels (or --plate)")
+    size.add_argument("--plate", metavar="SOURCE",
+                      help="read the plate's size from this movie, sequence or folder; camera frames outside its "
+                           "frame range are skipped")
+    size.add_argument("--start-frame", type=int, help="with --plate: first frame number of a movie (default 1; "
+                                                      "as the render's --start-frame)")
+    size.add_argument("--focal", type=float, metavar="MM",
+                      help="focal length in mm (with --film-back); overrides the .chan's vfov column")
+    size.add_argument("--film-back", metavar="WxH",
+                      help="film back (aperture) in mm, WIDTHxHEIGHT or the width alone, e.g. 36x24 or 24.576; "
+                           "its width spans the plate's width")
+    size.add_argument("--pixel-aspect", type=float, default=1.0, help="plate pixel aspect (default 1; 2 for 2x "
+                                                                      "anamorphic)")
+    size.add_argument("--rotation-order", default="ZXY", type=str.upper,
+                      help=".chan rotation order, axes in the order applied (default ZXY, Nuke's)")
+    pick = fc.add_argument_group("which anchors")
+    pick.add_argument("--frames", metavar="A-B", help="only these camera frames (inclusive; all must be in the camera)")
+    pick.add_argument("--every", type=int, default=1, metavar="K", help="every K-th frame from the first (default 1)")
+    pick.add_argument("--per-frame", type=int, metavar="N",
+                      help="at most N anchors per frame, spread over the image (deterministic)")
+    pick.add_argument("--frame-offset", type=int, default=0, metavar="N",
+                      help="add N to the camera's frame numbers to get plate frames (e.g. 1000)")
+    pick.add_argument("--min-depth", type=float, default=1e-6, metavar="Z",
+                      help="keep points farther than Z scene units in front of the camera (default 1e-6)")
+
+
+def _cmd_anchors(args) -> int:
+    from dvd_vfx import anchors_camera as ac
+
+    size = plate_frames = None
+    if args.plate:
+        from dvd_vfx.footage import open_footage
+
+        info = open_footage(args.plate, start_frame=args.start_frame).info
+        size, plate_frames = (info.width, info.height), info.frame_numbers
+    if args.width is not None or args.height is not None:
+        if args.width is None or args.height is None:
+            raise InputError("--width and --height go together (the plate's size in pixels)")
+        size = (args.width, args.height)
+    frames = None
+    if args.frames:
+        from dvd_vfx.footage import parse_frame_range
+
+        frames = parse_frame_range(args.frames)
+    film_back = ac.parse_film_back(args.film_back) if args.film_back else None
+    path, result, count = ac.from_camera(
+        args.points, args.camera, args.output, size=size, focal_mm=args.focal, film_back=film_back,
+        pixel_aspect=args.pixel_aspect, rotation_order=args.rotation_order, frames=frames, every=args.every,
+        per_frame=args.per_frame, frame_offset=args.frame_offset, min_depth=args.min_depth, plate_frames=plate_frames)
+    print(f"wrote {len(result.rows)} anchors on {result.frames} frames from {count} points: {path} "
+          f"({result.behind} point-frames behind the camera, {result.outside} outside the plate)")
+    return 0
 
 
 def _add_farm_parser(sub) -> None:
@@ -370,7 +439,8 @@ def _cmd_train(args) -> int:
 
 _HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info,
              "render": _cmd_render, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
-             "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm}
+             "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm,
+             "anchors": _cmd_anchors}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,11 @@ Protocol (affine-invariant depth, as in the DVD paper):
   ``scale_range`` is None when some frame's scale has the opposite sign.
 - dataset summary: the mean over clips (each clip counts once) of AbsRel, delta1 and |drift|, the
   largest scale_range; the same per source.
+- with anchors (``--anchors [CLIP=]FILE``, docs/anchors.md): the clip is also rendered in depth mode
+  with its anchors (the same predictions, re-exported: no extra model call) and that pass, depth in
+  the anchors' scene units, is compared with the GT depth as it is, with no fit:
+  ``anchored_abs_rel`` and ``anchored_delta1`` over the same valid pixels; ``anchored_abs_rel`` in
+  the summary is the mean over the anchored clips.
 
 Memory does not grow with clip length: a first pass over the frames accumulates per-frame
 least-squares moments (six numbers per frame), a second pass computes the metrics; one
@@ -63,7 +68,9 @@ PROTOCOL = (
     "rendered disparity pass onto it over all valid pixels of the clip; aligned disparity clamped below at "
     "1/max GT depth of the clip; depth = 1/aligned; AbsRel = mean |d-d_gt|/d_gt; delta1 = mean "
     "max(d/d_gt, d_gt/d)<1.25; drift = mean per-frame scale ratio (frame fit / clip fit) over the last 10% "
-    "of frames / over the first 10% - 1; scale_range = max/min per-frame scale ratio; summary = mean over clips"
+    "of frames / over the first 10% - 1; scale_range = max/min per-frame scale ratio; summary = mean over clips; "
+    "with anchors: the depth-mode pass anchored to scene units, compared with GT depth without any fit "
+    "(anchored_abs_rel, anchored_delta1)"
 )
 
 __all__ = [
@@ -73,6 +80,8 @@ __all__ = [
     "SCHEMA",
     "evaluate",
     "format_table",
+    "parse_anchor_args",
+    "score_anchored",
     "score_clip",
     "write_report",
 ]
@@ -147,6 +156,10 @@ class ClipMetrics:
     pass_pattern: str | None = None
     working_size: tuple[int, int] | None = None
     seconds: float = 0.0
+    anchored_abs_rel: float | None = None  # with anchors: the depth pass in scene units vs GT, no fit
+    anchored_delta1: float | None = None
+    anchors: dict | None = None  # the render's dvd/anchors fit (file, used, rejected, scale, shift, errors)
+    anchored_pass: str | None = None
 
 
 def _to_size(plane: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -258,6 +271,46 @@ def _drift(ratios: Sequence[float]) -> tuple[float | None, float | None]:
     return drift, scale_range
 
 
+def score_anchored(clip: ClipSpec, depth: Callable[[int], np.ndarray], *, count: int) -> tuple[float, float]:
+    """``(AbsRel, delta1)`` of predicted depth frames in scene units against the clip's GT depth, as
+    they are (no fit), over the GT's valid pixels. ``depth(t)``: frame t (0-based) at any size."""
+    files = depth_files(clip.depth)[clip.index or 0:]
+    abs_rel_sum, hits, n = 0.0, 0, 0
+    for t in range(count):
+        gt, valid = read_depth_frames([files[t]], max_depth=clip.max_depth)
+        gt, valid = gt[0], valid[0]
+        pred = _to_size(depth(t), gt.shape[1], gt.shape[0]).astype(np.float64)
+        valid = valid & np.isfinite(pred) & (pred > 0)
+        d_gt, d = gt[valid].astype(np.float64), pred[valid]
+        abs_rel_sum += float(np.sum(np.abs(d - d_gt) / d_gt))
+        hits += int(np.count_nonzero(np.maximum(d / d_gt, d_gt / d) < DELTA1_THRESHOLD))
+        n += int(d_gt.size)
+    if n == 0:
+        raise InputError(f"clip {clip.name}: no valid ground-truth depth to score the anchored pass against")
+    return abs_rel_sum / n, hits / n
+
+
+def parse_anchor_args(values: Sequence[str] | None, clips: Sequence[str]) -> dict[str, str]:
+    """``--anchors [CLIP=]FILE`` values -> {clip name: file}. A bare FILE needs exactly one clip."""
+    out: dict[str, str] = {}
+    for value in values or ():
+        name, sep, path = value.partition("=")
+        if sep and name in clips:
+            clip, file = name, path
+        elif len(clips) == 1:
+            clip, file = clips[0], value
+        else:
+            shown = ", ".join(clips[:8]) + (" ..." if len(clips) > 8 else "")
+            raise InputError(f"--anchors {value}: name the clip, --anchors CLIP=FILE (the dataset has {len(clips)} "
+                             f"clips: {shown}), or evaluate one clip with --source")
+        if not Path(file).is_file():
+            raise InputError(f"--anchors {value}: file {file} not found")
+        if clip in out:
+            raise InputError(f"--anchors {value}: clip {clip} already has anchors ({out[clip]})")
+        out[clip] = file
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole dataset
 
@@ -275,6 +328,7 @@ class EvalReport:
         clips = self.clips if clips is None else clips
         drifts = [abs(c.drift) for c in clips if c.drift is not None]
         ranges = [c.scale_range for c in clips if c.scale_range is not None]
+        anchored = [c for c in clips if c.anchored_abs_rel is not None]
         return {
             "clips": len(clips),
             "frames": sum(c.frames for c in clips),
@@ -282,6 +336,11 @@ class EvalReport:
             "delta1": float(np.mean([c.delta1 for c in clips])) if clips else None,
             "abs_drift": float(np.mean(drifts)) if drifts else None,
             "max_scale_range": float(max(ranges)) if ranges else None,
+            **({"anchored_clips": len(anchored),
+                "anchored_abs_rel": float(np.mean([c.anchored_abs_rel for c in anchored])),
+                "anchored_delta1": float(np.mean([c.anchored_delta1 for c in anchored])),
+                # the same clips' affine-fitted AbsRel, for the comparison
+                "anchored_clips_abs_rel": float(np.mean([c.abs_rel for c in anchored]))} if anchored else {}),
         }
 
     def by_source(self) -> dict[str, dict]:
@@ -309,6 +368,8 @@ class EvalReport:
                 "delta1": c.delta1, "scale": c.scale, "shift": c.shift, "drift": c.drift,
                 "scale_range": c.scale_range, "frame_scales": c.frame_scales, "pass": c.pass_pattern,
                 "working_size": list(c.working_size) if c.working_size else None, "seconds": round(c.seconds, 3),
+                **({"anchored_abs_rel": c.anchored_abs_rel, "anchored_delta1": c.anchored_delta1,
+                    "anchors": c.anchors, "anchored_pass": c.anchored_pass} if c.anchors is not None else {}),
             } for c in self.clips],
         })
 
@@ -329,6 +390,7 @@ def evaluate(
     max_frames: int | None = None,
     progress_factory: Callable[[str], object] | None = None,
     keep_passes: bool = True,
+    anchors: dict[str, str] | None = None,
 ) -> EvalReport:
     """Render and score every clip of ``dataset`` (optionally only ``sources``).
 
@@ -339,6 +401,9 @@ def evaluate(
     ``progress_factory(label)`` returns one clip's progress display: a plugin registered on ``engine``
     for the clip's render (its ``dvd_vfx_job_progress`` hook), whose ``update(stage, done, total)``
     reports the scoring and ``close()`` ends it, e.g. dvd_vfx.console.ProgressBars.
+    ``anchors``: {clip name: anchors file}; those clips are also rendered in depth mode with their
+    anchors (from the same cache entry: without ``cache`` a temporary one serves the two renders)
+    and scored in scene units (``score_anchored``).
     """
     from dvd_vfx.engine import Engine
     from dvd_vfx.passes.depth_reader import read_depth
@@ -356,6 +421,11 @@ def evaluate(
         raise InputError(f"--max-frames {max_frames}: give at least 1")
     work_dir = Path(work_dir)
     jobs = [(source.name, clip) for source in chosen for clip in source.clips]
+    anchors = dict(anchors or {})
+    unknown = sorted(set(anchors) - {clip.name for _, clip in jobs})
+    if unknown:
+        raise InputError(f"--anchors {unknown[0]}={anchors[unknown[0]]}: no clip {unknown[0]!r} is evaluated "
+                         f"(clips: {', '.join(c.name for _, c in jobs[:8])})")
     results: list[ClipMetrics] = []
     t_all = time.perf_counter()
     identity = dict(predictor.identity())
@@ -375,22 +445,43 @@ def evaluate(
         plugin_name = None
         if bar is not None:
             plugin_name = engine.register(bar)
+        clip_cache, scratch = cache, None
+        if clip.name in anchors and cache is None:  # two renders of one clip, one set of predictions
+            from dvd_vfx.cache import ShotCache
+
+            scratch = Path(tempfile.mkdtemp(prefix="dvd-vfx-eval-cache-"))
+            clip_cache = ShotCache(scratch)
         try:
-            result = engine.render(clip.frames, clip_options, predictor, cache=cache)
+            result = engine.render(clip.frames, clip_options, predictor, cache=clip_cache)
             if len(result.paths) != count:
                 raise InputError(f"clip {clip.name}: the render wrote {len(result.paths)} frames for {count}; "
                                  "check the footage's frame range")
             paths = list(result.paths)
             metrics = score_clip(clip, lambda t: read_depth(paths[t])[0], count=count, source=source_name,
                                  progress=(lambda d, n: bar.update("evaluate", d, n)) if bar is not None else None)
+            if clip.name in anchors:
+                anchored = engine.render(clip.frames, replace(clip_options, out_dir=work_dir / f"{shot}_anchored",
+                                                              mode="depth", clamp=True,
+                                                              anchors=str(anchors[clip.name])),
+                                         predictor, cache=clip_cache)
+                depth_paths = list(anchored.paths)
+                metrics.anchored_abs_rel, metrics.anchored_delta1 = score_anchored(
+                    clip, lambda t: read_depth(depth_paths[t])[0], count=count)
+                metrics.anchors = anchored.anchors
+                metrics.anchored_pass = anchored.pattern if keep_passes else None
+                log.info("clip %s: anchored depth AbsRel %.4f (affine-fitted %.4f); %s", clip.name,
+                         metrics.anchored_abs_rel, metrics.abs_rel, anchored.anchors)
         finally:
             if plugin_name is not None:
                 engine.unregister(plugin_name)
             if bar is not None:
                 bar.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         metrics.pass_pattern = result.pattern
         if not keep_passes:  # a temporary work folder holds one clip's passes at a time
             shutil.rmtree(work_dir / shot, ignore_errors=True)
+            shutil.rmtree(work_dir / f"{shot}_anchored", ignore_errors=True)
             metrics.pass_pattern = None
         metrics.working_size = tuple(result.working_size)
         metrics.seconds = time.perf_counter() - t0
@@ -398,6 +489,7 @@ def evaluate(
     settings = {
         "resolution": options.resolution, "window": options.window, "overlap": options.overlap,
         "upsample": options.upsample, "sources": list(sources) if sources else None, "max_frames": max_frames,
+        "anchors": anchors or None,
     }
     return EvalReport(dataset=str(dataset.path), clips=results, model=identity,
                       predictor=str(getattr(predictor, "name", type(predictor).__name__)), settings=settings,
@@ -416,18 +508,24 @@ def _fmt(value, spec: str, none: str = "-") -> str:
 
 def format_table(report: EvalReport) -> str:
     """The terminal table: one row per clip, then the mean per source and over all clips."""
+    anchored = any(c.anchored_abs_rel is not None for c in report.clips)
+    extra = (lambda values: values) if anchored else (lambda values: ())
     rows = [(c.name, str(c.frames), _fmt(c.abs_rel, ".4f"), _fmt(c.delta1, ".4f"), _fmt(c.drift, "+.4f"),
-             _fmt(c.scale_range, ".4f")) for c in report.clips]
+             _fmt(c.scale_range, ".4f"), *extra((_fmt(c.anchored_abs_rel, ".4f"), _fmt(c.anchored_delta1, ".4f"))))
+            for c in report.clips]
     foot = []
     by_source = report.by_source()
     if len(by_source) > 1:
         for name, s in by_source.items():
             foot.append((f"mean {name} ({s['clips']} clips)", str(s["frames"]), _fmt(s["abs_rel"], ".4f"),
-                         _fmt(s["delta1"], ".4f"), _fmt(s["abs_drift"], ".4f"), _fmt(s["max_scale_range"], ".4f")))
+                         _fmt(s["delta1"], ".4f"), _fmt(s["abs_drift"], ".4f"), _fmt(s["max_scale_range"], ".4f"),
+                         *extra((_fmt(s.get("anchored_abs_rel"), ".4f"), _fmt(s.get("anchored_delta1"), ".4f")))))
     s = report.summary()
     foot.append((f"mean ({s['clips']} clips)", str(s["frames"]), _fmt(s["abs_rel"], ".4f"), _fmt(s["delta1"], ".4f"),
-                 _fmt(s["abs_drift"], ".4f"), _fmt(s["max_scale_range"], ".4f")))
-    head = ("clip", "frames", "AbsRel", "delta1", "drift", "scale max/min")
+                 _fmt(s["abs_drift"], ".4f"), _fmt(s["max_scale_range"], ".4f"),
+                 *extra((_fmt(s.get("anchored_abs_rel"), ".4f"), _fmt(s.get("anchored_delta1"), ".4f")))))
+    head = ("clip", "frames", "AbsRel", "delta1", "drift", "scale max/min",
+            *extra(("anchored AbsRel", "anchored delta1")))
     widths = [max(len(r[i]) for r in [head, *rows, *foot]) for i in range(len(head))]
 
     def line(r):
@@ -436,6 +534,9 @@ def format_table(report: EvalReport) -> str:
     rule = "  ".join("-" * w for w in widths)
     out = [line(head), rule, *map(line, rows), rule, *map(line, foot)]
     out.append("(summary rows: mean over clips; drift column = mean |drift|, scale column = the largest)")
+    if anchored:
+        out.append("(anchored: the depth pass fitted to the anchors, in scene units, against the GT depth with no fit; "
+                   "summary rows: mean over the anchored clips)")
     return "\n".join(out)
 
 
@@ -467,6 +568,9 @@ def add_eval_parser(sub) -> None:
     ev.add_argument("--source", action="append", metavar="NAME", help="evaluate only this source (repeatable)")
     ev.add_argument("--max-frames", type=int, metavar="N", help="score at most the first N frames of each clip")
     ev.add_argument("--predictor", help="depth predictor registered by a plugin (default dvd; see `dvd-vfx plugins`)")
+    ev.add_argument("--anchors", action="append", metavar="[CLIP=]FILE",
+                    help="also score the depth anchored to these known distances (scene units, no fit to the GT); "
+                         "CLIP= names the clip (e.g. shots/sh010), not needed for a one-clip evaluation; repeatable")
     cli_args.add_preset_arg(ev)
     g = ev.add_argument_group("windows")
     cli_args.add_window_args(g)
@@ -483,6 +587,8 @@ def run_eval_command(args) -> int:
 
     dataset = load_dataset(args.data)
     cli_args.apply_preset(args)
+    evaluated = [c.name for s in dataset.sources if not args.source or s.name in args.source for c in s.clips]
+    anchors = parse_anchor_args(args.anchors, evaluated)
     report_path = Path(args.report) if args.report else (Path(args.output) / "eval.json" if args.output
                                                           else Path("eval.json"))
     if report_path.is_dir():
@@ -508,7 +614,7 @@ def run_eval_command(args) -> int:
     try:
         report = evaluate(dataset, predictor, options, engine=engine, work_dir=work_dir, cache=cli_args.make_cache(args),
                           sources=args.source, max_frames=args.max_frames, progress_factory=ProgressBars,
-                          keep_passes=cleanup is None)
+                          keep_passes=cleanup is None, anchors=anchors)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
