@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.add_model_args(r)
     _add_job_args(r)
 
+    _add_batch_parser(sub)
+
     c = sub.add_parser("cache", help="list, inspect or clear the per-shot cache")
     csub = c.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
     cl = csub.add_parser("ls", help="cached shots: source, frames, size, age, complete/partial")
@@ -116,6 +118,21 @@ def _add_farm_parser(sub) -> None:
     openjd.add_arguments(fo)
 
 
+def _add_batch_parser(sub) -> None:
+    from dvd_vfx import batch
+
+    b = sub.add_parser("batch", help="render the shots of an edit (.otio, .edl, .xml) or a shot list (.csv, .json, "
+                                     "a saved panel queue) one after another")
+    b.add_argument("batch_file", metavar="EDIT|SHOTS",
+                   help="edit: one shot per clip (its media, source range + handles, clip name); shot list: "
+                        "rows of source, frames, shot and overrides")
+    cli_args.add_render_args(b, output_help="output folder per shot, with {shot}, {source_dir}, {source_name}, "
+                                            "{preset} (e.g. renders/{shot}); a panel queue brings its own")
+    cli_args.add_model_args(b)
+    cli_args.add_preset_arg(b)
+    batch.add_arguments(b)
+
+
 def _add_job_args(r: argparse.ArgumentParser) -> None:
     g = r.add_argument_group("presets and hosts")
     cli_args.add_preset_arg(g)
@@ -162,6 +179,12 @@ def _cmd_render(args) -> int:
     cli_args.apply_preset(args)
     return run_render(args.source, cli_args.render_options(args), args.predictor, cli_args.make_cache(args),
                       args=args, model=cli_args.model_settings(args))
+
+
+def _cmd_batch(args) -> int:
+    from dvd_vfx.batch import run_batch
+
+    return run_batch(args)
 
 
 def _cmd_demo(args) -> int:
@@ -369,7 +392,7 @@ def _cmd_train(args) -> int:
 
 
 _HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info,
-             "render": _cmd_render, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
+             "render": _cmd_render, "batch": _cmd_batch, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
              "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm}
 
 
