@@ -102,8 +102,14 @@ def _add_farm_parser(sub) -> None:
     fr = fsub.add_parser("ray", help="run window-chunk tasks and an assemble task per shot on a Ray cluster")
     fo = fsub.add_parser("openjd", help="write an Open Job Description job template (openjd run, Deadline Cloud)")
     for p, output_flags in ((fr, ("-o", "--output")), (fo, ("--output-dir",))):
-        p.add_argument("sources", nargs="+", metavar="SOURCE", help="shots: movie files, sequences or folders")
+        p.add_argument("sources", nargs="*", metavar="SOURCE", help="shots: movie files, sequences or folders")
         cli_args.add_render_args(p, output_flags=output_flags, split=False)
+        g = p.add_argument_group("batch")
+        g.add_argument("--batch", metavar="EDIT|SHOTS",
+                       help="the shots of an edit or shot list, as `dvd-vfx batch` takes them (instead of SOURCEs); "
+                            "the output folder may then hold {shot}, {source_dir}, {source_name}, {preset}")
+        g.add_argument("--handles", type=int, default=0, metavar="N",
+                       help="with --batch: frames added before and after each clip's range (default 0)")
         cli_args.add_model_args(p)
         cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")
@@ -372,6 +378,11 @@ def _cmd_farm(args) -> int:
     from dvd_vfx.farm import openjd, ray_runner
 
     cli_args.apply_preset(args)
+    if args.batch and (args.sources or args.shot or args.frames):
+        raise InputError(f"--batch {args.batch} names the shots, their names and frames; drop the SOURCEs, --shot "
+                         "and --frames")
+    if not args.batch and not args.sources:
+        raise InputError("no shots: give SOURCEs (movies, sequences, folders) or --batch EDIT|SHOTS")
     if args.shot and len(args.sources) > 1:
         raise InputError(f"--shot {args.shot!r} names one shot but {len(args.sources)} sources were given; "
                          "drop --shot (each shot is named after its source)")

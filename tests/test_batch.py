@@ -240,3 +240,51 @@ def test_shot_list_json_rows_and_errors(tmp_path, media, capsys):
     assert code == 0  # the plan marks the shots that will fail
     code, _, err = run_cli(capsys, tmp_path, "batch", rows, "-o", tmp_path / "out", "--frames", "1-4")
     assert code == 2 and "per clip or row" in err
+
+
+def test_farm_openjd_takes_the_batch_shots(tmp_path, media, capsys, monkeypatch):
+    """`farm openjd --batch` plans the same shots (own output folder, frames with handles, row values);
+    `openjd run` of the job writes what `dvd-vfx batch` writes."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    shots = tmp_path / "shots.csv"
+    shots.write_text(f"source,frames,shot,window\n{media['a']},3-9,hero,9\n{media['c']},1003-1008,,\n")
+    flags = ["--predictor", "luma", *FAST, "--device", "cpu", "--threads", "1"]
+    job = tmp_path / "job.yaml"
+    code, out, err = run_cli(capsys, tmp_path, "farm", "openjd", "--batch", shots, "--handles", "1",
+                             "--output-dir", tmp_path / "farm" / "{shot}", "--cache-dir", tmp_path / "c1", *flags,
+                             "-o", job)
+    assert code == 0, err
+    template = yaml.safe_load(job.read_text())
+    assert [s["name"] for s in template["steps"]] == ["hero windows", "hero assemble", "c windows", "c assemble"]
+    values = yaml.safe_load((tmp_path / "job.params.yaml").read_text())
+    assert values["Shot1Output"] == str(tmp_path / "farm" / "hero") and values["Shot2Output"] == str(tmp_path / "farm" / "c")
+    assert "OutputDir" not in values
+    args = template["steps"][1]["script"]["actions"]["onRun"]["args"]
+    assert args[args.index("--frames") + 1] == "2-10" and args[args.index("--window") + 1] == "9"
+    assert args[args.index("-o") + 1] == "{{Param.Shot1Output}}" and args[args.index("--shot") + 1] == "hero"
+    openjd = shutil.which("openjd") or str(Path(sys.executable).with_name("openjd"))
+    proc = subprocess.run([openjd, "run", str(job), "-p", f"file://{tmp_path / 'job.params.yaml'}"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    code, _, err = run_cli(capsys, tmp_path, "batch", shots, "--handles", "1", "-o", tmp_path / "local" / "{shot}",
+                           "--cache-dir", tmp_path / "c2", *flags)
+    assert code == 0, err
+    for shot, numbers in (("hero", range(2, 11)), ("c", range(1002, 1010))):
+        assert frames_of(tmp_path / "farm" / shot, shot) == list(numbers)
+        for name in passes(tmp_path / "local" / shot):
+            assert (tmp_path / "farm" / shot / name).read_bytes() == (tmp_path / "local" / shot / name).read_bytes()
+    # a shot that cannot be planned stops the submission, naming it
+    edit = write_timeline(tmp_path / "cut.otio", media)
+    code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", "--batch", edit, "--output-dir", tmp_path / "x",
+                           *flags, "-o", tmp_path / "job2.yaml")
+    assert code == 2 and "clip 2 of track V1 (sh020)" in err and "footage not found" in err
+    assert not (tmp_path / "job2.yaml").exists()
+    code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", media["a"], "--batch", edit, "--output-dir",
+                           tmp_path / "x", "-o", tmp_path / "job2.yaml")
+    assert code == 2 and "drop the SOURCEs" in err
