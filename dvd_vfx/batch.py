@@ -328,6 +328,26 @@ def resolve_frames(spec: ShotSpec, info) -> tuple[tuple[int, int] | None, str]:
     return (got_first, got_last), note
 
 
+def resolved(shots: list[ShotSpec], **footage) -> list[ShotSpec]:
+    """`shots` with each edit clip's source frames filled in from its probed media (handles included,
+    clamped), for a queue that wants plain rows (source, frames, shot). A shot whose media cannot be
+    opened keeps frames None and gets `error`, the one-line reason. footage: open_footage's keywords."""
+    from dvd_vfx.footage import open_footage
+
+    out = []
+    for spec in shots:
+        if spec.media_range is None or spec.error:
+            out.append(spec)
+            continue
+        try:
+            frames, _ = probe_shot(spec, lambda source: open_footage(source, **footage))
+        except DvdError as exc:
+            out.append(dataclasses.replace(spec, error=f"{spec.origin} ({spec.shot}): {_one_line(exc)}"))
+            continue
+        out.append(dataclasses.replace(spec, frames=frames, media_range=None))
+    return out
+
+
 def output_dir(pattern: str, spec: ShotSpec, preset: str = "") -> str:
     """An output folder pattern ({shot}, {source_dir}, {source_name}, {preset}) for one shot; a row's
     `output` wins."""

@@ -158,9 +158,9 @@ def _files_on_disk(directory: str, prefix: str, suffix: str, pad: int) -> dict[i
     return files
 
 
-def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> SequenceSpec | None:
-    """A sequence spec for a path whose file name holds a frame token, or None if it has none."""
-    directory, name = os.path.split(path)
+def _token(path: str):
+    """(fileseq's parse, prefix, digits, suffix) of a file name with one frame token, None without one."""
+    name = os.path.basename(path)
     seq = _parse(name)
     tokens = _TOKEN_CHARS_RE.findall(name)
     whole = seq is not None and seq.padding() and (
@@ -171,7 +171,28 @@ def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> 
                 f"{path} has more than one frame-number token; use one, e.g. shot.%04d.exr or shot.####.exr"
             )
         return None
-    pad = _pad_of(seq.padding())
+    return seq, seq.basename(), _pad_of(seq.padding()), seq.extension()
+
+
+def pattern_frame(path: str, frame: int) -> str | None:
+    """The file of `frame` in a sequence pattern of any spelling (####, %04d, @@@@, $F4, one '#' = 4
+    digits), as printf writes it (-5 in 4 digits: -005); None when the name has no frame token."""
+    parsed = _token(path)
+    if parsed is None:
+        return None
+    _, prefix, pad, suffix = parsed
+    if "%" in prefix or "%" in suffix:
+        prefix, suffix = prefix.replace("%%", "%"), suffix.replace("%%", "%")
+    return os.path.join(os.path.dirname(path), f"{prefix}{frame:0{max(pad, 1)}d}{suffix}")
+
+
+def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> SequenceSpec | None:
+    """A sequence spec for a path whose file name holds a frame token, or None if it has none."""
+    directory, name = os.path.split(path)
+    parsed = _token(path)
+    if parsed is None:
+        return None
+    seq, _, pad, _ = parsed
     frame_set = None
     if seq.frameRange():
         numbers = sorted(int(n) for n in seq.frameSet())
