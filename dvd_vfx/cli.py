@@ -403,8 +403,9 @@ def _cmd_train(args) -> int:
 
 
 _HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info,
-             "render": _cmd_render, "batch": _cmd_batch, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
-             "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm}
+             "render": _cmd_render, "batch": _cmd_batch, "demo": _cmd_demo, "cache": _cmd_cache,
+             "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp,
+             "farm": _cmd_farm}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,3 +147,13 @@ def test_info_and_render_keep_a_stepped_range(plates, tmp_path, capsys):
     neg = render_shot(str(plates / "neg.####.exr"), RenderOptions(out_dir=tmp_path / "neg", resolution=16, window=5,
                                                                   overlap=2), Luma())
     assert [p.name for p in neg.paths][:2] == ["neg.depth.-003.exr", "neg.depth.-002.exr"]
+
+
+@pytest.mark.parametrize("pattern", ["fog.####.png", "fog.%04d.png", "fog.@@@@.png", "fog.$F4.png", "fog.#.png"])
+def test_output_patterns_take_every_spelling(tmp_path, pattern):
+    from dvd_vfx.comp import frame_path
+
+    assert frame_path(str(tmp_path / pattern), 1001) == str(tmp_path / "fog.1001.png")
+    assert frame_path(str(tmp_path / pattern), 7) == str(tmp_path / "fog.0007.png")
+    assert frame_path(str(tmp_path / pattern), -7) == str(tmp_path / "fog.-007.png")
+    assert frame_path(str(tmp_path / "fog.png"), 7) == str(tmp_path / "fog.png")  # one file: no token
