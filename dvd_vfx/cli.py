@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_args.add_model_args(r)
     _add_job_args(r)
 
+    _add_batch_parser(sub)
+
     c = sub.add_parser("cache", help="list, inspect or clear the per-shot cache")
     csub = c.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
     cl = csub.add_parser("ls", help="cached shots: source, frames, size, age, complete/partial")
@@ -169,8 +171,14 @@ def _add_farm_parser(sub) -> None:
     fr = fsub.add_parser("ray", help="run window-chunk tasks and an assemble task per shot on a Ray cluster")
     fo = fsub.add_parser("openjd", help="write an Open Job Description job template (openjd run, Deadline Cloud)")
     for p, output_flags in ((fr, ("-o", "--output")), (fo, ("--output-dir",))):
-        p.add_argument("sources", nargs="+", metavar="SOURCE", help="shots: movie files, sequences or folders")
+        p.add_argument("sources", nargs="*", metavar="SOURCE", help="shots: movie files, sequences or folders")
         cli_args.add_render_args(p, output_flags=output_flags, split=False)
+        g = p.add_argument_group("batch")
+        g.add_argument("--batch", metavar="EDIT|SHOTS",
+                       help="the shots of an edit or shot list, as `dvd-vfx batch` takes them (instead of SOURCEs); "
+                            "the output folder may then hold {shot}, {source_dir}, {source_name}, {preset}")
+        g.add_argument("--handles", type=int, default=0, metavar="N",
+                       help="with --batch: frames added before and after each clip's range (default 0)")
         cli_args.add_model_args(p)
         cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")
@@ -183,6 +191,21 @@ def _add_farm_parser(sub) -> None:
 
     ray_runner.add_arguments(fr)
     openjd.add_arguments(fo)
+
+
+def _add_batch_parser(sub) -> None:
+    from dvd_vfx import batch
+
+    b = sub.add_parser("batch", help="render the shots of an edit (.otio, .edl, .xml) or a shot list (.csv, .json, "
+                                     "a saved panel queue) one after another")
+    b.add_argument("batch_file", metavar="EDIT|SHOTS",
+                   help="edit: one shot per clip (its media, source range + handles, clip name); shot list: "
+                        "rows of source, frames, shot and overrides")
+    cli_args.add_render_args(b, output_help="output folder per shot, with {shot}, {source_dir}, {source_name}, "
+                                            "{preset} (e.g. renders/{shot}); a panel queue brings its own")
+    cli_args.add_model_args(b)
+    cli_args.add_preset_arg(b)
+    batch.add_arguments(b)
 
 
 def _add_job_args(r: argparse.ArgumentParser) -> None:
@@ -231,6 +254,12 @@ def _cmd_render(args) -> int:
     cli_args.apply_preset(args)
     return run_render(args.source, cli_args.render_options(args), args.predictor, cli_args.make_cache(args),
                       args=args, model=cli_args.model_settings(args))
+
+
+def _cmd_batch(args) -> int:
+    from dvd_vfx.batch import run_batch
+
+    return run_batch(args)
 
 
 def _cmd_demo(args) -> int:
@@ -418,6 +447,11 @@ def _cmd_farm(args) -> int:
     from dvd_vfx.farm import openjd, ray_runner
 
     cli_args.apply_preset(args)
+    if args.batch and (args.sources or args.shot or args.frames):
+        raise InputError(f"--batch {args.batch} names the shots, their names and frames; drop the SOURCEs, --shot "
+                         "and --frames")
+    if not args.batch and not args.sources:
+        raise InputError("no shots: give SOURCEs (movies, sequences, folders) or --batch EDIT|SHOTS")
     if args.shot and len(args.sources) > 1:
         raise InputError(f"--shot {args.shot!r} names one shot but {len(args.sources)} sources were given; "
                          "drop --shot (each shot is named after its source)")
@@ -438,9 +472,9 @@ def _cmd_train(args) -> int:
 
 
 _HANDLERS = {"train": _cmd_train, "eval": _cmd_eval, "weights": _cmd_weights, "info": _cmd_info,
-             "render": _cmd_render, "demo": _cmd_demo, "cache": _cmd_cache, "plugins": _cmd_plugins,
-             "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp, "farm": _cmd_farm,
-             "anchors": _cmd_anchors}
+             "render": _cmd_render, "batch": _cmd_batch, "demo": _cmd_demo, "cache": _cmd_cache,
+             "plugins": _cmd_plugins, "presets": _cmd_presets, "install": _cmd_install, "comp": _cmd_comp,
+             "farm": _cmd_farm, "anchors": _cmd_anchors}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,11 +50,14 @@ def add_window_args(g) -> None:
     g.add_argument("--overlap", type=int, help="frames shared by consecutive windows (default 21)")
 
 
-def add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--output"), split: bool = True) -> None:
+def add_render_args(r: argparse.ArgumentParser, *, output_flags=("-o", "--output"), split: bool = True,
+                    output_help: str | None = None) -> None:
     """Every flag of RenderOptions (render_options / render_flags), --predictor, the cache flags and,
-    with split, the split-render flags (split_options)."""
-    r.add_argument(*output_flags, dest="output", required=True, metavar="OUT_DIR",
-                   help="output folder for SHOT.depth.####.exr")
+    with split, the split-render flags (split_options). output_help: the output flag is then optional
+    and means that (`batch`: a pattern per shot)."""
+    r.add_argument(*output_flags, dest="output", required=output_help is None,
+                   metavar="OUT_DIR" if output_help is None else "OUT_PATTERN",
+                   help=output_help or "output folder for SHOT.depth.####.exr")
     r.add_argument("--shot", help="output name (default: the source's name)")
     add_footage_args(r)
     g = r.add_argument_group("windows")

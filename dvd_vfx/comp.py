@@ -587,27 +587,21 @@ def fog(image: np.ndarray, depth: np.ndarray, settings: FogSettings, *, mode: st
 
 # --------------------------------------------------------------------------- sequences (CLI)
 
-_HASH_RE = re.compile(r"#+")
-_PRINTF_RE = re.compile(r"%(0?\d*)d")
 IMAGE_FORMATS = ("exr", "png")
 
 
 def _has_token(pattern: str) -> bool:
-    name = os.path.basename(pattern)
-    return bool(_HASH_RE.search(name) or _PRINTF_RE.search(name))
+    from dvd_vfx.footage.sequence import pattern_frame
+
+    return pattern_frame(pattern, 0) is not None
 
 
 def frame_path(pattern: str, frame: int) -> str:
-    """``shot.depth.####.exr`` / ``shot.depth.%04d.exr`` with ``frame`` filled in (as %0Nd)."""
-    head, name = os.path.split(pattern)
-    m = _HASH_RE.search(name)
-    if m:
-        name = name[:m.start()] + f"{frame:0{len(m.group())}d}" + name[m.end():]
-    else:
-        m = _PRINTF_RE.search(name)
-        if m:
-            name = name[:m.start()] + (f"%{m.group(1)}d" % frame) + name[m.end():]
-    return os.path.join(head, name)
+    """``shot.depth.####.exr`` / ``%04d`` / ``@@@@`` / ``$F4`` with ``frame`` filled in (fileseq's spellings;
+    one ``#`` = 4 digits, as sequences are read)."""
+    from dvd_vfx.footage.sequence import pattern_frame
+
+    return pattern_frame(pattern, frame) or pattern
 
 
 def _output_pattern(output, depth_pattern: str, operation: str, image_format: str | None, frames: int) -> tuple[str, str]:
@@ -718,7 +712,7 @@ def comp_sequence(settings: DefocusSettings | FogSettings, *, plate, depth, outp
                 f"frames {first}-{last} are outside the plate {info.path} (frames "
                 f"{info.first_frame}-{info.last_frame}); choose a range inside it"
             )
-    numbers = list(range(first, last + 1))
+    numbers = [n for n in info.frame_numbers if first <= n <= last]  # (a stepped plate: its frames only)
     depth_text = os.path.abspath(os.path.expanduser(os.fspath(depth)))
     if _has_token(depth_text):
         depth_files = {n: frame_path(depth_text, n) for n in numbers}

@@ -232,6 +232,29 @@ def test_predictions_through_the_object_store_give_the_same_pass(cluster, tmp_pa
     assert exr_bytes(tmp_path / "farm") == reference(tmp_path, plate, plugins, tmp_path / "single")
 
 
+def test_a_batch_of_shots_gets_its_own_folders_and_frames(cluster, tmp_path):
+    """`farm ray --batch SHOTS`: each row's shot in its folder from the -o pattern, with its frames and
+    handles, byte-identical to `dvd-vfx batch` of the same list on one machine."""
+    plates = [make_plate(tmp_path / "plates" / "a.mp4", 13), make_plate(tmp_path / "plates" / "b.mp4", 9)]
+    shots = tmp_path / "shots.csv"
+    shots.write_text(f"source,frames,shot\n{plates[0]},4-9,hero\n{plates[1]},,\n")
+    plugins, _ = killonce_dir(tmp_path, None)
+    proc, _ = farm(cluster, [], tmp_path / "farm" / "{shot}", "--batch", shots, "--handles", 2, "--predictor",
+                   "killonce", "--cache-dir", tmp_path / "cache", plugins_dir=plugins)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 of 2 shots" in proc.stdout, proc.stdout
+    done = subprocess.run([sys.executable, "-m", "dvd_vfx.cli", f"--plugins-dir={plugins}", "batch", str(shots),
+                           "--handles", "2", "-o", str(tmp_path / "single" / "{shot}"), "--no-cache", "--predictor",
+                           "killonce", "--threads", "1", *FAST], env={**os.environ, **REFERENCE_ENV},
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stdout + done.stderr
+    hero, b = exr_bytes(tmp_path / "farm" / "hero"), exr_bytes(tmp_path / "farm" / "b")
+    assert sorted(hero) == [f"hero.depth.{n:04d}.exr" for n in range(2, 12)]  # 4-9 and 2 handles each side
+    assert sorted(b) == [f"b.depth.{n:04d}.exr" for n in range(1, 10)]  # no frames: the whole plate
+    assert hero == exr_bytes(tmp_path / "single" / "hero") and b == exr_bytes(tmp_path / "single" / "b")
+    assert not (tmp_path / "farm" / "{shot}").exists()
+
+
 def test_a_cancelled_task_stops_while_its_render_prints_nothing(cluster, tmp_path):
     """SIGTERM to the submitter cancels the tasks; a render sleeping silently stops at once (not when
     it prints its next line, nor after ray_runner.FORCE_CANCEL_S, when its Ray worker is killed)."""

@@ -59,8 +59,14 @@ def run(args, options) -> int:
     if args.cpus_per_task < 1:
         raise InputError(f"--cpus-per-task {args.cpus_per_task} must be at least 1")
     options = task_threads(options, args.cpus_per_task)
-    shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
-                       frames_per_task=args.frames_per_task) for source in args.sources]
+    if getattr(args, "batch", None):
+        from dvd_vfx.farm.plan import plan_batch
+
+        shots = plan_batch(args, lambda o: task_threads(o, args.cpus_per_task), windows_per_task=args.windows_per_task,
+                           frames_per_task=args.frames_per_task)
+    else:
+        shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
+                           frames_per_task=args.frames_per_task) for source in args.sources]
     check_unique_shots(shots)
     model = task_model(model_settings(args), args.gpus_per_task)
     template_path = Path(args.template).expanduser()
@@ -140,7 +146,7 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
             if count > MAX_TASK_VALUES:
                 raise InputError(f"shot {shot.shot} would have {count} {what} tasks; one step holds at most "
                                  f"{MAX_TASK_VALUES}: raise {flag}")
-    if len(shots) + len(_FIXED_PARAMETERS) > MAX_JOB_PARAMETERS:
+    if len(shots) + sum(1 for s in shots if s.options is not None) + len(_FIXED_PARAMETERS) > MAX_JOB_PARAMETERS:
         raise InputError(f"{len(shots)} shots do not fit one Open Job Description job (at most "
                          f"{MAX_JOB_PARAMETERS - len(_FIXED_PARAMETERS)} shot parameters); write several jobs")
     base_dir = os.path.abspath(template_dir)
@@ -160,8 +166,9 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
         params.append({**entry, "description": description})
         values[name] = absolute
 
-    path_param("OutputDir", options.out_dir, "where SHOT.depth.####.exr are written",
-               objectType="DIRECTORY", dataFlow="OUT")
+    if any(shot.options is None for shot in shots):
+        path_param("OutputDir", options.out_dir, "where SHOT.depth.####.exr are written",
+                   objectType="DIRECTORY", dataFlow="OUT")
     path_param("CacheDir", cache_dir, "dvd-vfx shot cache shared by every task (a shared file system)",
                objectType="DIRECTORY", dataFlow="INOUT")
     if model.weights:
@@ -173,7 +180,12 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
         param = f"Shot{index}"
         path_param(param, shot.source,
                    f"plate of shot {shot.shot} (frames {shot.frame_range[0]}-{shot.frame_range[1]})")
-        base = task_argv("{{Param.%s}}" % param, task_options, cache_dir="{{Param.CacheDir}}", predictor=predictor,
+        shot_options = task_options
+        if shot.options is not None:  # a batch's shot: its own output folder, frames and settings
+            path_param(f"{param}Output", shot.options.out_dir, f"where {shot.shot}.depth.####.exr are written",
+                       objectType="DIRECTORY", dataFlow="OUT")
+            shot_options = dataclasses.replace(shot.options, out_dir=Path("{{Param.%sOutput}}" % param))
+        base = task_argv("{{Param.%s}}" % param, shot_options, cache_dir="{{Param.CacheDir}}", predictor=predictor,
                          model=model, plugins_dirs=plugins_dirs, cache_max_gb=cache_max_gb)
         windows = _step_name(shot.shot, "windows", index)
         window_step = {

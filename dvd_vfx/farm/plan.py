@@ -25,6 +25,7 @@ class ShotTasks:
     n_windows: int
     window_chunks: list[tuple[int, int]]  # inclusive window indices, one predict task each
     frame_chunks: list[tuple[int, int]]  # inclusive source frames, one assemble task each
+    options: RenderOptions | None = None  # the shot's own options (a batch's shot); None: the command's
 
 
 def chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
@@ -62,6 +63,31 @@ def plan_shot(source, options: RenderOptions, *, windows_per_task: int = 1,
     return ShotTasks(source=path, shot=layout.shot, frame_range=layout.frame_range, n_windows=n,
                      window_chunks=chunks(0, n - 1, windows_per_task),
                      frame_chunks=chunks(first, last, frames_per_task or (last - first + 1)))
+
+
+def plan_batch(args, prepare, *, windows_per_task: int = 1, frames_per_task: int | None = None) -> list[ShotTasks]:
+    """The shots of `--batch EDIT|SHOTS` (dvd_vfx.batch) as tasks, each with its own RenderOptions: the
+    output folder from the -o pattern, the frames of its clip or row (handles included), the row's
+    overrides; `prepare(options)` adds what the farm sets for every task (threads, absolute paths).
+    A shot that cannot be planned (missing media) stops the submission, naming the shot."""
+    import dataclasses
+
+    from dvd_vfx import batch
+    from dvd_vfx.errors import DvdError
+
+    shots = []
+    for spec in batch.load_shots(args.batch, handles=args.handles):
+        try:
+            options, _ = batch.shot_options(args, spec, args.output)
+            frames, _ = batch.shot_frames(spec, options)
+            options = prepare(dataclasses.replace(options, frames=frames))
+            tasks = plan_shot(spec.source, options, windows_per_task=windows_per_task,
+                              frames_per_task=frames_per_task)
+        except DvdError as exc:
+            raise InputError(f"{args.batch}: {spec.origin} ({spec.shot}): {exc}; fix it or take the shot out "
+                             "(`dvd-vfx batch --plan` lists the shots)") from None
+        shots.append(dataclasses.replace(tasks, options=options))
+    return shots
 
 
 def task_threads(options: RenderOptions, cpus: float) -> RenderOptions:

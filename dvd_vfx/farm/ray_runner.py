@@ -108,8 +108,16 @@ def run(args, options) -> int:
     model = task_model(model_settings(args), settings.gpus_per_task)
     options = task_threads(dataclasses.replace(options, out_dir=Path(absolute(options.out_dir))),
                            settings.cpus_per_task)
-    shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
-                       frames_per_task=args.frames_per_task) for s in args.sources]
+    if getattr(args, "batch", None):
+        from dvd_vfx.farm.plan import plan_batch
+
+        shots = plan_batch(args, lambda o: task_threads(dataclasses.replace(o, out_dir=Path(absolute(o.out_dir))),
+                                                        settings.cpus_per_task),
+                           windows_per_task=args.windows_per_task, frames_per_task=args.frames_per_task)
+        shots = [dataclasses.replace(s, source=absolute(s.source)) for s in shots]
+    else:
+        shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
+                           frames_per_task=args.frames_per_task) for s in args.sources]
     check_unique_shots(shots)
     if args.no_cache and settings.object_store == "never":
         raise InputError("--no-cache with --object-store never: the tasks would have no way to share windows; "
@@ -356,6 +364,13 @@ class RayFarm:
         self._nodes = NodeWatch(task_needs(settings))
 
     # -- set-up ----------------------------------------------------------------------------------
+    def _options(self, tasks):
+        """A shot's RenderOptions: its own (a batch's shot), else the command's."""
+        return tasks.options if tasks.options is not None else self.options
+
+    def _out_dirs(self) -> list[str]:
+        return list(dict.fromkeys(str(self._options(t).out_dir) for t in self.planned))
+
     def run(self, on_start=None) -> None:
         from dvd_vfx.console import sigterm_as_interrupt
         from dvd_vfx.passes.exr import remove_created
@@ -364,7 +379,8 @@ class RayFarm:
         t0 = time.perf_counter()
         with contextlib.ExitStack() as handlers:  # SIGTERM's handler goes back last, after ray.shutdown
             try:
-                self._created = _make_dirs(Path(self.options.out_dir))  # an unwritable -o fails before Ray starts
+                for out_dir in self._out_dirs():  # an unwritable -o fails before Ray starts
+                    self._created += _make_dirs(Path(out_dir))
                 self.where = connect(ray, self.settings.address)
                 # after ray.init, which installs its own SIGTERM handler (it ends the driver without clean-up):
                 # a farm manager's kill unwinds like Ctrl-C
@@ -405,7 +421,7 @@ class RayFarm:
                 raise InputError(f"--object-store never: the cache folder {self.cache_root} is not writable here")
             blind = ("this machine", self.cache_root)
         else:
-            blind = shared_storage(self.ray, nodes, [self.cache_root, str(self.options.out_dir)])
+            blind = shared_storage(self.ray, nodes, [self.cache_root, *self._out_dirs()])
         if blind is None:
             self.shared = True
             self.storage = f"the shared cache {self.cache_root}"
@@ -429,8 +445,6 @@ class RayFarm:
         env = {k: v for k, v in os.environ.items() if k.startswith("DVD_VFX_") or k in FORWARDED_ENV}
         assemble_gpus = task_needs(s)["assemble"][1]
         run_id = secrets.token_hex(4)
-        options = self.options
-
         def submit(shot: _Shot, part: _Part, spec: PartSpec, gpus: float, *after, **kwargs) -> None:
             """Returns: the payload objects (ray_tasks.payload_count), then the receipt."""
             n = payload_count(spec)
@@ -443,6 +457,7 @@ class RayFarm:
             self._track(shot, part, refs[-1])
 
         for index, tasks in enumerate(self.planned):
+            options = self._options(tasks)
             if not self.shared and self.frames_per_task is None:  # bounded: a task's files wait in the store
                 tasks = dataclasses.replace(tasks, frame_chunks=chunks(*tasks.frame_range,
                                                                        OBJECT_STORE_FRAMES_PER_TASK))
@@ -607,7 +622,8 @@ class RayFarm:
         from dvd_vfx.passes.exr import pass_filename
 
         try:
-            shot.paths = _commit(shot.staging, Path(self.options.out_dir))
+            out_dir = Path(self._options(shot.tasks).out_dir)
+            shot.paths = _commit(shot.staging, out_dir)
         except InputError as exc:
             self._fail(shot, exc)
             return
@@ -618,8 +634,8 @@ class RayFarm:
         calls = sum(int((p.result.get("result") or {}).get("predictor_calls", 0)) for p in parts if p.kind == "windows")
         n = shot.tasks.n_windows
         shot.result = JobResult.from_dict({
-            **first, "out_dir": str(self.options.out_dir), "frame_count": len(shot.paths),
-            "pattern": str(Path(self.options.out_dir) / pass_filename(shot.name, 0).replace(".0000.", ".####.")),
+            **first, "out_dir": str(out_dir), "frame_count": len(shot.paths),
+            "pattern": str(out_dir / pass_filename(shot.name, 0).replace(".0000.", ".####.")),
             "predictor_calls": calls, "seconds": round(shot.seconds, 3),
             "cache": "hit" if calls == 0 else "miss" if calls >= n else "partial"})
         for path in shot.paths:  # as in a local render: a plugin failing here fails the job (the files stay)

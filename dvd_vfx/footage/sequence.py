@@ -5,13 +5,18 @@ Accepted spellings of a sequence (the frame-number token is in the file name):
   shot.####.exr   '#' runs: one '#' = 4 digits (Shake/RV), N '#'s = N digits (Nuke)
   shot.@@@@.exr   '@' = one digit each
   shot.$F4.exr    Houdini ($F = unpadded)
-  shot.1001-1100#.exr, shot.1001-1100####.exr   a range in front of the token limits the frames
+  shot.1001-1100#.exr, shot.1001-1100####.exr   a range in front of the token limits the frames;
+  shot.1001-1100x2#.exr                          with a step, only every 2nd frame (fileseq's frame sets:
+                                                 also lists, 1001-1010,1050; negative frames, -10--1#)
   "shot.%04d.exr 1001-1100"                      Nuke's "file first-last" form
   a folder        the one sequence in it (an error lists them if there are several, or none)
   shot.1001.exr   a single existing numbered file means just that one frame (pass the folder
                   or a pattern for the whole sequence); an unnumbered image is one frame,
                   numbered start_frame (default 1).
-Frame numbers come from the file names and are kept. Hidden files (".name") are ignored.
+Frame numbers come from the file names and are kept (negative ones too: shot.-005.exr is frame -5
+of shot.%04d.exr, as printf writes it). Hidden files (".name") are ignored. The spellings are
+parsed, and the files of a sequence listed, by fileseq (the library VFX pipelines share); what is
+ours is below it: gaps and hold-missing, one size and one display window per sequence, the reads.
 
 EXR plates are read with the OpenEXR bindings; the other formats with ffmpeg's image2 demuxer
 (converted and resized by ffmpeg as for movies, see ffmpeg_tools: 10-bit DPX and 16-bit
@@ -35,6 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+import fileseq
 import numpy as np
 
 from dvd_vfx.errors import InputError
@@ -59,10 +65,12 @@ MAX_BAD_PIXEL_WARNINGS = 5  # per read; then one summary line at the end
 # to name the broken one (a frame-threaded decoder fails a few frames after the last it output).
 MAX_BLAME_CHECKS = 40
 
-_TOKEN_RE = re.compile(
-    r"(?:(?P<a>\d+)-(?P<b>\d+))?(?P<tok>%(?P<pw>\d*)d|#+|@+|\$F(?P<fw>\d*))"
-)
-_NUMBERED_RE = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)(?P<suffix>\.[A-Za-z0-9]+)$")
+# fileseq reads every spelling; with HASH1 N '#'s are N digits (Nuke). One '#' alone is 4 digits
+# (Shake/RV), as fileseq's HASH4 style has it.
+_PAD_STYLE = fileseq.PAD_STYLE_HASH1
+_UNPADDED = ("%d", "$F")
+# Only to tell "two tokens" from "no token" when fileseq cannot parse a name.
+_TOKEN_CHARS_RE = re.compile(r"#|@|%\d*d|\$F\d*")
 
 
 @dataclass
@@ -76,6 +84,7 @@ class SequenceSpec:
     files: dict[int, str]  # frame number -> absolute path
     frame_range: tuple[int, int] | None = None  # limits given with the source
     single: bool = False  # the user named one existing file: just that frame
+    frame_set: tuple[int, ...] | None = None  # the frames a pattern's range names when it has a step
 
     @property
     def ext(self) -> str:
@@ -96,13 +105,7 @@ class SequenceSpec:
 
 
 # ---------------------------------------------------------------------------------------------
-# resolving what the user gave
-
-
-def _pad_matches(digits: str, pad: int) -> bool:
-    if pad <= 1:
-        return digits == "0" or not digits.startswith("0")
-    return len(digits) == pad or (len(digits) > pad and not digits.startswith("0"))
+# resolving what the user gave (fileseq parses the spellings and lists the files)
 
 
 def _listdir(directory: str) -> list[str]:
@@ -122,44 +125,89 @@ def _check_ext(spec_name: str, ext: str) -> None:
         )
 
 
+def _parse(name: str) -> fileseq.FileSequence | None:
+    try:
+        return fileseq.FileSequence(name, pad_style=_PAD_STYLE, allow_subframes=False)
+    except fileseq.ParseException:
+        return None
+
+
+def _pad_of(token: str) -> int:
+    """Digits of a frame token: %04d, $F4, @@@@, N '#'s -> N; one '#' -> 4; %d, $F -> 0 (unpadded)."""
+    if token in _UNPADDED:
+        return 0
+    if token == "#":
+        return 4
+    return fileseq.getPaddingNum(token, pad_style=_PAD_STYLE)
+
+
+def _files_on_disk(directory: str, prefix: str, suffix: str, pad: int) -> dict[int, str]:
+    """Frame number -> file of prefix<number>suffix in `directory`, numbers written with `pad` digits
+    (more without a leading zero; any when unpadded). Negative numbers count (-005 is 4 digits)."""
+    chars = fileseq.getPaddingChars(max(pad, 1), pad_style=_PAD_STYLE)
+    try:
+        found = fileseq.findSequenceOnDisk(os.path.join(directory, prefix + chars + suffix), strictPadding=True,
+                                           pad_style=_PAD_STYLE)
+    except fileseq.FileSeqException:
+        return {}
+    files = {}
+    for number in found.frameSet() or ():
+        path = found.frame(number)
+        if os.path.isfile(path) and not os.path.basename(path).startswith("."):
+            files[int(number)] = path
+    return files
+
+
+def _token(path: str):
+    """(fileseq's parse, prefix, digits, suffix) of a file name with one frame token, None without one."""
+    name = os.path.basename(path)
+    seq = _parse(name)
+    tokens = _TOKEN_CHARS_RE.findall(name)
+    whole = seq is not None and seq.padding() and (
+        seq.basename() + (seq.frameRange() or "") + seq.padding() + seq.extension() == name)
+    if not whole or _TOKEN_CHARS_RE.search(seq.basename()):
+        if tokens and (seq is None or seq.padding() or len(tokens) > 1):
+            raise InputError(
+                f"{path} has more than one frame-number token; use one, e.g. shot.%04d.exr or shot.####.exr"
+            )
+        return None
+    return seq, seq.basename(), _pad_of(seq.padding()), seq.extension()
+
+
+def pattern_frame(path: str, frame: int) -> str | None:
+    """The file of `frame` in a sequence pattern of any spelling (####, %04d, @@@@, $F4, one '#' = 4
+    digits), as printf writes it (-5 in 4 digits: -005); None when the name has no frame token."""
+    parsed = _token(path)
+    if parsed is None:
+        return None
+    _, prefix, pad, suffix = parsed
+    if "%" in prefix or "%" in suffix:
+        prefix, suffix = prefix.replace("%%", "%"), suffix.replace("%%", "%")
+    return os.path.join(os.path.dirname(path), f"{prefix}{frame:0{max(pad, 1)}d}{suffix}")
+
+
 def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> SequenceSpec | None:
     """A sequence spec for a path whose file name holds a frame token, or None if it has none."""
     directory, name = os.path.split(path)
-    matches = list(_TOKEN_RE.finditer(name))
-    if not matches:
+    parsed = _token(path)
+    if parsed is None:
         return None
-    if len(matches) > 1:
-        raise InputError(
-            f"{path} has more than one frame-number token; use one, e.g. shot.%04d.exr or shot.####.exr"
-        )
-    m = matches[0]
-    tok = m.group("tok")
-    if tok.startswith("%"):
-        pad = int(m.group("pw") or 0)
-    elif tok.startswith("#"):
-        pad = 4 if len(tok) == 1 else len(tok)
-    elif tok.startswith("@"):
-        pad = len(tok)
-    else:
-        pad = int(m.group("fw") or 0)
-    if m.group("a") is not None:
-        first, last = int(m.group("a")), int(m.group("b"))
-        if first > last:
-            raise InputError(f"{path}: frame range {first}-{last} is empty; write FIRST-LAST with FIRST <= LAST")
+    seq, _, pad, _ = parsed
+    frame_set = None
+    if seq.frameRange():
+        numbers = sorted(int(n) for n in seq.frameSet())
         if frame_range is None:
-            frame_range = (first, last)
-    prefix, suffix = name[: m.start()], name[m.end():]
+            frame_range = (numbers[0], numbers[-1])
+        if len(numbers) != numbers[-1] - numbers[0] + 1:  # a step (1001-1100x2) or a list (1001,1005)
+            frame_set = tuple(numbers)
+    prefix, suffix = seq.basename(), seq.extension()
     if "%" in prefix or "%" in suffix:
         prefix, suffix = prefix.replace("%%", "%"), suffix.replace("%%", "%")
     _check_ext(path, suffix.rsplit(".", 1)[-1].lower() if "." in suffix else "")
-    regex = re.compile("^" + re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
-    files = {}
-    for entry in _listdir(directory):
-        fm = regex.match(entry)
-        if fm and _pad_matches(fm.group(1), pad):
-            files[int(fm.group(1))] = os.path.join(directory, entry)
-    spec = SequenceSpec(directory, prefix, suffix, pad, files, frame_range)
+    files = _files_on_disk(directory, prefix, suffix, pad)
+    spec = SequenceSpec(directory, prefix, suffix, pad, files, frame_range, frame_set=frame_set)
     if not files:
+        _listdir(directory)  # a missing folder says so
         raise InputError(
             f"no frames match {spec.pattern}; {_folder_contents(directory)}"
         )
@@ -169,11 +217,12 @@ def spec_from_pattern(path: str, frame_range: tuple[int, int] | None = None) -> 
 def spec_from_file(path: str, start_frame: int | None) -> SequenceSpec:
     """One existing image file: its own frame number if it has one, else start_frame (1)."""
     directory, name = os.path.split(path)
-    m = _NUMBERED_RE.match(name)
-    if m:
-        digits = m.group("num")
-        pad = len(digits) if digits.startswith("0") or len(digits) > 1 else 0
-        return SequenceSpec(directory, m.group("prefix"), m.group("suffix"), pad, {int(digits): path}, single=True)
+    seq = _parse(name)
+    if seq is not None and seq.frameSet() is not None and len(seq.frameSet()) == 1:
+        number = int(seq.frameSet()[0])
+        pad = seq.zfill()
+        return SequenceSpec(directory, seq.basename(), seq.extension(), 0 if pad <= 1 else pad, {number: path},
+                            single=True)
     number = 1 if start_frame is None else int(start_frame)
     stem, ext = os.path.splitext(name)
     return SequenceSpec(directory, stem, ext, None, {number: path}, single=True)
@@ -183,16 +232,7 @@ def sequence_around(spec: SequenceSpec) -> SequenceSpec | None:
     """For one numbered file named on its own: the sequence it belongs to (2+ files), else None."""
     if not spec.single or spec.pad is None:
         return None
-    regex = re.compile("^" + re.escape(spec.prefix) + r"(\d+)" + re.escape(spec.suffix) + "$")
-    try:
-        entries = _listdir(spec.directory)
-    except InputError:
-        return None
-    files = {}
-    for entry in entries:
-        m = regex.match(entry)
-        if m and _pad_matches(m.group(1), spec.pad) and os.path.isfile(os.path.join(spec.directory, entry)):
-            files[int(m.group(1))] = os.path.join(spec.directory, entry)
+    files = _files_on_disk(spec.directory, spec.prefix, spec.suffix, spec.pad)
     if len(files) < 2:
         return None
     return SequenceSpec(spec.directory, spec.prefix, spec.suffix, spec.pad, files)
@@ -208,31 +248,27 @@ def hash_pattern(spec: SequenceSpec) -> str:
 
 def find_sequences(directory: str) -> tuple[list[SequenceSpec], list[str]]:
     """All numbered image sequences in a folder, and the names of the other entries."""
-    groups: dict[tuple[str, str], dict[str, str]] = {}
-    others = []
-    for entry in _listdir(directory):
-        full = os.path.join(directory, entry)
-        m = _NUMBERED_RE.match(entry)
-        if m and m.group("suffix")[1:].lower() in IMAGE_EXTS and os.path.isfile(full):
-            groups.setdefault((m.group("prefix"), m.group("suffix")), {})[m.group("num")] = full
-        else:
-            others.append(entry + ("/" if os.path.isdir(full) else ""))
+    entries = _listdir(directory)
     specs = []
-    for (prefix, suffix), by_digits in sorted(groups.items()):
-        padded_widths = sorted({len(d) for d in by_digits if d.startswith("0") and len(d) > 1})
-        buckets: dict[int, dict[int, str]] = {}
-        for digits, full in by_digits.items():
-            if digits.startswith("0") and len(digits) > 1:
-                width = len(digits)
-            else:
-                fitting = [w for w in padded_widths if w <= len(digits)]
-                width = fitting[-1] if fitting else 0
-            buckets.setdefault(width, {})[int(digits)] = full
-        for width, files in sorted(buckets.items()):
-            if width == 0:
-                lengths = {len(str(n)) for n in files}
-                width = lengths.pop() if len(lengths) == 1 else 0
-            specs.append(SequenceSpec(directory, prefix, suffix, width, files))
+    taken = set()
+    try:
+        found = fileseq.findSequencesOnDisk(directory, pad_style=_PAD_STYLE)
+    except fileseq.FileSeqException:
+        found = []
+    for seq in found:
+        ext = seq.extension()[1:].lower()
+        if not seq.padding() or seq.frameSet() is None or ext not in IMAGE_EXTS:
+            continue
+        files = {int(n): seq.frame(n) for n in seq.frameSet()}
+        files = {n: p for n, p in files.items() if os.path.isfile(p) and not os.path.basename(p).startswith(".")}
+        if not files:
+            continue
+        pad = seq.zfill()
+        pad = 0 if pad <= 1 else pad
+        taken.update(os.path.basename(p) for p in files.values())
+        specs.append(SequenceSpec(directory, seq.basename(), seq.extension(), pad, files))
+    specs.sort(key=lambda s: (s.prefix, s.suffix, s.pad))
+    others = [e + ("/" if os.path.isdir(os.path.join(directory, e)) else "") for e in entries if e not in taken]
     return specs, others
 
 
@@ -344,21 +380,24 @@ class SequenceFootage(Footage):
                 )
         else:
             first, last = min(files), max(files)
-        missing = [n for n in range(first, last + 1) if n not in files]
+        # the frames of the shot: every number first..last, or those of a stepped range (1001-1100x2)
+        wanted = [n for n in (spec.frame_set or range(first, last + 1)) if first <= n <= last]
+        step = "" if spec.frame_set is None else " of the range's step"
+        missing = [n for n in wanted if n not in files]
         if missing and not hold_missing:
             raise InputError(
                 f"missing frames {format_frame_list(missing)} in {pattern} "
-                f"(frames {first}-{last}); fill them or pass --hold-missing"
+                f"(frames {first}-{last}{step}); fill them or pass --hold-missing"
             )
         # source file used for each frame: itself, else the previous existing one (else the next)
         self._source_of: dict[int, int] = {}
         previous = None
-        for n in range(first, last + 1):
+        for n in wanted:
             if n in files:
                 previous = n
             self._source_of[n] = previous
         following = None
-        for n in range(last, first - 1, -1):
+        for n in reversed(wanted):
             if n in files:
                 following = n
             if self._source_of[n] is None:
@@ -378,7 +417,7 @@ class SequenceFootage(Footage):
                 "pass that pattern or the folder for the whole sequence"
             )
             log.warning("%s: %s", spec.pattern, sequence_note)
-        existing = [n for n in range(first, last + 1) if n in files]
+        existing = [n for n in wanted if n in files]
         if spec.ext == "exr":
             fields = self._probe_exr(existing, fps)
             default_cs = "linear"
@@ -389,7 +428,7 @@ class SequenceFootage(Footage):
             source=source,
             path=pattern,
             kind="sequence",
-            frame_numbers=tuple(range(first, last + 1)),
+            frame_numbers=tuple(wanted),
             colorspace=default_cs if colorspace == "auto" else colorspace,
             ocio_colorspace=ocio.colorspace if ocio else None,
             held_frames=tuple(missing),
@@ -494,7 +533,7 @@ class SequenceFootage(Footage):
     # -- reading ----------------------------------------------------------------------------
 
     def _read(self, width: int, height: int, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
-        plan = [(n, self._source_of[n]) for n in range(first, last + 1)]
+        plan = [(n, self._source_of[n]) for n in self.info.frame_numbers if first <= n <= last]
         warned = {"count": 0, "suppressed": 0}
         held = None  # private copy of the last frame, kept only when a hold follows
         last_src = None
@@ -592,7 +631,7 @@ class SequenceFootage(Footage):
             self._check_image_size(n)  # cheap; the scaler would silently resize a stray frame
         links = None
         threads = None
-        if self._ends_at_gap(sources):
+        if self._ends_at_gap(sources) or sources[0] < 0:  # (image2 numbers files from 0 up)
             links = link_run([self.spec.files[n] for n in sources], _link_ext(self.spec))
             if links is None:
                 threads = 1  # no read-ahead past the run's last file
