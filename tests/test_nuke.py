@@ -7,6 +7,7 @@ out of process (SubprocessJob); the test's main thread plays Nuke's event loop (
 from __future__ import annotations
 
 import filecmp
+import gc
 import json
 import os
 import subprocess
@@ -22,6 +23,10 @@ from dvd_vfx.errors import InputError
 from dvd_vfx.hosts.nuke import shot
 from dvd_vfx.hosts.nuke.shot import NodeSettings, ReadSource
 
+ENGINE_PYTHON = os.environ.get("DVD_VFX_TEST_ENGINE_PYTHON") or sys.executable  # a host-Python run: the engine's
+ENGINE_HERE = os.path.realpath(ENGINE_PYTHON) == os.path.realpath(sys.executable)
+needs_engine = pytest.mark.skipif(not ENGINE_HERE, reason="imports the engine (torch, numpy): run by the engine's "
+                                                          "Python, not a host Python")
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 PLUGIN_DIR = REPO / "plugins" / "nuke"
@@ -44,7 +49,7 @@ def test_file_knob_padding_becomes_printf(knob, expected):
 
 
 @pytest.mark.parametrize("knob, words", [
-    ("", "empty"), ("[getenv PLATE]/a.####.exr", "TCL"), ("/p/a.%V.####.exr", "stereo"),
+    ("", "empty"), ("[getenv PLATE]/a.####.exr", "TCL"), ("/p/a.%V.####.exr", "view"),
     ("/p/a_####.####.exr", "more than one"),
 ])
 def test_file_knobs_the_engine_cannot_take_are_named(knob, words):
@@ -195,8 +200,21 @@ def test_menu_creates_the_dvd_depth_group_with_its_knobs(nuke):
     assert node["mode"].values() == ["depth", "disparity"]
     assert node["preset"].values()[0] == "standard" and "preview" in node["preset"].values()
     assert (node["near"].value(), node["far"].value()) == (1.0, 100.0)
-    assert [n.Class() for n in node.nodes()] == ["Input", "Output"]
+    for name in ("resolution", "window", "overlap", "dtype", "offload", "view", "focus_point", "anchor_points",
+                 "anchor_distance", "add_anchor", "anchors_file", "submit_farm", "side_read"):
+        assert name in node.knobs(), name
+    assert node["dtype"].values() == ["auto", "bf16", "fp16", "fp32"] and node["offload"].values()[0] == "auto"
+    # inside: plate -> Copy (B) <- Read of the pass (A) -> Output; the Copy waits, disabled, for a pass
+    assert sorted(n.Class() for n in node.nodes()) == ["Copy", "Input", "Output", "Read"]
+    copy = node.node("depth_copy")
+    assert copy.input(0) is node.node("plate") and copy.input(1) is node.node("depth_read")
+    assert copy["disable"].value() is True and node.node("depth_read")["raw"].value() is True
     assert nuke.undo_log == ["begin Create DVD Depth", "end"]
+    # hidden knobs: the INVISIBLE flag, which a saved script keeps (setVisible would not survive a reload)
+    nuke.save_and_reload()
+    for name in ("dvd_depth_version", "depth_zdefocus", "depth_fog", "depth_side_read"):
+        assert node[name].getFlag(nuke.INVISIBLE), name
+    assert not node["mode"].getFlag(nuke.INVISIBLE)
 
 
 def test_read_found_upstream_and_offsets_planned(nuke):
@@ -227,19 +245,37 @@ def test_render_without_a_read_explains_in_a_message(nuke):
 
 @pytest.fixture(scope="module")
 def png_plate(tmp_path_factory):
-    from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg
-
     folder = tmp_path_factory.mktemp("plates")
-    subprocess.run([find_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24",
+    ffmpeg = subprocess.run([ENGINE_PYTHON, "-c", "from dvd_vfx.footage.ffmpeg_tools import find_ffmpeg; "
+                             "print(find_ffmpeg())"], capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=24",
                     "-frames:v", "6", "-start_number", "1001", str(folder / "sh030.%04d.png")], check=True)
     return folder / "sh030.####.png"
+
+
+@pytest.fixture(scope="module")
+def engine_weights(tmp_path_factory):
+    """The tiny DVD release, written by the engine's Python (this one may be a host Python without torch)."""
+    folder = tmp_path_factory.mktemp("tiny-weights")
+    subprocess.run([ENGINE_PYTHON, "-c", "import sys; from dvd_vfx.model.tiny import write_tiny_weights; "
+                    "write_tiny_weights(sys.argv[1], seed=0)", str(folder)], check=True, timeout=300)
+    return folder
+
+
+def _exr(path):
+    """(channels, {channel: rows of values}) of an EXR, read by the engine's Python (OpenEXR lives there)."""
+    code = ("import json, sys, OpenEXR\nwith OpenEXR.File(sys.argv[1]) as f:\n"
+            "    ch = f.channels()\n"
+            "    print(json.dumps({k: v.pixels.astype(float).tolist() for k, v in ch.items()}))")
+    out = subprocess.run([ENGINE_PYTHON, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 def _dvd_node(nuke, dvd_nuke, plate, weights, *, extra=FAST, **knobs):
     read = _plate_read(nuke, plate, 1001, 1006, "offset", "-1000")
     node = dvd_nuke.create_node()
     node.setInput(0, read)
-    node["engine_python"].setValue(sys.executable)
+    node["engine_python"].setValue(ENGINE_PYTHON)
     node["weights"].setValue(str(weights))
     node["extra_args"].setValue(extra)
     for name, value in knobs.items():
@@ -252,51 +288,61 @@ def _wait(nuke, dvd_nuke, node, timeout=120):
 
 
 @pytest.mark.slow
-def test_render_button_renders_in_a_worker_and_loads_the_depth_pass(nuke, png_plate, tiny_weights_master, tmp_path,
-                                                                   monkeypatch):
-    import OpenEXR
-
+def test_render_button_renders_in_a_worker_and_puts_depth_in_the_nodes_stream(nuke, png_plate, engine_weights,
+                                                                                tmp_path, monkeypatch):
     import dvd_nuke
 
     monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
-    node = _dvd_node(nuke, dvd_nuke, png_plate, tiny_weights_master, mode="disparity", add_zdefocus=True,
+    node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights, mode="disparity", add_zdefocus=True,
                      add_fog=True)
-    node["render"].execute()  # the button, on the main thread
-    assert dvd_nuke.is_rendering(node) and node["status"].value().startswith("rendering sh030 frames 1-6")
-    _wait(nuke, dvd_nuke, node)
+    gc.disable()  # the progress task must end without the garbage collector's help
+    try:
+        node["render"].execute()  # the button, on the main thread
+        assert dvd_nuke.is_rendering(node) and node["status"].value().startswith("rendering sh030 frames 1-6")
+        _wait(nuke, dvd_nuke, node)
+        task = nuke.progress_tasks[-1]
+        assert task.ended, "the ProgressTask is still on screen after the render ended"
+    finally:
+        gc.enable()
     assert nuke.messages == [], nuke.messages
     assert node["status"].value().startswith("done: sh030 frames 1001-1006 (rendered"), node["status"].value()
 
-    # the Read of the depth pass: real EXRs, the right frames, raw, lined up with the plate's offset
-    read = nuke.toNode(node["depth_read"].value())
-    assert read.Class() == "Read"
+    # the pass is in the node's own stream: inner Read (raw, offset like the plate) -> Copy depth.Z into the plate
+    read, copy = node.node("depth_read"), node.node("depth_copy")
     pattern = read["file"].value()
     assert pattern == str(Path(nuke.script_directory()) / "depth" / "sh030" / "sh030.depth.####.exr")
     assert (read["first"].value(), read["last"].value()) == (1001, 1006)
     assert (read["frame_mode"].value(), read["frame"].value()) == ("offset", "-1000")
-    assert read["raw"].value() is True
-    for frame in range(1001, 1007):
-        path = pattern.replace("####", f"{frame:04d}")
-        with OpenEXR.File(path) as exr:
-            assert list(exr.channels()) == ["depth.Z"]
+    assert read["raw"].value() is True and copy["disable"].value() is False
+    assert copy.input(1) is read and copy["from0"].value() == copy["to0"].value() == "depth.Z"
     assert not os.path.exists(pattern.replace("####", "1007"))
+    exr = _exr(pattern.replace("####", "1003"))
+    assert list(exr) == ["depth.Z"]
+    # comp frame 3 shows file frame 1003; Nuke's y axis is bottom-up: (x, y) samples row h-1-floor(y)
+    nuke.frame(3)
+    h = len(exr["depth.Z"])
+    for x, y in ((10.5, 5.5), (40.5, 30.5), (0.5, h - 0.5)):
+        assert node.sample("depth.Z", x, y) == pytest.approx(exr["depth.Z"][h - 1 - int(y)][int(x)], abs=1e-6)
+    assert node.sample("rgba.red", 10.5, 5.5) > 0  # the plate passes through
 
-    # helpers: a Copy brings depth.Z next to the plate; ZDefocus math for disparity; fog from depth.Z
-    copy = nuke.toNode(node["depth_copy"].value())
-    assert copy.input(0) is node and copy.input(1) is read and copy["from0"].value() == "depth.Z"
+    # focus: dragging the focus point sets the ZDefocus focus plane to depth.Z under it
     defocus = nuke.toNode(node["depth_zdefocus"].value())
-    assert defocus["math"].value() == "far = 0" and defocus["z_channel"].value() == "depth.Z"
-    assert defocus.input(0) is copy
+    assert defocus.input(0) is node and defocus["math"].value() == "far = 0"
+    assert defocus["z_channel"].value() == "depth.Z"
+    nuke.user_set(node["focus_point"], [40.5, 30.5])
+    expected = exr["depth.Z"][h - 1 - 30][40]
+    assert defocus["center"].value() == pytest.approx(expected, abs=1e-6)
+    assert defocus["focal_point"].value() == [40.5, 30.5]
+    assert node["focus_depth"].value() == f"{expected:.4g} at frame 3"
     fog = nuke.toNode(node["depth_fog"].value())
-    assert fog["temp_expr0"].value() == "clamp(1 - depth.Z)" and fog.input(0) is copy
+    assert fog["temp_expr0"].value() == "clamp(1 - depth.Z)" and fog.input(0) is node
 
     # the worker reported through a ProgressTask and changed the graph only via executeInMainThread
-    task = nuke.progress_tasks[-1]
     assert task.name == "DVD Depth: sh030" and task.progress[-1] == 100 and max(task.progress) <= 100
     assert task.threads == {f"dvd-depth-{node.fullName()}"}
     assert "show_progress" in nuke.main_thread_calls and nuke.main_thread_calls[-1] == "render_ended"
 
-    # re-render, unchanged shot, depth mode now: a cache hit; the same Read and helpers are updated in place
+    # re-render, unchanged shot, depth mode now: a cache hit; the same helpers are updated in place
     count = len(nuke.root().nodes())
     node["mode"].setValue("depth")
     t0 = time.monotonic()
@@ -305,12 +351,12 @@ def test_render_button_renders_in_a_worker_and_loads_the_depth_pass(nuke, png_pl
     assert "cache hit" in node["status"].value(), node["status"].value()
     assert time.monotonic() - t0 < 30
     assert len(nuke.root().nodes()) == count
-    assert defocus["math"].value() == "depth" and nuke.toNode(node["depth_read"].value()) is read
-    assert read["label"].value() == "depth.Z (depth)"
+    assert defocus["math"].value() == "depth" and read["label"].value() == "depth.Z (depth)"
 
 
 @pytest.mark.slow
 def test_engine_error_reaches_nuke_message_as_one_line(nuke, png_plate, tmp_path, monkeypatch):
+    """(the engine refuses the missing weights folder)"""
     import dvd_nuke
 
     monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
@@ -323,7 +369,7 @@ def test_engine_error_reaches_nuke_message_as_one_line(nuke, png_plate, tmp_path
     engine_line = message.split("\n", 1)[1]
     assert "\n" not in engine_line and "no-weights-here" in engine_line
     assert node["status"].value() == f"failed: {engine_line}"
-    assert not node["depth_read"].value()  # nothing loaded
+    assert not node.node("depth_read")["file"].value() and node.node("depth_copy")["disable"].value()
 
 
 def test_bad_engine_python_is_reported_without_touching_nodes_from_the_worker(nuke, png_plate, tmp_path):
@@ -338,11 +384,11 @@ def test_bad_engine_python_is_reported_without_touching_nodes_from_the_worker(nu
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["cancel button", "progress task"])
-def test_cancel_stops_the_engine_and_says_so(nuke, png_plate, tiny_weights_master, tmp_path, monkeypatch, how):
+def test_cancel_stops_the_engine_and_says_so(nuke, png_plate, engine_weights, tmp_path, monkeypatch, how):
     import dvd_nuke
 
     monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
-    node = _dvd_node(nuke, dvd_nuke, png_plate, tiny_weights_master, extra=FAST + " --no-cache")
+    node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights, extra=FAST + " --no-cache")
     worker = dvd_nuke.render(node)
     if how == "cancel button":
         node["cancel"].execute()
@@ -353,7 +399,7 @@ def test_cancel_stops_the_engine_and_says_so(nuke, png_plate, tiny_weights_maste
     _wait(nuke, dvd_nuke, node, timeout=60)
     assert worker.job is not None and worker.job.proc.poll() is not None  # the engine is gone
     assert node["status"].value().startswith("cancelled"), node["status"].value()
-    assert nuke.messages == [] and not node["depth_read"].value()
+    assert nuke.messages == [] and not node.node("depth_read")["file"].value()
 
 
 # -- what ships: NUKE_PATH folder, import without torch/numpy, install -----------------------------------
@@ -401,6 +447,7 @@ def test_nuke_layer_imports_without_torch_or_numpy(tmp_path):
     assert "/p/a.%04d.exr (1, 9)" in out.stdout and "heavy: []" in out.stdout
 
 
+@needs_engine
 def test_install_nuke_is_idempotent_and_works_from_a_bare_python(tmp_path, capsys):
     from dvd_vfx.cli import main
     from dvd_vfx.hosts.nuke import install
