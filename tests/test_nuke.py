@@ -402,6 +402,260 @@ def test_cancel_stops_the_engine_and_says_so(nuke, png_plate, engine_weights, tm
     assert nuke.messages == [] and not node.node("depth_read")["file"].value()
 
 
+# -- frames, paths, settings, anchors, helpers (fake Nuke, no render) -----------------------------------
+
+
+def _frame_of(path):
+    import re
+
+    return None if path is None else int(re.findall(r"\.(\d+)\.[a-z]+$", path)[0])
+
+
+@pytest.mark.parametrize("mode, frame", [("start at", "1"), ("offset", "-1000"), ("expression", "frame+1000"),
+                                         ("expression", ""), ("start at", "2001")])
+def test_depth_lines_up_with_the_plate_for_every_read_frame_mode(nuke, mode, frame):
+    """A partial render (file frames 1010-1020) shows each depth frame where the plate shows that file frame."""
+    import dvd_nuke
+    from dvd_vfx.hosts.nuke import node as node_module
+
+    plate = _plate_read(nuke, "/plates/sh050.####.exr", 1001, 1100, mode, frame)
+    node = dvd_nuke.create_node()
+    node.setInput(0, plate)
+    node["engine_python"].setValue("/venv/bin/python")
+    offset = shot.frame_offset(mode, frame, 1001)
+    node["use_read_range"].setValue(False)
+    node["first"].setValue(1010 + offset)
+    node["last"].setValue(1020 + offset)
+    request = dvd_nuke.plan(node)
+    assert request.file_range == (1010, 1020)
+    node_module.set_pass(node, request, "/comp/depth/sh050.depth.####.exr", 1010, 1020, "depth")
+    depth = node.node("depth_read")
+    shown = {}
+    for comp in range(1005 + offset, 1026 + offset):
+        plate_file, depth_file = _frame_of(plate._frame_file(comp)), _frame_of(depth._frame_file(comp))
+        shown[comp] = depth_file
+        if 1010 <= plate_file <= 1020:
+            assert depth_file == plate_file, (comp, plate_file, depth_file)
+        else:
+            assert depth_file is None, (comp, depth_file)  # black outside the rendered frames
+    assert shown[1010 + offset] == 1010
+
+
+def test_plate_paths_as_nuke_resolves_them(nuke, monkeypatch, tmp_path):
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_TEST_PLATES", "/srv/plates")
+    read = _plate_read(nuke, "[getenv DVD_TEST_PLATES]/sh040/sh040.####.exr", 1, 10)
+    node = dvd_nuke.create_node()
+    node.setInput(0, read)
+    node["engine_python"].setValue("/venv/bin/python")
+    assert dvd_nuke.plan(node).args[0] == "/srv/plates/sh040/sh040.%04d.exr"  # TCL expanded by nuke.filename
+    # a relative plate: against the root's project directory, else the script's folder
+    read["file"].setValue("plates/sh040.####.exr")
+    assert dvd_nuke.plan(node).args[0] == os.path.join(nuke.script_directory(), "plates", "sh040.%04d.exr")
+    nuke.root()["project_directory"].setValue("$env(DVD_TEST_PLATES)/project")
+    assert dvd_nuke.plan(node).args[0] == "/srv/plates/project/plates/sh040.%04d.exr"
+    # stereo: %V per view, a clear refusal without one
+    nuke.reset(script_directory=str(tmp_path), views=("left", "right"))
+    read = _plate_read(nuke, "/p/sh060.%V.####.exr", 1, 10)
+    node = dvd_nuke.create_node()
+    node.setInput(0, read)
+    node["engine_python"].setValue("/venv/bin/python")
+    node["render"].execute()
+    assert "'view' knob" in nuke.messages[-1] and "left, right" in nuke.messages[-1]
+    node["view"].setValue("right")
+    request = dvd_nuke.plan(node)
+    assert request.args[0] == "/p/sh060.right.%04d.exr" and request.shot == "sh060.right"
+    node["view"].setValue("centre")
+    with pytest.raises(InputError, match="'centre' is not one of this script's views"):
+        dvd_nuke.plan(node)
+
+
+def test_output_template_tokens(tmp_path):
+    source = ReadSource.from_knobs(file="/p/sh070.####.exr", first=1, last=5)
+    settings = NodeSettings(engine_python="py", output="renders/{shot}/{version}/{shot}_{version}.depth.####.exr")
+    request = shot.plan_render(source, settings, script_dir="/comp", script_name="/comp/sh070_comp_v012.nk")
+    assert (request.out_dir, request.shot) == ("/comp/renders/sh070/v012", "sh070_v012")
+    named = shot.plan_render(source, NodeSettings(engine_python="py", output="/o/{script}.depth.####.exr"),
+                             script_dir="/comp", script_name="/comp/sh070_comp_v012.nk")
+    assert (named.out_dir, named.shot) == ("/o", "sh070_comp_v012")
+    with pytest.raises(InputError, match=r"\{version\}.*no version"):
+        shot.plan_render(source, settings, script_dir="/comp", script_name="/comp/sh070_comp.nk")
+    with pytest.raises(InputError, match=r"unknown token \{take\}"):
+        shot.plan_render(source, NodeSettings(engine_python="py", output="/o/{take}.depth.####.exr"),
+                         script_dir="/comp", script_name="/comp/a_v1.nk")
+    assert shot.script_version("/c/sh010_v003_fix.nk") == "v003" and shot.script_version("/c/dev.nk") == ""
+
+
+def test_settings_knobs_become_engine_flags(nuke):
+    import dvd_nuke
+
+    node = dvd_nuke.create_node()
+    node.setInput(0, _plate_read(nuke, "/p/sh080.####.exr", 1, 10))
+    node["engine_python"].setValue("/venv/bin/python")
+    assert not {"--resolution", "--window", "--overlap", "--dtype", "--offload"} & set(dvd_nuke.plan(node).args)
+    for name, value in (("resolution", 320), ("window", 9), ("overlap", 2), ("dtype", "fp16"), ("offload", "on")):
+        node[name].setValue(value)
+    args = dvd_nuke.plan(node).args
+    assert " ".join(args[args.index("--resolution"):args.index("--replace")]) == (
+        "--resolution 320 --window 9 --overlap 2 --dtype fp16 --offload")
+    node["offload"].setValue("off")
+    assert "--no-offload" in dvd_nuke.plan(node).args
+    node["overlap"].setValue(9)
+    with pytest.raises(InputError, match="overlap 9 must be smaller than window 9"):
+        dvd_nuke.plan(node)
+
+
+def test_anchors_picked_in_the_viewer_become_the_engines_csv(nuke, png_plate):
+    import dvd_nuke
+
+    node = dvd_nuke.create_node()
+    node.setInput(0, _plate_read(nuke, png_plate, 1001, 1006, "offset", "-1000"))
+    node["engine_python"].setValue("/venv/bin/python")
+    nuke.frame(3)
+    node["focus_point"].setValue([10.5, 5.5])
+    node["add_anchor"].execute()
+    assert nuke.messages and "distance" in nuke.messages[-1]  # no distance typed yet: nothing added
+    assert node["anchor_points"].value() == ""
+    node["anchor_distance"].setValue(12.0)
+    node["add_anchor"].execute()
+    nuke.frame(4)
+    node["focus_point"].setValue([20.0, 30.0])
+    node["anchor_distance"].setValue(8.0)
+    node["add_anchor"].execute()
+    assert node["anchor_points"].value() == "3 10.50 5.50 12\n4 20.00 30.00 8"
+    with pytest.raises(InputError, match="2 anchor points; at least 3"):
+        dvd_nuke.plan(node)
+    node["anchor_points"].setValue(node["anchor_points"].value() + "\n# typed by hand\n5 60.25 47.5 30 2")
+    request = dvd_nuke.plan(node)
+    path = request.args[request.args.index("--anchors") + 1]
+    assert path == os.path.join(request.out_dir, "sh030.anchors.csv")
+    # file frames (comp + 1000), y from the top of the 64x48 plate (Nuke's y is from the bottom)
+    assert Path(path).read_text() == ("frame,x,y,depth,weight\n1003,10.5000,42.5000,12,1\n"
+                                      "1004,20.0000,18.0000,8,1\n1005,60.2500,0.5000,30,2\n")
+    if ENGINE_HERE:
+        from dvd_vfx.anchors import read_anchors
+
+        rows = read_anchors(path)
+        assert [(a.frame, a.x, a.y, a.depth, a.weight) for a in rows] == [
+            (1003, 10.5, 42.5, 12.0, 1.0), (1004, 20.0, 18.0, 8.0, 1.0), (1005, 60.25, 0.5, 30.0, 2.0)]
+    node["anchor_points"].setValue("9 1 1 5\n3 1 1 5\n3 2 2 5")  # comp frame 9 is outside the plate's 1-6
+    with pytest.raises(InputError, match="outside the render's comp frames 1-6"):
+        dvd_nuke.plan(node)
+    node["anchor_points"].setValue("3 1 1 -5\n3 1 1 5\n3 2 2 5")
+    with pytest.raises(InputError, match="line 1"):
+        dvd_nuke.plan(node)
+    node["anchor_points"].setValue("3 1 1 5\n3 1 1 5\n3 2 2 5")
+    node["mode"].setValue("disparity")
+    with pytest.raises(InputError, match="set mode to depth"):
+        dvd_nuke.plan(node)
+
+
+def _fake_result(pattern, mode="depth"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(pattern=pattern, first_frame=1, last_frame=9, mode=mode, shot="sh090", cache="miss",
+                           seconds=1.0)
+
+
+def test_a_pasted_node_makes_its_own_helpers(nuke):
+    import dvd_nuke
+
+    read = _plate_read(nuke, "/p/sh090.####.exr", 1, 9)
+    original = dvd_nuke.create_node()
+    original.setInput(0, read)
+    original["engine_python"].setValue("/venv/bin/python")
+    original["add_zdefocus"].setValue(True)
+    original["add_fog"].setValue(True)
+    dvd_nuke.load_result(original, dvd_nuke.plan(original), _fake_result("/d/sh090.depth.####.exr"))
+    defocus, fog = (nuke.toNode(original[k].value()) for k in ("depth_zdefocus", "depth_fog"))
+    assert defocus.input(0) is original and fog.input(0) is original
+    # copy/paste: the new node's hidden knobs hold the original's helper names
+    pasted = dvd_nuke.create_node()
+    for name in ("engine_python", "add_zdefocus", "add_fog", "depth_zdefocus", "depth_fog"):
+        pasted[name].setValue(original[name].value())
+    pasted.setInput(0, read)
+    dvd_nuke.load_result(pasted, dvd_nuke.plan(pasted), _fake_result("/d2/sh090.depth.####.exr", "disparity"))
+    mine = nuke.toNode(pasted["depth_zdefocus"].value())
+    assert mine is not defocus and mine.input(0) is pasted and mine["math"].value() == "far = 0"
+    assert nuke.toNode(pasted["depth_fog"].value()) is not fog
+    assert defocus.input(0) is original and defocus["math"].value() == "depth"  # the original's, untouched
+    assert original.node("depth_read")["file"].value() == "/d/sh090.depth.####.exr"
+
+
+def test_focus_point_off_the_pass_says_so(nuke):
+    import dvd_nuke
+
+    node = dvd_nuke.create_node()
+    node.setInput(0, _plate_read(nuke, "/p/sh091.####.exr", 1, 9))
+    nuke.user_set(node["focus_point"], [5.0, 5.0])  # no pass loaded: depth.Z is 0 here
+    assert "no depth there" in node["focus_depth"].value()
+
+
+@pytest.mark.slow
+@needs_engine
+def test_submit_to_farm_writes_an_openjd_job_next_to_the_script(nuke, png_plate, engine_weights, tmp_path,
+                                                                monkeypatch):
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights, extra="--resolution 48 --window 5 --overlap 2")
+    template = dvd_nuke.submit_farm(node)
+    assert nuke.messages == [], nuke.messages
+    script_dir = Path(nuke.script_directory())
+    assert template == str(script_dir / "farm" / "comp_v001.sh030" / "template.yaml")
+    assert Path(template).is_file() and (Path(template).parent / "template.params.yaml").is_file()
+    text = Path(template).read_text() + (Path(template).parent / "template.params.yaml").read_text()
+    assert "sh030" in text and str(script_dir / "depth" / "sh030") in text
+    # the node already reads the pass the farm will write, lined up with the plate
+    read = node.node("depth_read")
+    assert read["file"].value() == str(script_dir / "depth" / "sh030" / "sh030.depth.####.exr")
+    assert (read["first"].value(), read["last"].value(), read["frame"].value()) == (1001, 1006, "-1000")
+    assert node.node("depth_copy")["disable"].value() is False
+    assert node["status"].value().startswith("farm job written")
+
+
+@pytest.mark.slow
+def test_render_and_wait_for_terminal_nuke(nuke, png_plate, engine_weights, tmp_path, monkeypatch, capsys):
+    """`nuke -t`: no event loop, so the render runs on the calling thread (executeInMainThread never called)."""
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights)
+    result = dvd_nuke.render_and_wait(node)
+    assert (result.first_frame, result.last_frame) == (1001, 1006)
+    assert node.node("depth_read")["file"].value() == result.pattern and not dvd_nuke.is_rendering(node)
+    assert node["status"].value().startswith("done: sh030")
+    assert "DVD Depth DVDDepth1: rendering sh030: write 6/6" in capsys.readouterr().out
+    assert nuke.progress_tasks[-1].ended
+    node["weights"].setValue(str(tmp_path / "no-weights"))
+    with pytest.raises(Exception, match="no-weights"):
+        dvd_nuke.render_and_wait(node, quiet=True)
+    assert node["status"].value().startswith("failed:")
+
+
+@pytest.mark.slow
+def test_closing_the_script_cancels_the_render_and_loads_nothing_elsewhere(nuke, png_plate, engine_weights,
+                                                                          tmp_path, monkeypatch):
+    import dvd_nuke
+
+    monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
+    dvd_nuke.register_callbacks.__globals__["_SCRIPT"]["registered"] = False  # a fresh session
+    dvd_nuke.register_callbacks()
+    node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights, extra=FAST + " --no-cache")
+    worker = dvd_nuke.render(node)
+    nuke.pump_until(lambda: worker.job is not None, timeout=30)
+    nuke.script_close(script_directory=str(tmp_path / "other"), script_name="other_v001.nk")
+    assert worker.job.proc.poll() is not None  # the engine was stopped with the script
+    # the next script has a node of the same name: the old job's end must not touch it
+    other = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights)
+    assert other.fullName() == node.fullName()
+    nuke.pump_until(lambda: not worker.thread.is_alive(), timeout=30)
+    nuke.pump()
+    assert other.node("depth_read")["file"].value() == "" and other["status"].value() == "idle"
+    assert nuke.messages == [] and not dvd_nuke.is_rendering(other)
+
+
 # -- what ships: NUKE_PATH folder, import without torch/numpy, install -----------------------------------
 
 

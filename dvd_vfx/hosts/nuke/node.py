@@ -12,7 +12,9 @@ touches a node or a knob; the decisions (paths, frames, flags) are plain functio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -33,6 +35,7 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 OFFLOAD = ("auto", "on", "off")
 KNOB_CHANGED = "import dvd_nuke; dvd_nuke.knob_changed(nuke.thisNode(), nuke.thisKnob())"
 
+_VIEW_TOKEN = re.compile(r"%[Vv]")
 _RENDERS: dict[str, object] = {}  # node full name -> RenderWorker; main thread only
 _SCRIPT = {"generation": 0}  # bumped when a script closes: a render of a closed script loads nothing
 
@@ -272,6 +275,8 @@ def plan(node) -> RenderRequest:
     nuke = _nuke()
     read = find_read(node)
     settings = node_settings(node)
+    if settings.view and not _VIEW_TOKEN.search(read["file"].value()):
+        settings = dataclasses.replace(settings, view="")  # a mono plate: the view knob does not apply
     source = read_source(read, settings.view)
     picks = parse_picks(node["anchor_points"].value())
     script_dir = nuke.script_directory()
@@ -287,10 +292,11 @@ def plan(node) -> RenderRequest:
 
 def _with_picked_anchors(request: RenderRequest, picks: list[Pick], read) -> RenderRequest:
     """Write the Viewer-picked anchors as the engine's CSV (next to the pass) and add --anchors to the render."""
-    import dataclasses
-
     if request.mode != "depth":
         raise InputError("anchor points give depth in scene units: set mode to depth (disparity has no scale)")
+    if len(picks) < 3:
+        raise InputError(f"{len(picks)} anchor points; at least 3 are needed to fit the shot's scale (pick more, "
+                         f"spread over near and far)")
     rows = anchor_rows(picks, offset=request.source.offset, plate_height=int(read.height()))
     lo, hi = request.file_range
     outside = [format_pick(p) for p, row in zip(picks, rows) if not lo <= row[0] <= hi]
@@ -551,8 +557,14 @@ def submit_farm(node):
         template = farm_paths(request, script)
         args = [request.engine_python, "-m", "dvd_vfx.cli", "farm", "openjd"] + _farm_args(request) + [
             "-o", template, "--engine-python", request.engine_python]
+        folder = os.path.dirname(template)
+        made = not os.path.isdir(folder)
+        os.makedirs(folder, exist_ok=True)
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(script))
         if proc.returncode != 0:
+            if made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # nothing left behind (only if the engine wrote nothing there)
             lines = (proc.stderr or proc.stdout).strip().splitlines()
             raise InputError(lines[-1] if lines else f"dvd-vfx farm openjd exited with {proc.returncode}")
     except (DvdError, OSError, subprocess.SubprocessError) as exc:

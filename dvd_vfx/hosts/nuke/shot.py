@@ -340,7 +340,9 @@ def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str =
     if comp[0] < lo or comp[1] > hi:
         raise InputError(f"frame range {comp[0]}-{comp[1]} is outside the Read's frames {lo}-{hi} (comp frames)")
     files = (comp[0] - source.offset, comp[1] - source.offset)
-    plate_shot = shot_name(source.file) + (f"_{settings.view}" if settings.view else "")
+    plate_shot = shot_name(source.file)
+    if settings.view and settings.view not in plate_shot:  # stereo: one pass per view
+        plate_shot += f"_{settings.view}"
     template = settings.output.strip() or DEFAULT_OUTPUT
     if not settings.output.strip() and not script_dir:
         default_output(script_dir, plate_shot)  # the "save the script" error
