@@ -593,7 +593,6 @@ def test_focus_point_off_the_pass_says_so(nuke):
 
 
 @pytest.mark.slow
-@needs_engine
 def test_submit_to_farm_writes_an_openjd_job_next_to_the_script(nuke, png_plate, engine_weights, tmp_path,
                                                                 monkeypatch):
     import dvd_nuke
@@ -694,7 +693,7 @@ _NO_HEAVY = textwrap.dedent("""
 
 
 def test_nuke_layer_imports_without_torch_or_numpy(tmp_path):
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": "" if ENGINE_HERE else os.environ.get("PYTHONPATH", "")}
     out = subprocess.run([sys.executable, "-c", _NO_HEAVY, str(PLUGIN_DIR), str(TESTS), str(tmp_path)],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -741,3 +740,69 @@ def test_install_nuke_is_idempotent_and_works_from_a_bare_python(tmp_path, capsy
     (tmp_path / "other" / install.FOLDER_NAME).mkdir(parents=True)
     with pytest.raises(InputError, match="not made by"):
         install.install_nuke(tmp_path / "other")
+
+
+# -- install, then render, in Nuke 14/15's Pythons --------------------------------------------------------
+
+
+def _host_python(version):
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    return found[-1] if found else shutil.which(f"python{version}")
+
+
+_INSTALLED_RENDER = textwrap.dedent("""
+    import json, os, sys
+    sys.path[:0] = [sys.argv[1], sys.argv[2]]     # the installed NUKE_PATH folder, and tests/ for the fake nuke
+    import fake_nuke
+    sys.modules["nuke"] = fake_nuke
+    fake_nuke.reset(script_directory=sys.argv[3])
+    exec(open(os.path.join(sys.argv[1], "init.py")).read(), {"nuke": fake_nuke})
+    exec(open(os.path.join(sys.argv[1], "menu.py")).read(), {"nuke": fake_nuke})
+    node = fake_nuke.menu("Nodes").findItem("DVD").findItem("DVD Depth")()
+    read = fake_nuke.nodes.Read(file=sys.argv[4], first=1001, last=1006, origfirst=1001, origlast=1006)
+    read["frame_mode"].setValue("start at")
+    read["frame"].setValue("1")
+    node.setInput(0, read)
+    node["weights"].setValue(sys.argv[5])
+    node["extra_args"].setValue("--resolution 48 --window 5 --overlap 2 --device cpu")
+    import dvd_nuke
+    result = dvd_nuke.render_and_wait(node, quiet=True)   # engine Python: what the installer recorded
+    inner = node.node("depth_read")
+    print(json.dumps({"python": sys.version.split()[0], "pattern": result.pattern,
+                      "frames": [result.first_frame, result.last_frame], "file": inner["file"].value(),
+                      "mode": inner["frame_mode"].value(), "offset": inner["frame"].value(),
+                      "presets": node["preset"].values(), "heavy": sorted(m for m in sys.modules
+                      if m.split(".")[0] in ("torch", "numpy")), "status": node["status"].value()}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["3.9", "3.10"])
+def test_install_then_render_in_an_old_nuke_python(version, png_plate, engine_weights, tmp_path, monkeypatch):
+    """Nuke 14 (3.9) / 15 (3.10): `dvd-vfx install nuke` from the engine, then Nuke's Python (no site-packages,
+    only the installed folder) creates the node from the menu and renders a plate."""
+    python = _host_python(version)
+    if python is None:
+        pytest.skip(f"no Python {version} (~/.pyenv/versions/{version}.*/bin/python or python{version})")
+    dest = tmp_path / "dot_nuke"
+    subprocess.run([ENGINE_PYTHON, "-m", "dvd_vfx.cli", "install", "nuke", "--dest", str(dest)], check=True,
+                   capture_output=True, timeout=120)
+    script_dir = tmp_path / "comp"
+    script_dir.mkdir()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "DVD_VFX_CACHE_DIR": str(tmp_path / "cache"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = subprocess.run([python, "-S", "-E", "-X", f"pycache_prefix={tmp_path / 'pyc'}", "-c", _INSTALLED_RENDER,
+                          str(dest / "dvd_depth"), str(TESTS), str(script_dir), str(png_plate), str(engine_weights)],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["python"].startswith(version + ".")
+    assert report["frames"] == [1001, 1006] and report["status"].startswith("done: sh030")
+    assert report["file"] == report["pattern"] == str(script_dir / "depth" / "sh030" / "sh030.depth.####.exr")
+    assert (report["mode"], report["offset"]) == ("offset", "-1000")  # "start at 1" as an offset
+    assert report["presets"][0] == "standard" and report["heavy"] == []
+    for frame in range(1001, 1007):
+        assert os.path.exists(report["pattern"].replace("####", str(frame)))
