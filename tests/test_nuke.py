@@ -567,20 +567,41 @@ def test_a_pasted_node_makes_its_own_helpers(nuke):
     original["engine_python"].setValue("/venv/bin/python")
     original["add_zdefocus"].setValue(True)
     original["add_fog"].setValue(True)
+    original["side_read"].setValue(True)
     dvd_nuke.load_result(original, dvd_nuke.plan(original), _fake_result("/d/sh090.depth.####.exr"))
-    defocus, fog = (nuke.toNode(original[k].value()) for k in ("depth_zdefocus", "depth_fog"))
+    defocus, fog, side = (nuke.toNode(original[k].value()) for k in ("depth_zdefocus", "depth_fog", "depth_side_read"))
     assert defocus.input(0) is original and fog.input(0) is original
+    assert side["file"].value() == "/d/sh090.depth.####.exr" and side["raw"].value() is True
+    dvd_nuke.load_result(original, dvd_nuke.plan(original), _fake_result("/d/sh090.depth.####.exr"))
+    assert nuke.toNode(original["depth_side_read"].value()) is side  # its own helpers are updated in place
     # copy/paste: the new node's hidden knobs hold the original's helper names
     pasted = dvd_nuke.create_node()
-    for name in ("engine_python", "add_zdefocus", "add_fog", "depth_zdefocus", "depth_fog"):
+    for name in ("engine_python", "add_zdefocus", "add_fog", "side_read", "depth_zdefocus", "depth_fog",
+                 "depth_side_read"):
         pasted[name].setValue(original[name].value())
     pasted.setInput(0, read)
     dvd_nuke.load_result(pasted, dvd_nuke.plan(pasted), _fake_result("/d2/sh090.depth.####.exr", "disparity"))
     mine = nuke.toNode(pasted["depth_zdefocus"].value())
     assert mine is not defocus and mine.input(0) is pasted and mine["math"].value() == "far = 0"
     assert nuke.toNode(pasted["depth_fog"].value()) is not fog
+    assert nuke.toNode(pasted["depth_side_read"].value()) is not side
+    assert side["file"].value() == "/d/sh090.depth.####.exr"
     assert defocus.input(0) is original and defocus["math"].value() == "depth"  # the original's, untouched
     assert original.node("depth_read")["file"].value() == "/d/sh090.depth.####.exr"
+
+
+def test_anchors_from_camera_needs_the_exports(nuke, tmp_path):
+    import dvd_nuke
+
+    node = dvd_nuke.create_node()
+    node.setInput(0, _plate_read(nuke, "/p/sh092.####.exr", 1, 9))
+    node["engine_python"].setValue(ENGINE_PYTHON)
+    assert dvd_nuke.anchors_from_camera(node) is False
+    assert "camera .chan" in nuke.messages[-1] and node["anchors_file"].value() == ""
+    node["camera_chan"].setValue(str(tmp_path / "missing.chan"))
+    node["camera_points"].setValue(str(tmp_path / "missing.txt"))
+    dvd_nuke.anchors_from_camera(node)  # the engine's answer (a missing file, or no such command) as one line
+    assert node["anchors_file"].value() == "" and len(nuke.messages) == 2 and "\n" not in nuke.messages[-1]
 
 
 def test_focus_point_off_the_pass_says_so(nuke):

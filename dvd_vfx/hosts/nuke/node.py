@@ -396,16 +396,20 @@ def _parent(node):
     return nuke.toNode(path[0]) if len(path) == 2 else nuke.root()
 
 
-def _helper(node, knob: str, node_class: str, name: str, owned_through: int = 0):
-    """The helper node whose name `knob` records, if it is still this node's, else a new one (next to the node).
+def _owns(node, helper) -> bool:
+    """A helper is this node's when it reads from the node (input 0), or, for the side Read (no input), when its
+    label names the node: a pasted copy of a DVD node carries the original's helper names in its hidden knobs
+    and must make its own helpers rather than take over the original's."""
+    if helper.Class() == "Read":
+        return helper["label"].value().endswith(f" of {node.name()}")
+    return helper.input(0) is node
 
-    A helper is this node's when its input `owned_through` is this node: a pasted copy of a DVD node carries the
-    original's helper names, and must make its own helpers rather than take over the original's.
-    """
+
+def _helper(node, knob: str, node_class: str, name: str):
+    """The helper node whose name `knob` records, if it is still this node's, else a new one (next to the node)."""
     nuke = _nuke()
     existing = nuke.toNode(node[knob].value()) if node[knob].value() else None
-    if existing is not None and existing.Class() == node_class and (
-            owned_through < 0 or existing.input(owned_through) is node):
+    if existing is not None and existing.Class() == node_class and _owns(node, existing):
         return existing
     helper = getattr(nuke.nodes, node_class)()
     helper.setName(name)
@@ -443,7 +447,7 @@ def load_result(node, request: RenderRequest, result) -> None:
 
 def _update_helpers(node, request, mode, pattern, first_file, last_file) -> None:
     if node["side_read"].value():  # optional: the pass as its own Read next to the node
-        side = _helper(node, "depth_side_read", "Read", f"{node.name()}_depth", owned_through=-1)
+        side = _helper(node, "depth_side_read", "Read", f"{node.name()}_depth")
         side["file"].setValue(pattern.replace(os.sep, "/"))
         for knob, value in depth_read_frames(request.source, first_file, last_file).items():
             side[knob].setValue(value)
