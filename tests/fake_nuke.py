@@ -248,7 +248,7 @@ class Boolean_Knob(Knob):
 
 
 class Enumeration_Knob(Knob):
-    def __init__(self, name, label=None, values=()):
+    def __init__(self, name, label, values):  # Enumeration_Knob(name, label, values): all three required
         super().__init__(name, label)
         self._values = [str(v) for v in values]
         self._value = self._values[0] if self._values else ""

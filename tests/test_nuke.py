@@ -177,6 +177,20 @@ def test_fake_nuke_enforces_the_main_thread_rule(nuke):
     with pytest.raises(RuntimeError):
         nuke.executeInMainThread(print, ())  # from the main thread: not allowed either
     nuke.violations.clear()
+    # unknown knobs fail as in Nuke (NameError), also as creation keywords; signatures are checked
+    with pytest.raises(NameError, match="fiel"):
+        read["fiel"]
+    with pytest.raises(NameError, match="frist"):
+        nuke.nodes.Read(frist=1)
+    with pytest.raises(TypeError):
+        nuke.Enumeration_Knob("mode", "mode")  # values are required
+    with pytest.raises(TypeError):
+        nuke.XY_Knob("p").setValue(3.0)
+    with pytest.raises(TypeError):
+        nuke.ProgressTask("t").setProgress(42.5)
+    # TCL in a file knob: kept by value(), expanded by nuke.filename (#### as %04d)
+    read["file"].setValue("[getenv DVD_FAKE_UNSET_VAR]/p/a.####.exr")
+    assert read["file"].value().startswith("[getenv") and nuke.filename(read) == "/p/a.%04d.exr"
 
 
 def _plate_read(nuke, file, first, last, frame_mode="expression", frame=""):
