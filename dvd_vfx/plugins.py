@@ -189,10 +189,10 @@ def _trace_hooks(pm: pluggy.PluginManager, stream=None) -> None:
 
 def _entry_points(group: str) -> list:
     """The entry points of `group`; also on Python 3.9 (Nuke 14), whose entry_points() takes no group=."""
-    found = importlib.metadata.entry_points()
-    if hasattr(found, "select"):
-        return list(found.select(group=group))
-    return list(found.get(group, ()))
+    try:
+        return list(importlib.metadata.entry_points(group=group))
+    except TypeError:  # Python 3.9: a dict of group -> entry points
+        return list(importlib.metadata.entry_points().get(group, ()))
 
 
 class Plugins:
