@@ -431,6 +431,30 @@ class Node:
         upstream = self._upstream()
         return upstream._format() if upstream is not None else _ROOT_FORMAT
 
+    def channels(self):
+        """The channels this node outputs (what the Viewer's channel menu lists), at the current frame."""
+        _on_main("channels()")
+        return self._channels(_frame)
+
+    def _channels(self, frame):
+        if self._class == "Read":
+            path = self._frame_file(frame)
+            if path is None or not os.path.exists(path):
+                return []
+            if path.lower().endswith(".exr"):
+                import OpenEXR
+
+                with OpenEXR.File(path) as exr:
+                    return sorted(exr.channels())
+            return sorted(["rgba.red", "rgba.green", "rgba.blue"])
+        if self._class == "Copy" and not self._knobs["disable"]._value:
+            b = self._inputs[0]._channels(frame) if self._inputs[0] is not None else []
+            return sorted(set(b) | {self._knobs["to0"]._value})
+        if self._knobs["disable"]._value and self._class != "Group":
+            return self._inputs[0]._channels(frame) if self._inputs and self._inputs[0] is not None else []
+        upstream = self._upstream()
+        return upstream._channels(frame) if upstream is not None else []
+
     def sample(self, channel, x, y, dx=None, dy=None, frame=None):
         """The value of `channel` at (x, y) in Nuke's pixel coordinates (origin bottom-left, y up)."""
         _on_main("sample()")

@@ -309,6 +309,8 @@ def test_render_button_renders_in_a_worker_and_puts_depth_in_the_nodes_stream(nu
     monkeypatch.setenv("DVD_VFX_CACHE_DIR", str(tmp_path / "cache"))
     node = _dvd_node(nuke, dvd_nuke, png_plate, engine_weights, mode="disparity", add_zdefocus=True,
                      add_fog=True)
+    nuke.frame(3)
+    assert node.channels() == ["rgba.blue", "rgba.green", "rgba.red"]  # no pass yet: the plate passes through
     gc.disable()  # the progress task must end without the garbage collector's help
     try:
         node["render"].execute()  # the button, on the main thread
@@ -333,6 +335,11 @@ def test_render_button_renders_in_a_worker_and_puts_depth_in_the_nodes_stream(nu
     exr = _exr(pattern.replace("####", "1003"))
     assert list(exr) == ["depth.Z"]
     # comp frame 3 shows file frame 1003; Nuke's y axis is bottom-up: (x, y) samples row h-1-floor(y)
+    nuke.frame(3)
+    assert node.channels() == ["depth.Z", "rgba.blue", "rgba.green", "rgba.red"]  # the Viewer's channel menu
+    nuke.frame(9)  # past the plate: the Read holds its last frame, depth.Z is black but still in the stream
+    assert node.channels() == ["depth.Z", "rgba.blue", "rgba.green", "rgba.red"]
+    assert node.sample("depth.Z", 10.5, 5.5) == 0.0
     nuke.frame(3)
     h = len(exr["depth.Z"])
     for x, y in ((10.5, 5.5), (40.5, 30.5), (0.5, h - 0.5)):
