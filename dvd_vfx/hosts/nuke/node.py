@@ -11,6 +11,7 @@ touches a node or a knob; the decisions (paths, frames, flags) are plain functio
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -184,6 +185,7 @@ def register_callbacks() -> None:
     nuke = _nuke()
     if not _SCRIPT.get("registered"):
         nuke.addOnScriptClose(on_script_close)
+        atexit.register(on_script_close)  # quitting however Nuke quits: no engine process outlives the session
         _SCRIPT["registered"] = True
 
 
