@@ -32,9 +32,11 @@ Each behaviour it enforces names the Foundry page it comes from:
   (https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.sample.html):
   "integers are at the corners of pixels, to center on a pixel add .5"; Nuke's y axis points up
   from the bottom-left corner of the format, so row = height - 1 - floor(y) in file order.
-- Read frame modes (https://learn.foundry.com/nuke/content/reference_guide/image_nodes/read.html):
-  "expression" (frame, frame+K), "start at" N (the Read's first frame shows at N), "offset" N
-  (file frame + N); ``before``/``after`` = hold | black outside first..last.
+- Read frame modes (https://learn.foundry.com/nuke/8.0/content/getting_started/managing_scripts/changing_read_frames.html,
+  knobs: https://learn.foundry.com/nuke/11.1/content/reference_guide/image_nodes/read.html):
+  "expression" (the frame read in at comp frame `frame`, e.g. frame+499), "start at" N (the Read's
+  first frame shows at N), "offset" N (file frame + N); ``before``/``after`` = hold | black outside
+  first..last.
 - Copy (https://learn.foundry.com/nuke/content/reference_guide/channel_nodes/copy.html): input 0
   is B (passed through), input 1 is A (from0 copied into to0).
 - ZDefocus2 knobs (https://learn.foundry.com/nuke/14.1/content/reference_guide/filter_nodes/zdefocus.html):
