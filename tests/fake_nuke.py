@@ -1,19 +1,61 @@
-"""A recording fake of Nuke's Python API (the part dvd_nuke uses), enforcing Nuke's threading rules.
+"""A recording fake of Nuke's Python API (the part dvd_nuke uses), failing where Nuke fails.
 
 Installed as ``sys.modules["nuke"]`` only inside the Nuke tests (fixture in test_nuke.py).
+Each behaviour it enforces names the Foundry page it comes from:
 
-Rules it enforces like Nuke (where breaking them crashes or corrupts a session):
-- nodes, knobs and dialogs (nuke.message) are touched only on the main thread: any access
-  from another thread raises RuntimeError and is recorded in ``violations``;
-- ``executeInMainThread`` is for other threads: it queues the call; the test's main thread
-  runs the queue with :func:`pump` / :func:`pump_until` (Nuke's event loop);
-- ``ProgressTask`` may be driven from any thread (as Nuke's docs do from worker threads); a
-  test presses its Cancel button with ``task.cancel()``.
+- Threading (https://learn.foundry.com/nuke/developers/90/pythondevguide/threading.html): nodes,
+  knobs and dialogs are touched only on the main thread (any access from another thread raises
+  RuntimeError and is recorded in ``violations``); ``executeInMainThread(call, args=(), kwargs={})``
+  is for other threads ("Do not run the above functions from within the main thread or NUKE will
+  hang"): it queues the call, and the test's main thread runs the queue with :func:`pump` /
+  :func:`pump_until` (Nuke's event loop). ``args`` must be a tuple.
+- Knobs (https://learn.foundry.com/nuke/developers/160/pythondevguide/_autosummary/nuke.knob.html,
+  nuke.Node: ``node['name']`` on a knob the node does not have raises NameError): unknown knob
+  names fail, also as keyword arguments of ``nuke.nodes.Class(...)``.
+- Knob flags (https://learn.foundry.com/nuke/developers/105/ndkdevguide/knobs-and-handles/knobflags.html):
+  INVISIBLE hides a knob's panel and Viewer widgets and is saved with the knob; ``setVisible``
+  only changes the open panel, so :func:`save_and_reload` keeps flags and drops visibility.
+- PyScript_Knob(name, label=None, command=None)
+  (https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.PyScript_Knob.html):
+  the command is a string of Python run with ``nuke.thisNode()`` set.
+- knobChanged (https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.addKnobChanged.html):
+  a node's ``knobChanged`` knob runs when the user changes a knob, with nuke.thisNode() and
+  nuke.thisKnob() set (:func:`user_set` is the user's edit).
+- nuke.filename(node, i) (https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.filename.html):
+  "All expansion of commands and variables is done", sequences come back as %04d; the file knob's
+  own value() keeps the TCL (File_Knob:
+  https://learn.foundry.com/nuke/developers/151/pythondevguide/_autosummary/nuke.File_Knob.html).
+  TCL here: ``[getenv NAME]`` (empty when unset, as Tcl's getenv with no default) and ``$env(NAME)``;
+  %V/%v are left for the view (nuke.evaluateString:
+  https://learn.foundry.com/nuke/developers/latest/pythondevguide/_autosummary/nuke.evaluateString.html).
+- Node.sample(channel, x, y, dx, dy, frame)
+  (https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.sample.html):
+  "integers are at the corners of pixels, to center on a pixel add .5"; Nuke's y axis points up
+  from the bottom-left corner of the format, so row = height - 1 - floor(y) in file order.
+- Read frame modes (https://learn.foundry.com/nuke/8.0/content/getting_started/managing_scripts/changing_read_frames.html,
+  knobs: https://learn.foundry.com/nuke/11.1/content/reference_guide/image_nodes/read.html):
+  "expression" (the frame read in at comp frame `frame`, e.g. frame+499), "start at" N (the Read's
+  first frame shows at N), "offset" N (file frame + N); ``before``/``after`` = hold | black outside
+  first..last.
+- Copy (https://learn.foundry.com/nuke/content/reference_guide/channel_nodes/copy.html): input 0
+  is B (passed through), input 1 is A (from0 copied into to0).
+- ZDefocus2 knobs (https://learn.foundry.com/nuke/14.1/content/reference_guide/filter_nodes/zdefocus.html):
+  channels, z_channel, math (direct | depth | far = 0 | far = -0), focal_point (XY), center
+  (the focus plane).
+- ProgressTask (https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.ProgressTask.html):
+  setProgress/setMessage/isCancelled from any thread; the task stays on screen until the object
+  is destroyed, so :class:`ProgressTask` records when it is (``record.ended``).
+- onScriptClose callbacks (nuke.addOnScriptClose, in nuke.callbacks:
+  https://learn.foundry.com/nuke/developers/111/pythonreference/identifier-index-O.html):
+  :func:`script_close` runs them, then starts a new empty script (as File > Close / quitting do).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import queue
+import re
 import threading
 import time
 
@@ -74,13 +116,24 @@ def pump_until(predicate, timeout: float = 60.0, interval: float = 0.02) -> None
 # -- knobs -------------------------------------------------------------------------------------
 
 
+# knob flags (Knob.h FlagMask values for the ones used)
+DISABLED = 0x80
+DO_NOT_WRITE = 0x200
+INVISIBLE = 0x400
+STARTLINE = 0x1000
+REPLACE = 1  # nuke.filename(node, nuke.REPLACE)
+
+
 class Knob:
     default = ""
 
     def __init__(self, name, label=None, *args):
+        if not isinstance(name, str) or not name:
+            raise TypeError("a knob's first argument is its name, a non-empty string")
         self._name, self._label = name, label if label is not None else name
         self._value = self.default
         self._visible, self._tooltip, self.node = True, "", None
+        self._flags = 0
 
     def name(self):
         return self._name
@@ -115,6 +168,19 @@ class Knob:
 
     def setFlag(self, flag):
         _on_main(f"{self._name}.setFlag()")
+        self._flags |= int(flag)
+
+    def clearFlag(self, flag):
+        _on_main(f"{self._name}.clearFlag()")
+        self._flags &= ~int(flag)
+
+    def getFlag(self, flag):
+        _on_main(f"{self._name}.getFlag()")
+        return bool(self._flags & int(flag))
+
+    def evaluate(self):
+        _on_main(f"{self._name}.evaluate()")
+        return expand_tcl(str(self._value))
 
 
 class String_Knob(Knob):
@@ -130,8 +196,32 @@ class File_Knob(String_Knob):
     pass
 
 
+class Multiline_Eval_String_Knob(String_Knob):
+    pass
+
+
 class Text_Knob(String_Knob):
     pass
+
+
+class XY_Knob(Knob):
+    """A position (x, y) with a Viewer handle; value(i) is one of them, value() the first."""
+
+    def __init__(self, name, label=None):
+        super().__init__(name, label)
+        self._value = [0.0, 0.0]
+
+    def value(self, index=None):
+        _on_main(f"{self._name}.value()")
+        return list(self._value) if index is None else self._value[index]
+
+    def getValue(self, index=None):
+        return self.value(index)
+
+    def _coerce(self, value):
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise TypeError(f"{self._name}: an XY_Knob takes [x, y]")
+        return [float(value[0]), float(value[1])]
 
 
 class Tab_Knob(Knob):
@@ -160,7 +250,7 @@ class Boolean_Knob(Knob):
 
 
 class Enumeration_Knob(Knob):
-    def __init__(self, name, label=None, values=()):
+    def __init__(self, name, label, values):  # Enumeration_Knob(name, label, values): all three required
         super().__init__(name, label)
         self._values = [str(v) for v in values]
         self._value = self._values[0] if self._values else ""
@@ -191,29 +281,47 @@ class PyScript_Knob(Knob):
     def execute(self):
         """Press the button: Nuke runs the code with nuke.thisNode() set to the knob's node."""
         _on_main(f"{self._name}.execute()")
-        global _this_node
-        previous, _this_node = _this_node, self.node
-        try:
-            exec(self._value, {"nuke": __import__("nuke")})
-        finally:
-            _this_node = previous
+        _run_with_this(self._value, self.node, self)
+
+
+def _run_with_this(code, node, knob):
+    global _this_node, _this_knob
+    previous = _this_node, _this_knob
+    _this_node, _this_knob = node, knob
+    try:
+        exec(code, {"nuke": __import__("nuke")})
+    finally:
+        _this_node, _this_knob = previous
+
+
+def user_set(knob, value):
+    """The user edits a knob in the panel or drags its Viewer handle: set it, then run the node's knobChanged."""
+    _on_main("user_set()")
+    knob.setValue(value)
+    code = knob.node._knobs["knobChanged"]._value if knob.node is not None else ""
+    if code:
+        _run_with_this(code, knob.node, knob)
 
 
 # -- nodes -------------------------------------------------------------------------------------
 
 # knobs each class has (beyond name/label/xpos/ypos); values are the defaults
+_COMMON_KNOBS = {"name": String_Knob, "label": String_Knob, "xpos": Int_Knob, "ypos": Int_Knob,
+                 "disable": Boolean_Knob, "knobChanged": String_Knob}
 _CLASS_KNOBS = {
     "Read": {"file": File_Knob, "first": Int_Knob, "last": Int_Knob, "origfirst": Int_Knob, "origlast": Int_Knob,
-             "raw": Boolean_Knob, "colorspace": String_Knob, "on_error": String_Knob,
-             "frame": String_Knob, "before": String_Knob, "after": String_Knob},
+             "raw": Boolean_Knob, "colorspace": String_Knob, "frame": String_Knob},
     "Copy": {"from0": String_Knob, "to0": String_Knob},
-    "ZDefocus2": {"channels": String_Knob, "z_channel": String_Knob, "focal_point": String_Knob},
+    "ZDefocus2": {"channels": String_Knob, "z_channel": String_Knob, "focal_point": XY_Knob, "center": Double_Knob},
     "Expression": {"temp_name0": String_Knob, "temp_expr0": String_Knob, "expr0": String_Knob,
                    "expr1": String_Knob, "expr2": String_Knob, "expr3": String_Knob},
+    "Root": {"project_directory": File_Knob, "first_frame": Int_Knob, "last_frame": Int_Knob},
 }
-_ENUMS = {"Read": {"frame_mode": ["expression", "start at", "offset"]},
+_ENUMS = {"Read": {"frame_mode": ["expression", "start at", "offset"], "before": ["hold", "loop", "bounce", "black"],
+                   "after": ["hold", "loop", "bounce", "black"], "on_error": ["error", "black", "checkerboard",
+                                                                                "nearest frame"]},
           "ZDefocus2": {"math": ["direct", "depth", "far = 0", "far = -0"]}}
-_MAX_INPUTS = {"Read": 0, "Input": 0, "Constant": 0, "Copy": 2, "ZDefocus2": 3, "Group": 1, "Root": 0}
+_MAX_INPUTS = {"Read": 0, "Input": 0, "Constant": 0, "Copy": 2, "ZDefocus2": 3, "Group": 1, "Root": 0, "Output": 1}
 
 nodes_created: list["Node"] = []
 
@@ -224,7 +332,7 @@ class Node:
         self._class, self._parent = node_class, parent
         self._knobs: dict[str, Knob] = {}
         self._inputs: list = [None] * _MAX_INPUTS.get(node_class, 1)
-        for name, kind in {"name": String_Knob, "label": String_Knob, "xpos": Int_Knob, "ypos": Int_Knob}.items():
+        for name, kind in _COMMON_KNOBS.items():
             self._attach(kind(name))
         for name, kind in _CLASS_KNOBS.get(node_class, {}).items():
             self._attach(kind(name))
@@ -250,6 +358,8 @@ class Node:
     # knobs
     def __getitem__(self, name):
         _on_main(f"{self._knobs['name']._value}[{name!r}]")
+        if name not in self._knobs:
+            raise NameError(f"knob {name} does not exist")  # what Nuke raises for node['nope']
         return self._knobs[name]
 
     def knob(self, name):
@@ -308,6 +418,97 @@ class Node:
     def dependent(self):
         return [n for n in nodes_created if any(x is self for x in n._inputs)]
 
+    # image (evaluated from the graph: Read files, Copy, Group through its Output)
+    def width(self):
+        _on_main("width()")
+        return self._format()[0]
+
+    def height(self):
+        _on_main("height()")
+        return self._format()[1]
+
+    def _format(self):
+        if self._class == "Read":
+            return _file_size(self._frame_file(_frame))
+        upstream = self._upstream()
+        return upstream._format() if upstream is not None else _ROOT_FORMAT
+
+    def channels(self):
+        """The channels this node outputs (what the Viewer's channel menu lists), at the current frame."""
+        _on_main("channels()")
+        return self._channels(_frame)
+
+    def _channels(self, frame):
+        if self._class == "Read":
+            path = self._frame_file(frame)
+            if path is None or not os.path.exists(path):
+                return []
+            if path.lower().endswith(".exr"):
+                import OpenEXR
+
+                with OpenEXR.File(path) as exr:
+                    return sorted(exr.channels())
+            return sorted(["rgba.red", "rgba.green", "rgba.blue"])
+        if self._class == "Copy" and not self._knobs["disable"]._value:
+            b = self._inputs[0]._channels(frame) if self._inputs[0] is not None else []
+            return sorted(set(b) | {self._knobs["to0"]._value})
+        if self._knobs["disable"]._value and self._class != "Group":
+            return self._inputs[0]._channels(frame) if self._inputs and self._inputs[0] is not None else []
+        upstream = self._upstream()
+        return upstream._channels(frame) if upstream is not None else []
+
+    def sample(self, channel, x, y, dx=None, dy=None, frame=None):
+        """The value of `channel` at (x, y) in Nuke's pixel coordinates (origin bottom-left, y up)."""
+        _on_main("sample()")
+        return self._sample(channel, float(x), float(y), _frame if frame is None else int(frame))
+
+    def _upstream(self):
+        if self._class == "Group":
+            out = next((n for n in self._children if n._class == "Output"), None)
+            return out
+        if self._class == "Input":
+            group = self._parent
+            return group._inputs[0] if group is not None and group._inputs else None
+        return self._inputs[0] if self._inputs else None
+
+    def _sample(self, channel, x, y, frame):
+        if self._knobs["disable"]._value and self._class not in ("Group",):
+            upstream = self._inputs[0] if self._inputs else None
+            return upstream._sample(channel, x, y, frame) if upstream is not None else 0.0
+        if self._class == "Read":
+            return _read_pixel(self._frame_file(frame), channel, x, y)
+        if self._class == "Copy":
+            if channel == self._knobs["to0"]._value:
+                a = self._inputs[1]
+                return a._sample(self._knobs["from0"]._value, x, y, frame) if a is not None else 0.0
+            b = self._inputs[0]
+            return b._sample(channel, x, y, frame) if b is not None else 0.0
+        upstream = self._upstream()
+        return upstream._sample(channel, x, y, frame) if upstream is not None else 0.0
+
+    def _frame_file(self, comp_frame):
+        """The file a Read shows at a comp frame (None: black), from its frame mode, range and before/after."""
+        k = self._knobs
+        first, last, mode, value = k["first"]._value, k["last"]._value, k["frame_mode"]._value, k["frame"]._value
+        value = (value or "").strip()
+        if mode == "offset":
+            file_frame = comp_frame - int(float(value or 0))
+        elif mode == "start at":
+            file_frame = comp_frame - (int(float(value or first)) - first)
+        else:
+            m = re.match(r"^\s*(?:frame)?\s*(?:([+-])\s*(\d+))?\s*$", value)
+            if m is None:
+                raise RuntimeError(f"{self._knobs['name']._value}: frame expression {value!r} not understood here")
+            file_frame = comp_frame + (int(m.group(2)) * (1 if m.group(1) == "+" else -1) if m.group(2) else 0)
+        if file_frame < first or file_frame > last:
+            side = k["before"]._value if file_frame < first else k["after"]._value
+            if side == "black":
+                return None
+            file_frame = min(max(file_frame, first), last)
+        path = filename(self)
+        path = re.sub(r"%(\d*)d", lambda m: f"{file_frame:0{int(m.group(1) or 1)}d}", path)
+        return path
+
     def xpos(self):
         return self["xpos"].value()
 
@@ -347,31 +548,48 @@ class Group(Node):
         _on_main("nodes()")
         return list(self._children)
 
+    def node(self, name):
+        """A node inside this group by name (None when there is none)."""
+        _on_main(f"node({name!r})")
+        return next((c for c in self._children if c._knobs["name"]._value == name), None)
+
 
 _root: Group | None = None
 _context: list[Group] = []
 _this_node = None
+_this_knob = None
+_frame = 1
+_views = ["main"]
+_ROOT_FORMAT = (1920, 1080)
+_script_close_callbacks: list = []
 
 
 def _current() -> Group:
     return _context[-1] if _context else _root
 
 
-def reset(script_directory: str = "") -> None:
-    """A fresh, empty session."""
-    global _root, _this_node, _script_directory
-    for store in (violations, messages, main_thread_calls, progress_tasks, undo_log, nodes_created):
+def reset(script_directory: str = "", script_name: str = "comp_v001.nk", views=("main",)) -> None:
+    """A fresh, empty session; the script saved as script_directory/script_name (unsaved: script_directory "")."""
+    global _this_node, _this_knob, _frame
+    for store in (violations, messages, main_thread_calls, progress_tasks, undo_log, nodes_created,
+                  _script_close_callbacks):
         store.clear()
     while not _queue.empty():
         _queue.get_nowait()
+    _this_node = _this_knob = None
+    _frame = 1
+    _views[:] = list(views)
+    _new_script(script_directory, script_name)
+
+
+def _new_script(script_directory, script_name):
+    global _root, _script_directory
     _context.clear()
-    _this_node = None
     _script_directory = script_directory
     _root = Group("Root", None)
-    _root._knobs["name"]._value = "root"
-    for name, value in (("first_frame", 1), ("last_frame", 100)):
-        _root._attach(Int_Knob(name))
-        _root._knobs[name]._value = value
+    # nuke.root().name(): the script's path, "Root" while unsaved
+    _root._knobs["name"]._value = os.path.join(script_directory, script_name) if script_directory else "Root"
+    _root._knobs["first_frame"]._value, _root._knobs["last_frame"]._value = 1, 100
 
 
 def root():
@@ -387,11 +605,115 @@ def thisNode():
     return _this_node
 
 
+def thisKnob():
+    _on_main("thisKnob()")
+    return _this_knob
+
+
+def frame(n=None):
+    """The current frame (nuke.frame(n) sets it, as moving the time slider)."""
+    global _frame
+    if n is not None:
+        _on_main("frame(n)")
+        _frame = int(n)
+    return _frame
+
+
+def views():
+    return list(_views)
+
+
+def addOnScriptClose(call, args=(), kwargs=None, nodeClass="Root"):
+    if not isinstance(args, tuple):
+        raise TypeError("addOnScriptClose: args must be a tuple")
+    _script_close_callbacks.append((call, args, dict(kwargs or {})))
+
+
+def script_close(script_directory: str = "", script_name: str = "Untitled.nk") -> None:
+    """File > Close (or quitting): the onScriptClose callbacks run, then a new script replaces the old one."""
+    _on_main("scriptClose()")
+    for call, args, kwargs in list(_script_close_callbacks):
+        call(*args, **kwargs)
+    _new_script(script_directory, script_name)
+
+
+def save_and_reload() -> None:
+    """Save the script and open it again: knob values and flags persist, panel-only state (setVisible) does not."""
+    for node in nodes_created:
+        for knob in node._knobs.values():
+            knob._visible = True
+
+
+_TCL_GETENV = re.compile(r"\[\s*getenv\s+([A-Za-z_][A-Za-z0-9_]*)\s*\]")
+_TCL_ENV = re.compile(r"\$env\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand_tcl(text: str) -> str:
+    """The TCL this fake understands: [getenv NAME] and $env(NAME); other [...] is an error, as in Nuke."""
+    text = _TCL_GETENV.sub(lambda m: os.environ.get(m.group(1), ""), text)
+    text = _TCL_ENV.sub(lambda m: os.environ[m.group(1)], text)
+    if "[" in text:
+        raise RuntimeError(f"TCL expression in {text!r} not understood by the fake")
+    return text
+
+
+def filename(node, i=0):
+    """The node's file, expressions expanded, #### as %04d (nuke.REPLACE: the current frame's number)."""
+    _on_main("filename()")
+    if "file" not in node._knobs:
+        return None
+    text = expand_tcl(node._knobs["file"]._value)
+    text = re.sub(r"#+", lambda m: "%d" if len(m.group()) == 1 else f"%0{len(m.group())}d", text)
+    if i & REPLACE:
+        text = re.sub(r"%(\d*)d", lambda m: f"{_frame:0{int(m.group(1) or 1)}d}", text)
+    return text or None
+
+
+def _file_size(path):
+    if path is None:
+        return _ROOT_FORMAT
+    if path.lower().endswith(".exr"):
+        import OpenEXR
+
+        with OpenEXR.File(path) as exr:
+            (x0, y0), (x1, y1) = exr.header()["displayWindow"]
+            return int(x1 - x0 + 1), int(y1 - y0 + 1)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def _read_pixel(path, channel, x, y):
+    """Impulse-filtered sample: the pixel (x, y) lands in, with Nuke's y axis (bottom-up)."""
+    if path is None or not os.path.exists(path):
+        return 0.0
+    width, height = _file_size(path)
+    col, row = int(math.floor(x)), height - 1 - int(math.floor(y))
+    if not (0 <= col < width and 0 <= row < height):
+        return 0.0
+    if path.lower().endswith(".exr"):
+        import OpenEXR
+
+        with OpenEXR.File(path) as exr:
+            channels = exr.channels()
+            if channel not in channels:
+                return 0.0
+            return float(channels[channel].pixels[row, col])
+    from PIL import Image
+
+    with Image.open(path) as im:
+        index = {"rgba.red": 0, "rgba.green": 1, "rgba.blue": 2}.get(channel)
+        return 0.0 if index is None else im.convert("RGB").getpixel((col, row))[index] / 255.0
+
+
 def _make(node_class, **knobs):
     node = Group(node_class, _current()) if node_class == "Group" else Node(node_class, _current())
     for name, value in knobs.items():
         if name == "name":
             node.setName(value)
+        elif name not in node._knobs:
+            raise NameError(f"{node_class}: no knob named {name!r}")
         else:
             node[name].setValue(value)
     return node
@@ -440,26 +762,40 @@ def message(text):
     messages.append(str(text))
 
 
-class ProgressTask:
+class TaskRecord:
+    """What the user saw of one ProgressTask (kept after the task object is gone)."""
+
     def __init__(self, name):
         self.name = name
         self.progress: list[int] = []
         self.messages: list[str] = []
         self.threads: set[str] = {threading.current_thread().name}
+        self.ended = False  # the task left the screen: its object was destroyed
         self._cancelled = threading.Event()
-        progress_tasks.append(self)
-
-    def setProgress(self, i):
-        self.progress.append(int(i))
-
-    def setMessage(self, text):
-        self.messages.append(str(text))
-
-    def isCancelled(self):
-        return self._cancelled.is_set()
 
     def cancel(self):  # test helper: the user clicks the task's Cancel button
         self._cancelled.set()
+
+
+class ProgressTask:
+    def __init__(self, name):
+        self.record = TaskRecord(name)
+        progress_tasks.append(self.record)
+
+    def setProgress(self, i):
+        if not isinstance(i, int):
+            raise TypeError("ProgressTask.setProgress takes an int")
+        self.record.progress.append(i)
+        self.record.threads.add(threading.current_thread().name)
+
+    def setMessage(self, text):
+        self.record.messages.append(str(text))
+
+    def isCancelled(self):
+        return self.record._cancelled.is_set()
+
+    def __del__(self):
+        self.record.ended = True
 
 
 class Undo:
@@ -482,6 +818,8 @@ class Menu:
         return self.items.setdefault(name, Menu(name))
 
     def addCommand(self, name, command=None, shortcut="", icon="", **kwargs):
+        if not (callable(command) or isinstance(command, str)):
+            raise TypeError("Menu.addCommand: command is a callable or a string of Python")
         self.items[name] = command
         return command
 

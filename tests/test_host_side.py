@@ -1,10 +1,10 @@
 """What Blender, Nuke and the panel import in their own Python stays light and old-Python friendly.
 
 Host-side modules (jobs, hookspecs, plugin loading, presets, dvd_vfx.hosts.*) are imported in
-Pythons without torch or numpy, and Nuke 14 runs Python 3.9 (Nuke 15: 3.10). The hosts get
-dvd_vfx, pluggy and platformdirs from the engine's environment (links appended to sys.path by
-`dvd-vfx install nuke` / the Blender add-on), so the old-Python checks use this environment's
-pluggy too.
+Pythons without torch or numpy, and Nuke 14 runs Python 3.9 (Nuke 15: 3.10, Nuke 16: 3.11). The
+hosts get dvd_vfx and its host dependencies (pluggy, platformdirs, tomli) from the engine's
+environment through the folder `dvd-vfx install nuke` makes, so the old-Python checks import
+exactly what that installer bridges.
 """
 
 from __future__ import annotations
@@ -182,45 +182,14 @@ def test_host_side_code_compiles_on_python_3_9(tmp_path):
     assert proc.returncode == 0, f"host-side code does not compile on Python 3.9:\n{proc.stderr[-3000:]}"
 
 
-class KnownFailure(Exception):
-    """The import failed exactly as the xfail reason says (anything else fails the test)."""
+@pytest.fixture(scope="module")
+def nuke_bridge(tmp_path_factory):
+    """What `dvd-vfx install nuke` bridges into Nuke's Python: dvd_vfx plus the host dependencies (pluggy,
+    platformdirs, tomli), each checked by the installer to run on Python 3.9."""
+    from dvd_vfx.hosts.nuke import install
 
-
-def _requires_python(dist: str) -> str:
-    try:
-        return importlib.metadata.metadata(dist).get("Requires-Python") or ""
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def _supports(dist: str, python_version: str) -> bool:
-    from packaging.specifiers import SpecifierSet  # pytest's own dependency
-
-    return SpecifierSet(_requires_python(dist)).contains(python_version)
-
-
-# Modules whose import loads pluggy / tomllib (test_the_known_failure_lists_are_current checks it).
-LOADS_PLUGGY = {"dvd_vfx.hookspecs", "dvd_vfx.jobs", "dvd_vfx.plugins", "dvd_vfx.engine", "dvd_vfx.default_plugins.footage",
-                "dvd_vfx.default_plugins.predictors", "dvd_vfx.default_plugins.presets",
-                "dvd_vfx.default_plugins.writers", "dvd_vfx.hosts.nuke.worker"}
-LOADS_TOMLLIB = {"dvd_vfx.presets"}
-PLUGGY_VERSION = importlib.metadata.version("pluggy")
-
-# What goes wrong on an old Python today: substrings of the error, and the reason.
-TOMLLIB_SIGNATURE = "No module named 'tomllib'"
-PLUGGY_SIGNATURE = "cannot import name 'TypeAlias' from 'typing'"  # pluggy 1.7 uses 3.10's typing.TypeAlias
-
-
-def _known_failure(python_version: str, module: str) -> tuple[str, str] | None:
-    """(error substring, reason) when `module` is known not to import on `python_version`."""
-    if module in LOADS_TOMLLIB and tuple(map(int, python_version.split(".")[:2])) < (3, 11):
-        return (TOMLLIB_SIGNATURE, f"dvd_vfx.presets imports tomllib (Python 3.11+) at module level; "
-                                   f"Python {python_version} has no tomllib (another issue's work)")
-    if module in LOADS_PLUGGY and not _supports("pluggy", python_version):
-        return (PLUGGY_SIGNATURE, f"the engine's pluggy {PLUGGY_VERSION} (Requires-Python "
-                                  f"{_requires_python('pluggy')}) is what hosts bridge in, and it does not "
-                                  f"import on Python {python_version} (another issue's work)")
-    return None
+    installed = install.install_nuke(tmp_path_factory.mktemp("dot_nuke"))
+    return installed.folder / install.LIB_NAME
 
 
 def _old_python_params():
@@ -233,47 +202,79 @@ def _old_python_params():
                                                                      f"python{label})")))
             continue
         for module in HOST_MODULES:
-            known = _known_failure(version, module)
-            marks = [pytest.mark.xfail(strict=True, raises=KnownFailure, reason=known[1])] if known else []
-            params.append(pytest.param(python, version, module, id=f"py{label}-{module}", marks=marks))
+            params.append(pytest.param(python, version, module, id=f"py{label}-{module}"))
     return params
 
 
-@pytest.mark.parametrize("python,version,module", _old_python_params())
-def test_host_module_imports_on_old_python(python, version, module, tmp_path):
-    """Import with only the stdlib and what hosts bridge in (dvd_vfx, pluggy, platformdirs), no site-packages."""
-    import platformdirs
-    import pluggy
-
-    bridge = tmp_path / "bridge"
-    bridge.mkdir()
-    for origin in (PACKAGE, Path(pluggy.__file__).parent, Path(platformdirs.__file__).parent):
-        (bridge / origin.name).symlink_to(origin, target_is_directory=True)
-    script = f"import sys; sys.path.append({str(bridge)!r}); import {module}"
+def _run_bridged(python, bridge, script, tmp_path, env=None):
     # -S -E: no site-packages, no PYTHON* variables; .pyc files go to tmp_path, not the checkout
-    proc = subprocess.run([python, "-S", "-E", "-X", f"pycache_prefix={tmp_path / 'pycache'}", "-c", script],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        known = _known_failure(version, module)
-        if known and known[0] in proc.stderr:
-            raise KnownFailure(proc.stderr.strip().splitlines()[-1])
-        raise AssertionError(f"import {module} fails on Python {version}:\n{proc.stderr[-3000:]}")
+    return subprocess.run([python, "-S", "-E", "-X", f"pycache_prefix={tmp_path / 'pycache'}", "-c",
+                           f"import sys; sys.path.append({str(bridge)!r})\n" + script],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                          env=env)
 
 
-def test_the_known_failure_lists_are_current():
-    """LOADS_PLUGGY / LOADS_TOMLLIB name exactly the host modules whose import loads pluggy / tomllib."""
+@pytest.mark.parametrize("python,version,module", _old_python_params())
+def test_host_module_imports_on_old_python(python, version, module, nuke_bridge, tmp_path):
+    """Import with only the stdlib and what `dvd-vfx install nuke` bridges in, no site-packages."""
+    proc = _run_bridged(python, nuke_bridge, f"import {module}", tmp_path)
+    assert proc.returncode == 0, f"import {module} fails on Python {version}:\n{proc.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("label,python,version", [p for p in OLD_PYTHONS if p[2]] or
+                         [pytest.param("3.9", None, None, marks=pytest.mark.skip(reason="no Python 3.9/3.10"))])
+def test_presets_and_plugins_work_on_old_python(label, python, version, nuke_bridge, tmp_path):
+    """What the node does in Nuke 14/15: list presets, a user preset in TOML included (tomli where tomllib is
+    missing), plugins from a folder and entry points (importlib.metadata without group=)."""
+    config = tmp_path / "config"
+    (config / "dvd-vfx" / "presets").mkdir(parents=True)
+    (config / "dvd-vfx" / "presets" / "dailies.toml").write_text('description = "studio"\nresolution = 256\n')
     script = textwrap.dedent("""
-        import importlib, json, sys
-        out = {}
-        for name in sys.argv[1:]:
-            for m in [m for m in sys.modules if m.startswith(("dvd_vfx", "pluggy", "tomllib"))]:
-                del sys.modules[m]
-            importlib.import_module(name)
-            out[name] = sorted({m for m in ("pluggy", "tomllib") if m in sys.modules})
-        print(json.dumps(out))
+        import json, sys
+        from dvd_vfx.engine import Engine
+        from dvd_vfx.hosts.nuke.node import preset_names
+        engine = Engine()
+        print(json.dumps({"presets": sorted(engine.presets()), "node": preset_names(),
+                          "resolution": engine.presets()["dailies"].values.get("resolution"),
+                          "tomllib": "tomllib" in sys.modules, "tomli": "tomli" in sys.modules}))
     """)
-    proc = _run(sys.executable, script, *HOST_MODULES)
+    env = {"XDG_CONFIG_HOME": str(config), "HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
+    proc = _run_bridged(python, nuke_bridge, script, tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    loads = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {m for m, found in loads.items() if "pluggy" in found} == LOADS_PLUGGY
-    assert {m for m, found in loads.items() if "tomllib" in found} == LOADS_TOMLLIB
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"standard", "preview", "dailies"} <= set(report["presets"])
+    assert report["node"][0] == "standard" and "dailies" in report["node"]
+    assert report["resolution"] == 256
+    assert report["tomli"] and not report["tomllib"]  # 3.9/3.10: the bridged tomli parsed the user preset
+
+
+def test_installer_refuses_a_dependency_that_does_not_run_on_nuke_14(monkeypatch, tmp_path):
+    from dvd_vfx.errors import InputError
+    from dvd_vfx.hosts.nuke import install
+
+    assert install.python_admits(">=3.9", (3, 9)) and not install.python_admits(">=3.10", (3, 9))
+    assert install.python_admits(">=3.8,<4,!=3.0.*", (3, 9)) and not install.python_admits("~=3.11", (3, 9))
+    real = importlib.metadata.metadata
+
+    def metadata(dist):
+        data = real(dist)
+        if dist == "pluggy":
+            return {"Requires-Python": ">=3.10", "Version": "1.7.0"}
+        return data
+
+    monkeypatch.setattr(install.importlib.metadata, "metadata", metadata)
+    with pytest.raises(InputError, match=r"pluggy 1\.7\.0 .*requires Python >=3\.10.*pip install 'pluggy>=1\.3,<1\.7'"):
+        install.install_nuke(tmp_path / "dot_nuke")
+    assert not (tmp_path / "dot_nuke").exists()  # refused before anything was written
+
+
+def test_bridged_packages_are_pure_python(nuke_bridge):
+    """Compiled builds (tomli's mypyc wheel for the engine's Python) are bridged as sources: Nuke 16 (3.11)
+    would otherwise load an extension module whose helper is not in the bridge."""
+    compiled = [p for p in nuke_bridge.rglob("*") if p.suffix in (".so", ".pyd")
+                and "dvd_vfx" not in p.relative_to(nuke_bridge).parts[:1]]
+    assert compiled == []
+    for name in ("pluggy", "platformdirs", "tomli", "dvd_vfx"):
+        assert (nuke_bridge / name / "__init__.py").is_file(), name
+
+

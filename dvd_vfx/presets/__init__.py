@@ -13,7 +13,11 @@ name is the file name without .toml.
 from __future__ import annotations
 
 import os
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.9/3.10 (Nuke 14/15): the same parser as the tomli package
+    import tomli as tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 

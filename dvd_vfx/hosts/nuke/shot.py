@@ -43,21 +43,40 @@ _UNSAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 # -- the plate ------------------------------------------------------------------------------------
 
 
+def substitute_view(file: str, view: str = "", views=()) -> str:
+    """A stereo path's %V (view name) and %v (its initial) for one view; other paths unchanged.
+
+    Nuke expands both per view (nuke.evaluateString's STRING_EXPAND_FILENUMBER); the engine renders one
+    view at a time, so the node renders the view chosen on its 'view' knob.
+    """
+    if not _VIEW_RE.search(file or ""):
+        return file
+    views = [v for v in views if v]
+    if not view:
+        raise InputError(f"the Read's file {file!r} is a stereo (%V/%v) path; choose the view to render on the DVD "
+                         f"Depth node's 'view' knob ({', '.join(views) or 'the script has no views'})")
+    if views and view not in views:
+        raise InputError(f"view {view!r} is not one of this script's views ({', '.join(views)}); the Read's file "
+                         f"{file!r} is a stereo path: choose one of them on the 'view' knob")
+    return file.replace("%V", view).replace("%v", view[:1])
+
+
 def engine_pattern(file: str) -> str:
     """A Read's file knob as the engine reads it: Nuke's N '#'s (N digits) -> %0Nd; movies unchanged.
 
     The engine reads a lone '#' as 4 digits (Shake/RV); in Nuke it means 1 digit (unpadded),
-    so every '#' run is rewritten to printf before the engine sees it.
+    so every '#' run is rewritten to printf before the engine sees it. The node passes the file
+    through nuke.filename() first (TCL and environment expressions expanded) and substitute_view.
     """
     text = (file or "").strip()
     if not text:
         raise InputError("the Read's file knob is empty; point the Read at a movie or an image sequence")
     if "[" in text:
-        raise InputError(f"the Read's file knob {text!r} holds a TCL expression; the DVD Depth node needs a "
-                         f"plain path (bake the expression into the file knob)")
+        raise InputError(f"the Read's file {text!r} still holds a TCL expression after Nuke expanded it; check "
+                         f"the expression (e.g. [getenv NAME] with NAME unset) in the Read's file knob")
     if _VIEW_RE.search(text):
-        raise InputError(f"the Read's file knob {text!r} is a stereo (%V/%v) path; render one view: put the "
-                         f"view's name in the path")
+        raise InputError(f"the Read's file {text!r} is a stereo (%V/%v) path; choose the view to render on the DVD "
+                         f"Depth node's 'view' knob")
     directory, name = os.path.split(text)
     tokens = _HASHES_RE.findall(name) + _PRINTF_RE.findall(name)
     if len(tokens) > 1:
@@ -142,6 +161,19 @@ class ReadSource:
         return self.first + self.offset, self.last + self.offset
 
 
+def depth_read_frames(source: ReadSource, first_file: int, last_file: int) -> dict:
+    """Knobs of the Read that loads the pass (file frames first_file..last_file) so that each depth frame
+    shows at the comp frame where the plate shows the same file frame, whatever the plate Read's frame mode.
+
+    The plate's mode is not copied: "start at N" would put the depth's FIRST RENDERED frame at N, which is
+    wrong for a partial render; the plate's comp - file offset is given as "offset" instead, which holds
+    for every mode (expression frame+K, start at, offset). Outside the rendered frames the depth is black.
+    """
+    return {"first": int(first_file), "last": int(last_file), "origfirst": int(first_file),
+            "origlast": int(last_file), "frame_mode": "offset", "frame": str(int(source.offset)),
+            "before": "black", "after": "black"}
+
+
 # -- the node's settings and the render it asks for ------------------------------------------------
 
 
@@ -156,10 +188,17 @@ class NodeSettings:
     use_read_range: bool = True
     first: int = 1  # comp frames; used when use_read_range is False
     last: int = 1
-    output: str = ""  # empty: <script dir>/depth/<shot>/<shot>.depth.####.exr
+    output: str = ""  # template; empty: DEFAULT_OUTPUT (relative to the script's folder)
     engine_python: str = ""
     weights: str = ""
     extra_args: str = ""  # more `dvd-vfx render` flags, shell-quoted
+    resolution: int = 0  # 0: the preset's (or the engine's default)
+    window: int = 0
+    overlap: int = -1  # -1: the preset's; 0 is a valid overlap
+    dtype: str = "auto"  # "auto": the preset's / the engine's choice
+    offload: str = "auto"  # auto | on | off
+    view: str = ""  # stereo plates (%V): the view to render
+    anchors: str = ""  # a CSV/JSON anchors file (scene-scale depth); relative to the script's folder
 
 
 @dataclass(frozen=True)
@@ -176,17 +215,62 @@ class RenderRequest:
     far: float
     engine_python: str
     args: list[str] = field(default_factory=list)
+    view: str = ""
 
     @property
     def pattern(self) -> str:
         return os.path.join(self.out_dir, f"{self.shot}.depth.####.exr")
 
 
+DEFAULT_OUTPUT = "depth/{shot}/{shot}.depth.####.exr"
+OUTPUT_TOKENS = ("shot", "version", "script", "view")
+_VERSION_RE = re.compile(r"(?:^|[._-])(v\d+)(?=$|[._-])", re.IGNORECASE)
+_TOKEN_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def script_version(script_name: str) -> str:
+    """The version token of a script's name: comp_sh010_v012.nk -> "v012" ("" when it has none)."""
+    stem = os.path.splitext(os.path.basename(script_name or ""))[0]
+    found = _VERSION_RE.findall(stem)
+    return found[-1] if found else ""
+
+
+def expand_output(template: str, *, shot: str, script_name: str = "", view: str = "") -> str:
+    """An output template's {shot}, {version} (the script's vNNN), {script} (its name) and {view}, expanded."""
+    script = os.path.splitext(os.path.basename(script_name or ""))[0]
+    values = {"shot": shot, "script": script, "version": script_version(script_name), "view": view}
+
+    def one(m):
+        token = m.group(1)
+        if token not in values:
+            raise InputError(f"output {template!r}: unknown token {{{token}}}; use {', '.join('{%s}' % t for t in OUTPUT_TOKENS)}")
+        if not values[token]:
+            why = {"script": "the script is not saved", "version": f"the script's name {script_name!r} has no "
+                   "version (e.g. comp_v012.nk)" if script_name else "the script is not saved",
+                   "view": "the plate is not stereo", "shot": "the shot has no name"}[token]
+            raise InputError(f"output {template!r} uses {{{token}}} but {why}; save/rename the script or edit "
+                             f"the output knob")
+        return values[token]
+
+    return _TOKEN_RE.sub(one, template)
+
+
 def default_output(script_dir: str, shot: str) -> str:
     if not script_dir:
         raise InputError("the script is not saved, so there is no folder to put the depth pass next to; save the "
                          "script or set 'output' on the DVD Depth node")
-    return os.path.join(script_dir, "depth", shot, f"{shot}.depth.####.exr")
+    return os.path.join(script_dir, DEFAULT_OUTPUT.format(shot=shot))
+
+
+def resolve_path(path: str, base_dir: str, what: str) -> str:
+    """A path as Nuke resolves it: ~ expanded, relative to the project directory (else the script's folder)."""
+    text = os.path.expanduser(path.strip())
+    if os.path.isabs(text):
+        return os.path.normpath(text)
+    if not base_dir:
+        raise InputError(f"{what} {path!r} is relative and neither the script's project directory nor the script's "
+                         f"folder is known (save the script, or use an absolute path)")
+    return os.path.normpath(os.path.join(base_dir, text))
 
 
 def split_output(output: str, script_dir: str = "") -> tuple[str, str]:
@@ -214,9 +298,36 @@ def resolve_engine_python(knob_value: str, *, environ=os.environ, configured: st
                      "`dvd-vfx install nuke` from that environment")
 
 
+def setting_flags(settings: NodeSettings) -> list[str]:
+    """The settings knobs as `dvd-vfx render` flags (only those set; the rest come from the preset)."""
+    flags = []
+    for name, value, unset in (("resolution", settings.resolution, 0), ("window", settings.window, 0),
+                               ("overlap", settings.overlap, -1)):
+        value = int(value)
+        if value != unset:
+            if value < 0 or (name != "overlap" and value == 0):
+                raise InputError(f"{name} {value} on the DVD Depth node is not valid; set it to a positive number "
+                                 f"(or {unset} for the preset's)")
+            flags += [f"--{name}", str(value)]
+    if settings.window and settings.overlap >= 0 and settings.overlap >= settings.window:
+        raise InputError(f"overlap {settings.overlap} must be smaller than window {settings.window}")
+    if settings.dtype and settings.dtype != "auto":
+        flags += ["--dtype", settings.dtype]
+    if settings.offload in ("on", "off"):
+        flags.append("--offload" if settings.offload == "on" else "--no-offload")
+    elif settings.offload not in ("", "auto"):
+        raise InputError(f"offload {settings.offload!r} is not one of auto, on, off")
+    return flags
+
+
 def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str = "",
-                configured_python: str | None = None, environ=os.environ) -> RenderRequest:
-    """Check the node's settings against the plate and build the `dvd-vfx render` arguments."""
+                configured_python: str | None = None, environ=os.environ, script_name: str = "",
+                project_dir: str = "") -> RenderRequest:
+    """Check the node's settings against the plate and build the `dvd-vfx render` arguments.
+
+    script_dir: the saved script's folder (outputs, anchors); project_dir: the root's project directory
+    (relative plate paths, as Nuke reads them; default script_dir); script_name: for {version}/{script}.
+    """
     if settings.mode not in MODES:
         raise InputError(f"mode {settings.mode!r} is not one of {', '.join(MODES)}")
     near, far = float(settings.near), float(settings.far)
@@ -229,17 +340,23 @@ def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str =
     if comp[0] < lo or comp[1] > hi:
         raise InputError(f"frame range {comp[0]}-{comp[1]} is outside the Read's frames {lo}-{hi} (comp frames)")
     files = (comp[0] - source.offset, comp[1] - source.offset)
-    if settings.output.strip():
-        out_dir, shot = split_output(settings.output, script_dir)
-    else:
-        shot = shot_name(source.file)
-        out_dir = os.path.dirname(default_output(script_dir, shot))
+    plate_shot = shot_name(source.file)
+    if settings.view and settings.view not in plate_shot:  # stereo: one pass per view
+        plate_shot += f"_{settings.view}"
+    template = settings.output.strip() or DEFAULT_OUTPUT
+    if not settings.output.strip() and not script_dir:
+        default_output(script_dir, plate_shot)  # the "save the script" error
+    out_dir, shot = split_output(expand_output(template, shot=plate_shot, script_name=script_name,
+                                               view=settings.view), script_dir)
     python = resolve_engine_python(settings.engine_python, environ=environ, configured=configured_python)
     try:
         extra = shlex.split(settings.extra_args or "")
     except ValueError as exc:
         raise InputError(f"extra engine flags {settings.extra_args!r}: {exc}") from None
-    args = [source.engine_source, "-o", out_dir, "--shot", shot, "--frames", f"{files[0]}-{files[1]}"]
+    plate = source.file if source.movie else source.engine_source
+    if not os.path.isabs(plate):
+        plate = resolve_path(plate, project_dir or script_dir, "the Read's file")
+    args = [plate, "-o", out_dir, "--shot", shot, "--frames", f"{files[0]}-{files[1]}"]
     if source.movie:
         args += ["--start-frame", "1"]  # Nuke numbers a movie's frames from 1
     if settings.preset.strip():
@@ -249,10 +366,15 @@ def plan_render(source: ReadSource, settings: NodeSettings, *, script_dir: str =
         args += ["--near", repr(near), "--far", repr(far)]
     if settings.weights.strip():
         args += ["--weights", os.path.expanduser(settings.weights.strip())]
+    args += setting_flags(settings)
+    if settings.anchors.strip():
+        if settings.mode != "depth":
+            raise InputError("anchors give depth in scene units: set mode to depth (disparity has no scale)")
+        args += ["--anchors", resolve_path(settings.anchors, script_dir, "anchors file")]
     args.append("--replace")  # the node's folder holds the node's one pass: a new range replaces the old one
     args += extra
     return RenderRequest(source=source, shot=shot, out_dir=out_dir, comp_range=comp, file_range=files,
-                         mode=settings.mode, near=near, far=far, engine_python=python, args=args)
+                         mode=settings.mode, near=near, far=far, engine_python=python, args=args, view=settings.view)
 
 
 # -- helpers' maths ---------------------------------------------------------------------------------
@@ -275,3 +397,73 @@ def progress_percent(stage: str, done: int, total: int) -> int:
     80-90 %, write 90-100 %), rounded down."""
     # the small epsilon: 100 * (0.8 + 0.1 * 0.5) is 84.99999999999999 in floating point, and is 85 %
     return int(100 * progress_fraction(stage, done, total) + 1e-9)
+
+
+# -- scene scale: anchors picked in the Viewer ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A point picked in Nuke's Viewer with a typed distance: comp frame, Nuke pixel coordinates (origin at the
+    BOTTOM-left of the format, y up), distance along the viewing axis in scene units."""
+
+    frame: int
+    x: float
+    y: float
+    depth: float
+    weight: float = 1.0
+
+
+def parse_picks(text: str) -> list[Pick]:
+    """The node's 'anchor points' knob: one pick per line, ``frame x y distance [weight]`` (# comments)."""
+    picks = []
+    for number, line in enumerate((text or "").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(",", " ").split()
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) not in (4, 5) or values[3] <= 0 or (len(values) == 5 and values[4] <= 0):
+            raise InputError(f"anchor points line {number} {line!r}: expected 'frame x y distance [weight]' with "
+                             f"a positive distance (and weight)")
+        picks.append(Pick(int(values[0]), values[1], values[2], values[3], values[4] if len(values) == 5 else 1.0))
+    return picks
+
+
+def format_pick(pick: Pick) -> str:
+    weight = "" if pick.weight == 1.0 else f" {pick.weight:g}"
+    return f"{pick.frame} {pick.x:.2f} {pick.y:.2f} {pick.depth:g}{weight}"
+
+
+def anchor_rows(picks: list[Pick], *, offset: int, plate_height: int) -> list[tuple]:
+    """Viewer picks as the engine's anchors: (file frame, x, y from the TOP-left, depth, weight).
+
+    Nuke's pixel coordinates start at the bottom-left corner (y up) and a pixel's centre is at +0.5 on
+    both axes; the engine's start at the top-left (y down), same centres: y_engine = height - y_nuke.
+    Comp frames become file frames with the plate Read's offset (comp = file + offset).
+    """
+    if plate_height <= 0:
+        raise InputError("the plate's height is unknown; connect the DVD Depth node to its Read")
+    return [(p.frame - int(offset), p.x, float(plate_height) - p.y, p.depth, p.weight) for p in picks]
+
+
+def anchors_csv(rows: list[tuple]) -> str:
+    lines = ["frame,x,y,depth,weight"] + [f"{f},{x:.4f},{y:.4f},{d:.6g},{w:g}" for f, x, y, d, w in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- focus ------------------------------------------------------------------------------------------
+
+
+def focus_value(sampled: float, mode: str) -> float:
+    """ZDefocus2's focus plane ('center') for depth.Z sampled at the focus point: the pass's value itself in
+    both modes (math "depth" reads distance, "far = 0" reads disparity), refused when nothing is there."""
+    if sampled != sampled or sampled in (float("inf"), float("-inf")):
+        raise InputError("depth.Z at the focus point is not a number; move the focus point onto the plate")
+    if mode == "depth" and sampled <= 0:
+        raise InputError(f"depth.Z at the focus point is {sampled:g} (no depth there: outside the rendered "
+                         f"frames or the plate); move the focus point or render this frame")
+    return float(sampled)

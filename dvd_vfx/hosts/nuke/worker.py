@@ -8,6 +8,7 @@ given (node.py passes its ``show_progress`` and ``render_ended``), queued with
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Callable
 
@@ -69,6 +70,8 @@ class RenderWorker:
         self.result = None
         self.error: DvdError | None = None
         self._cancel = threading.Event()
+        self._blocking = False
+        self.script_generation = 0
         self.thread = threading.Thread(target=self._run, name=f"dvd-depth-{node_name}", daemon=True)
 
     @property
@@ -83,17 +86,28 @@ class RenderWorker:
         self._cancel.set()
 
     def to_main(self, call: Callable[..., None], *args) -> None:
-        """Queue call(*args) on Nuke's main thread."""
-        _nuke().executeInMainThread(call, args)
+        """Queue call(*args) on Nuke's main thread (run_blocking: it IS the main thread, so call directly)."""
+        if self._blocking:
+            call(*args)
+        else:
+            _nuke().executeInMainThread(call, args)
+
+    def run_blocking(self) -> None:
+        """Render on the calling thread and return when the engine has ended (`nuke -t`, batch scripts: no
+        event loop runs executeInMainThread there); render_ended is called before it returns."""
+        self._blocking = True
+        self._run()
 
     def _run(self) -> None:
         nuke = _nuke()
         task = nuke.ProgressTask(f"DVD Depth: {self.request.shot}")
         task.setMessage("starting the engine")
+        events = _JobEvents(self, task)
+        engine = None
         try:
             from dvd_vfx.engine import Engine
 
-            engine = Engine(plugins=[_JobEvents(self, task)])
+            engine = Engine(plugins=[events])
             self.job = engine.subprocess_job(python=self.request.engine_python, args=self.request.args)
             while self.job.poll(timeout=self.poll_interval_s):
                 pass
@@ -107,7 +121,14 @@ class RenderWorker:
             self.error = DvdError(f"{type(exc).__name__}: {exc}")
         finally:
             task.setProgress(100)
-            del task  # Nuke removes a progress task when the object goes away
+            # End the task now: Nuke removes a progress task when its object is destroyed, and the engine's
+            # plugin manager -> events -> worker -> job -> plugin manager is a reference cycle that only the
+            # garbage collector would free. Unhook the events and drop every reference to the task.
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    engine.pm.unregister(events)
+            events.task = events.worker = None
+            del task, events, engine
             self.to_main(self.render_ended, self.node_name, self, self.result, self.error)
 
     def join(self, timeout: float | None = None) -> None:

@@ -26,3 +26,4 @@ from dvd_vfx.hosts.nuke import *  # noqa: E402,F401,F403
 from dvd_vfx.hosts.nuke import __all__, config  # noqa: E402,F401
 
 config.set_home(_HOME)
+register_callbacks()  # noqa: F405 (closing the script cancels its renders)
