@@ -9,6 +9,7 @@ from __future__ import annotations
 import filecmp
 import gc
 import json
+import math
 import os
 import subprocess
 import sys
@@ -623,6 +624,31 @@ def test_anchors_from_camera_needs_the_exports(nuke, tmp_path):
     node["camera_points"].setValue(str(tmp_path / "missing.txt"))
     dvd_nuke.anchors_from_camera(node)  # the engine's answer (a missing file, or no such command) as one line
     assert node["anchors_file"].value() == "" and len(nuke.messages) == 2 and "\n" not in nuke.messages[-1]
+
+
+@needs_engine
+def test_anchors_from_camera_projects_the_exported_solve(nuke, png_plate, tmp_path):
+    """A CameraTracker export: a .chan (frame tx ty tz rx ry rz vfov; camera at the origin looking down -Z)
+    and its points; the node projects them through `dvd-vfx anchors from-camera` with the plate's size."""
+    import dvd_nuke
+
+    (tmp_path / "cam.chan").write_text("".join(f"{f} 0 0 0 0 0 0 60\n" for f in range(1001, 1007)))
+    points = [(0.0, 0.0, -5.0), (1.0, 0.5, -8.0), (-1.5, -0.5, -12.0), (0.5, -0.2, -20.0)]
+    (tmp_path / "points.txt").write_text("".join(f"{x} {y} {z}\n" for x, y, z in points))
+    node = dvd_nuke.create_node()
+    node.setInput(0, _plate_read(nuke, png_plate, 1001, 1006))
+    node["engine_python"].setValue(ENGINE_PYTHON)
+    node["camera_chan"].setValue(str(tmp_path / "cam.chan"))
+    node["camera_points"].setValue(str(tmp_path / "points.txt"))
+    assert dvd_nuke.anchors_from_camera(node) is True, nuke.messages
+    rows = [line.split(",") for line in Path(node["anchors_file"].value()).read_text().splitlines()[1:]]
+    assert {int(r[0]) for r in rows} == set(range(1001, 1007)) and len(rows) == 6 * len(points)
+    focal_px = 24 / math.tan(math.radians(30))  # vfov 60 degrees over the plate's 48 rows
+    first = [r for r in rows if r[0] == "1001"]
+    for (x, y, z), row in zip(points, first):
+        assert float(row[1]) == pytest.approx(32 + focal_px * x / -z, abs=1e-3)
+        assert float(row[2]) == pytest.approx(24 - focal_px * y / -z, abs=1e-3)
+        assert float(row[3]) == pytest.approx(-z, rel=1e-6)
 
 
 def test_focus_point_off_the_pass_says_so(nuke):

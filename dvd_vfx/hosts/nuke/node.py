@@ -527,8 +527,10 @@ def anchors_from_camera(node) -> bool:
                              "exported point cloud) first")
         request = plan(node)
         out = os.path.join(os.path.dirname(request.out_dir) or request.out_dir, f"{request.shot}.camera-anchors.csv")
+        # the plate gives the size and the frames the camera may use (its handles are skipped)
         args = [request.engine_python, "-m", "dvd_vfx.cli", "anchors", "from-camera", "--points", points,
-                "--camera", chan, "-o", out]
+                "--camera", chan, "--plate", request.source.engine_source, "-o", out]
+        os.makedirs(os.path.dirname(out), exist_ok=True)
         proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=nuke.script_directory() or None)
         if proc.returncode != 0:
             lines = (proc.stderr or proc.stdout).strip().splitlines()
