@@ -94,7 +94,11 @@ def load_edit(path, *, handles: int = 0, rate=None) -> list[ShotSpec]:
 
     path = Path(path)
     adapter = EDIT_SUFFIXES.get(path.suffix.lower(), "otio_json")
-    kwargs = {"rate": float(rate)} if adapter == "cmx_3600" and rate else {}
+    kwargs = {}
+    if adapter == "cmx_3600" and rate:
+        from dvd_vfx.footage.base import coerce_fps
+
+        kwargs["rate"] = float(coerce_fps(rate, "--edit-rate"))
     try:
         timeline = otio.adapters.read_from_file(str(path), adapter_name=adapter, **kwargs)
     except otio.exceptions.NoKnownAdapterForExtensionError:  # pragma: no cover - the adapters are dependencies
@@ -126,12 +130,11 @@ def _clip_shot(clip, origin: str, base: Path, handles: int) -> ShotSpec:
 
     name = _shot_name(clip.name) or "shot"
     ref = clip.media_reference
-    source, first_number = "", None
+    source = ""
     if isinstance(ref, otio.schema.ImageSequenceReference):
         folder = _url_path(ref.target_url_base, base)
         token = f"%0{ref.frame_zero_padding}d" if ref.frame_zero_padding > 1 else "%d"
         source = os.path.join(folder, f"{ref.name_prefix}{token}{ref.name_suffix}")
-        first_number = ref.start_frame
     elif isinstance(ref, otio.schema.ExternalReference) and ref.target_url:
         source = _url_path(ref.target_url, base)
     if not source:
@@ -149,7 +152,6 @@ def _clip_shot(clip, origin: str, base: Path, handles: int) -> ShotSpec:
     available = ref.available_range
     if available is not None:
         start -= round(available.start_time.rescaled_to(rate).value)
-    del first_number  # the media's first frame comes from the probe, which reads the files themselves
     return ShotSpec(shot=name, source=source, media_range=(start, count), handles=handles, origin=origin)
 
 
@@ -160,9 +162,7 @@ def _url_path(url: str, base: Path) -> str:
         text = unquote(parsed.path)
         if parsed.netloc and parsed.netloc != "localhost":
             text = f"//{parsed.netloc}{text}"
-    elif parsed.scheme and len(parsed.scheme) > 1:
-        text = url  # another scheme: left for the footage plugins
-    else:
+    else:  # a path (C:/ parses as scheme "c"), or another scheme left for the footage plugins
         text = url
     text = os.path.expanduser(text)
     return text if os.path.isabs(text) or "://" in text else str(base / text)

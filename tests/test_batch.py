@@ -244,6 +244,9 @@ def test_shot_list_json_rows_and_errors(tmp_path, media, capsys):
     assert code == 2 and "neither an edit" in err
     code, _, err = run_cli(capsys, tmp_path, "batch", rows)
     assert code == 2 and "-o OUT_PATTERN is needed" in err
+    (tmp_path / "cut.edl").write_text(EDL.format(a=media["a"].as_uri(), b=media["b"].as_uri()))
+    code, _, err = run_cli(capsys, tmp_path, "batch", tmp_path / "cut.edl", "-o", tmp_path / "out", "--edit-rate", "fast")
+    assert code == 2 and "--edit-rate 'fast'" in err
     code, _, err = run_cli(capsys, tmp_path, "batch", rows, "-o", tmp_path / "out" / "{take}", "--plan")
     assert code == 0  # the plan marks the shots that will fail
     code, _, err = run_cli(capsys, tmp_path, "batch", rows, "-o", tmp_path / "out", "--frames", "1-4")
