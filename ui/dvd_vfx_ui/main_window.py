@@ -277,6 +277,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1400, 800)
         self._last_finished: dict | None = None
+        self._failed_ids: list[str] = []  # the last batch's failed rows (Show failed)
 
         self.bridge = EventBridge(controller, self)
         self.model = QueueModel(self)
@@ -638,8 +639,9 @@ class MainWindow(QMainWindow):
 
     def select_failed(self) -> None:
         """One click to the failures: the failed rows selected, the first one's error and log below."""
-        ids = [s["id"] for s in self.model.shots() if s["status"] == "failed"]
-        self.select_shots(ids)
+        failed = [s["id"] for s in self.model.shots() if s["status"] == "failed"]
+        of_batch = [i for i in self._failed_ids if i in failed]
+        self.select_shots(of_batch or failed)
 
     def _selection_changed(self, *_):
         shot = self.current_shot()
@@ -709,6 +711,7 @@ class MainWindow(QMainWindow):
                                    "QProgressBar { text-align: center; }")
         self.eta_label.setText(format_eta(p["eta_s"]))
         failed = p.get("failed", 0)
+        self._failed_ids = list(p.get("failed_ids") or [])
         self.show_failed_button.setVisible(bool(failed))
         self.show_failed_button.setText(f"Show failed ({failed})")
         if p.get("state", "idle") == "idle" and p.get("total"):

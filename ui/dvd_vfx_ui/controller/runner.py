@@ -295,7 +295,7 @@ class BatchRunner:
         finally:
             with self.ctx.lock:
                 counts = self.batch_counts()
-                self._resumable = self._pause_requested or self._stop_requested
+                self._resumable = True  # Resume: the batch's cancelled/skipped and unstarted rows, if any
                 self._current_shot = None
                 self._pause_requested = self._stop_requested = False
                 self._set_state(IDLE)
