@@ -16,8 +16,9 @@ log = logging.getLogger("dvd_vfx_ui.events")
 # Every topic the controller emits, with what the payload holds.
 TOPICS = {
     "queue.changed": "shots: list of shot snapshots (rows added, removed or reordered)",
-    "shot.changed": "shot: one shot snapshot (status, info, overrides, error changed)",
-    "job.progress.changed": "shot_id, stage, done, total, fraction (0..1 of the whole shot), elapsed_s, eta_s",
+    "shot.changed": "shot: one shot snapshot (status, info, overrides, error changed); a snapshot's 'version' "
+                    "grows with time: keep the newest",
+    "job.progress.changed": "shot_id, stage, done, total, fraction (0..1 of the whole shot), elapsed_s, eta_s, version",
     "job.log": "shot_id, level, message",
     "batch.state.changed": "state: idle | running | pausing | cancelling",
     "batch.progress.changed": "fraction (0..1 really done), eta_s (float or None), state, and batch.finished's counts",

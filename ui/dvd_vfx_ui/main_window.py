@@ -297,8 +297,7 @@ class MainWindow(QMainWindow):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)  # Output, last: long paths take what is left
-        for col, width in ((SHOT, 210), (STATUS, 230), (PROGRESS, 80), (TIME, 56), (NEARFAR, 80)):
-            header.resizeSection(col, width)
+        self._size_columns(1.0)
         self.table.doubleClicked.connect(lambda index: self.show_log(self.model.shot_at(index.row())))
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
@@ -359,7 +358,7 @@ class MainWindow(QMainWindow):
         self._ticker.setInterval(1000)
         self._ticker.timeout.connect(self.model.tick)
         self._ticker.start()
-        self.bridge.event.connect(self._on_event)
+        self.bridge.event.connect(self._on_event)  # worker events queued; the model drops stale snapshots
         self._load_presets()
         self.model.on_event("queue.changed", {"shots": controller.shots()})
         self._update_buttons()
@@ -600,8 +599,15 @@ class MainWindow(QMainWindow):
         for widget in [self, *self.findChildren(QWidget)]:
             widget.setFont(font)
         self.table.verticalHeader().setDefaultSectionSize(int(34 * max(1.0, scale)))
-        self.table.horizontalHeader().resizeSection(STATUS, int(230 * scale))
-        self.table.horizontalHeader().resizeSection(SHOT, int(210 * scale))
+        self._size_columns(scale)
+
+    def _size_columns(self, scale: float) -> None:
+        """Column widths for the text size: Shot and Status first and wide, the rest fit their headers."""
+        header = self.table.horizontalHeader()
+        metrics = self.table.fontMetrics()
+        for col, text in enumerate(self.model.COLUMN_SAMPLES):
+            header.resizeSection(col, max(metrics.horizontalAdvance(text), metrics.horizontalAdvance(
+                self.model.headerData(col, Qt.Orientation.Horizontal))) + 24)
 
     # -- selection ------------------------------------------------------------------------------
     def selected_ids(self) -> list[str]:

@@ -93,7 +93,10 @@ def load_preview(snapshot: dict, frame: int, *, max_width: int = PREVIEW_WIDTH) 
 
     info = snapshot["info"]
     w, h = preview_size(info["width"], info["height"], max_width)
-    plate = open_footage(snapshot["source"]).read_frame(frame, size=(w, h))
+    values = snapshot.get("values") or {}
+    footage = open_footage(snapshot["source"], start_frame=values.get("start_frame"),
+                           hold_missing=bool(values.get("hold_missing")))  # numbered as the row shows it
+    plate = footage.read_frame(frame, size=(w, h))
     out = {"plate": plate, "depth": None, "depth_rgb": None, "mode": None, "near": None, "far": None,
            "depth_path": None, "note": ""}
     if snapshot.get("out_dir"):

@@ -70,6 +70,11 @@ def status_text(shot: dict, now: float | None = None) -> str:
 
 
 class QueueModel(QAbstractTableModel):
+    # text each column is sized for (Output takes what is left)
+    COLUMN_SAMPLES = ("███ sh010_plate.####.exr [1001", "rendering · predicting window 10/10 · 0",
+                      "100%  ", "0:00:00", "1001-1100 (100)", "1920x1080", "standard", "disparity", "0.5 / 100",
+                      "/renders/sh010")
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self._rows: list[dict] = []
@@ -88,15 +93,16 @@ class QueueModel(QAbstractTableModel):
             self.endResetModel()
         elif topic == "shot.changed":
             row = self._index.get(payload["shot"]["id"])
-            if row is not None:
+            if row is not None and payload["shot"].get("version", 0) >= self._rows[row].get("version", 0):
                 self._rows[row] = payload["shot"]
                 self._thumbs.pop(payload["shot"]["id"], None)
                 self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
         elif topic == "job.progress.changed":
             row = self._index.get(payload["shot_id"])
-            if row is not None:
+            if row is not None and payload.get("version", 0) >= self._rows[row].get("version", 0):
                 self._rows[row] = {**self._rows[row], "fraction": payload["fraction"], "stage": payload["stage"],
-                                   "done": payload["done"], "total": payload["total"], "status": "rendering"}
+                                   "done": payload["done"], "total": payload["total"], "status": "rendering",
+                                   "version": payload.get("version", 0)}
                 self.dataChanged.emit(self.index(row, STATUS), self.index(row, TIME))
 
     def tick(self) -> None:

@@ -295,7 +295,9 @@ class BatchRunner:
         finally:
             with self.ctx.lock:
                 counts = self.batch_counts()
-                self._resumable = True  # Resume: the batch's cancelled/skipped and unstarted rows, if any
+                # Resume: after a pause, a cancel or a skip, the batch's cancelled and unstarted rows
+                self._resumable = self._pause_requested or self._stop_requested or \
+                    any(s.id in self._batch_ids and s.status == S.CANCELLED for s in self.queue.rows())
                 self._current_shot = None
                 self._pause_requested = self._stop_requested = False
                 self._set_state(IDLE)
@@ -444,7 +446,9 @@ class BatchRunner:
             shot.stage, shot.done, shot.total = stage, done, total
             shot.fraction = progress_fraction(stage, done, total)
             fraction, started = shot.fraction, shot.started
+            version = self.ctx.next_version()
         self.ctx.events.emit("job.progress.changed", shot_id=shot_id, stage=stage, done=done, total=total,
+                             version=version,
                              fraction=fraction, elapsed_s=time.time() - started,
                              eta_s=shot_eta(time.time() - started, fraction))
         self._emit_batch_progress()

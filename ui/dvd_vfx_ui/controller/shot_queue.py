@@ -65,6 +65,7 @@ class ShotQueue:
     def snapshot(self, shot: S.Shot) -> dict:
         """The shot as widgets see it, with the values it renders with ("values", "preset")."""
         data = shot.snapshot()
+        data["version"] = self.ctx.next_version()
         try:
             data["values"], data["preset"] = self.effective_values(shot)
         except DvdError as exc:
