@@ -265,3 +265,11 @@ def test_engine_python_renders_out_of_process_with_the_same_events(tmp_path):
     # the row's bar is the one every host shows (dvd_vfx.progress.progress_fraction)
     assert all(p["fraction"] == progress_fraction(p["stage"], p["done"], p["total"]) for p in progress)
     assert len(list((tmp_path / "out" / "a").glob("a.depth.*.exr"))) == 5
+
+
+def test_start_while_probing_renders_the_rows_once_probed(luma_controller, tmp_path):
+    c = luma_controller
+    ids = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5), make_testsrc(tmp_path / "b.mp4", frames=5)])
+    assert c.start()  # right after adding: the rows are still being probed
+    assert c.wait(60)
+    assert [c.shot(i)["status"] for i in ids] == ["done", "done"]

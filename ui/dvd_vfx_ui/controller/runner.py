@@ -162,7 +162,7 @@ class BatchRunner:
                     return True
                 return False  # still cancelling
             wanted = set(ids) if ids is not None else None
-            runnable = [s.id for s in self.queue.rows() if s.status in S.RUNNABLE and not s.probing
+            runnable = [s.id for s in self.queue.rows() if s.status in S.RUNNABLE
                         and (wanted is None or s.id in wanted)]
             if not runnable:
                 self.ctx.message("info", "nothing to render: add shots, Resume, or Retry the failed ones")
@@ -271,13 +271,21 @@ class BatchRunner:
 
     # -- the worker -----------------------------------------------------------------------------
     def _next_shot(self) -> S.Shot | None:
-        with self.ctx.lock:
-            rows = {s.id: s for s in self.queue.rows()}
-            for shot_id in self._batch_ids:  # batch order: Resume puts the cancelled shot first
-                shot = rows.get(shot_id)
-                if shot is not None and shot.status in S.RUNNABLE and not shot.probing:
+        while True:
+            with self.ctx.lock:
+                rows = {s.id: s for s in self.queue.rows()}
+                probing = False
+                for shot_id in self._batch_ids:  # batch order: Resume puts the cancelled shot first
+                    shot = rows.get(shot_id)
+                    if shot is None or shot.status not in S.RUNNABLE:
+                        continue
+                    if shot.probing:  # Start pressed while it is probed: it renders when probed, in order
+                        probing = True
+                        break
                     return shot
-        return None
+                if not probing or self._stop_requested:
+                    return None
+            time.sleep(0.05)
 
     def _run_batch(self) -> None:
         try:
