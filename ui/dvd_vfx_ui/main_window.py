@@ -21,8 +21,7 @@ from dvd_vfx.errors import DvdError
 from . import handoff
 from .bridge import EventBridge
 from .preview_pane import PreviewPane
-from .queue_model import (NEARFAR, OUTPUT, PROGRESS, SHOT, STATUS, TIME, ProgressDelegate, QueueModel, QueueView,
-                          format_duration)
+from .queue_model import PROGRESS, ProgressDelegate, QueueModel, QueueView, format_duration
 
 BATCH = "(batch)"
 MOVIE_FILTER = "Footage (*.mov *.mp4 *.m4v *.mxf *.avi *.mkv *.webm *.exr *.png *.jpg *.jpeg *.tif *.tiff *.dpx);;All files (*)"
