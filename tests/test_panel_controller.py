@@ -4,6 +4,7 @@ pause, preview images. Renders use the luma plugin predictor (instant); test_pan
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,10 +122,56 @@ def test_settings_persist_in_the_user_config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert default_settings_path() == tmp_path / "config" / "dvd-vfx" / "panel.json"
     c = BatchController()
-    c.update_settings(engine_python="/opt/engine/bin/python", weights="/w", cache_dir="/c", last_add_folder="/plates")
+    (tmp_path / "w").mkdir()
+    c.update_settings(engine_python=sys.executable, weights=str(tmp_path / "w"), cache_dir=str(tmp_path / "c"),
+                      last_add_folder="/plates")
+    c.set_batch_defaults(mode="depth", near=2.5, far=80.0, start_frame=1001, hold_missing=True)
     again = Settings.load()
     assert (again.engine_python, again.weights, again.cache_dir, again.last_add_folder) == \
-        ("/opt/engine/bin/python", "/w", "/c", "/plates")
+        (sys.executable, str(tmp_path / "w"), str(tmp_path / "c"), "/plates")
+    # the batch values come back at the next launch
+    assert BatchController().defaults == {"mode": "depth", "near": 2.5, "far": 80.0, "start_frame": 1001,
+                                          "hold_missing": True}
+
+
+def test_wrong_paths_are_refused_when_entered(tmp_path):
+    """A mistyped plugins folder, a missing engine Python or an unwritable output folder: refused as they are
+    entered, naming the path, and the settings stay as they were."""
+    c = BatchController(settings=Settings(), settings_path=tmp_path / "panel.json")
+    with pytest.raises(InputError, match=r"plugins folder .*/plugns does not exist"):
+        c.update_settings(plugins_dir=str(tmp_path / "plugns"))
+    with pytest.raises(InputError, match=r"engine Python .*/nope/python: no such executable"):
+        c.update_settings(engine_python=str(tmp_path / "nope" / "python"))
+    broken = tmp_path / "python-without-dvd"
+    broken.write_text("#!/bin/sh\nexec /usr/bin/env python3 -c 'import dvd_vfx_not_here' \"$@\"\n")
+    broken.chmod(0o755)
+    with pytest.raises(InputError, match="cannot import dvd_vfx"):
+        c.update_settings(engine_python=str(broken))
+    assert c.settings.plugins_dir == "" and c.settings.engine_python == ""
+    # an output folder that cannot be made: under a file (any user), or read-only (not as root)
+    blocker = tmp_path / "renders"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(InputError, match=r"output folder .*renders/out: .*renders is a file"):
+        c.set_batch_defaults(output_pattern=str(blocker / "out"))
+    [shot_id] = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5)], probe_async=False)
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        c.set_overrides([shot_id], output=str(blocker / "x"))
+    # a pattern with fields resolves per shot: the row says so before Start, and Start skips it
+    c.set_batch_defaults(output_pattern=str(blocker) + "/{shot}")
+    row = c.shot(shot_id)
+    assert row["status"] == "failed" and "is a file" in row["error"] and str(blocker) in row["error"]
+    assert not c.start()
+    c.set_batch_defaults(output_pattern=str(tmp_path / "out" / "{shot}"))
+    assert c.shot(shot_id)["status"] == "queued" and c.shot(shot_id)["error"] == ""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere
+            with pytest.raises(InputError, match=r"output folder .*locked/out.*not writable"):
+                c.set_batch_defaults(output_pattern=str(locked / "out"))
+    finally:
+        locked.chmod(0o700)
 
 
 def test_pause_after_current_shot_leaves_the_rest_queued(luma_controller, tmp_path, monkeypatch):
@@ -143,16 +190,44 @@ def test_pause_after_current_shot_leaves_the_rest_queued(luma_controller, tmp_pa
     assert c.shot(b)["status"] == "done"
 
 
-def test_cached_shots_show_as_cached(luma_controller, tmp_path):
+def test_rows_know_the_pass_on_disk_and_rerender_what_changed_from_the_cache(luma_controller, tmp_path):
+    """Tweak and re-export: a finished row whose near/far (per shot or batch-wide) no longer match its pass on
+    disk is marked outdated with what differs; Re-render writes the pass again from the cached windows."""
+    from dvd_vfx.passes.exr import read_pass_attributes
+
     c = luma_controller
     plate = make_testsrc(tmp_path / "a.mp4", frames=5)
     [shot_id] = c.add_sources([plate], probe_async=False)
     assert c.start() and c.wait(60) and c.shot(shot_id)["status"] == "done"
+    first = tmp_path / "depth" / "a" / "a.depth.0001.exr"
+    assert read_pass_attributes(first)["near"] == 1.0
+    # a new row (say, next day) for the same plate finds its pass on disk: done, with its pattern
     c.remove([shot_id])
-    [again] = c.add_sources([plate], probe_async=False)
-    assert c.shot(again)["status"] == "cached"
+    [shot_id] = c.add_sources([plate], probe_async=False)
+    row = c.shot(shot_id)
+    assert row["status"] == "done" and row["pattern"] == str(tmp_path / "depth" / "a" / "a.depth.####.exr")
+    assert (row["on_disk"]["first"], row["on_disk"]["last"], row["on_disk"]["count"]) == (1, 5, 5)
+
+    c.set_overrides([shot_id], near=2.0, far=40.0)
+    row = c.shot(shot_id)
+    assert row["status"] == "outdated" and row["differences"] == ["near 1 \u2192 2", "far 100 \u2192 40"]
+    c.set_overrides([shot_id], near=None, far=None)  # back to what is on disk
+    assert c.shot(shot_id)["status"] == "done"
+    c.set_batch_defaults(near=3.0, far=30.0)  # batch-wide: the same
+    assert c.shot(shot_id)["status"] == "outdated"
+    before = first.stat().st_mtime_ns
+    assert c.rerender() == [shot_id] and c.wait(60)
+    row = c.shot(shot_id)
+    assert row["status"] == "done" and row["cache"] == "hit", row["log"]  # no model run
+    attributes = read_pass_attributes(first)
+    assert (attributes["near"], attributes["far"]) == (3.0, 30.0) and first.stat().st_mtime_ns != before
+    assert c.batch_counts()["from_cache"] == 1
+
+    # another output folder: nothing there yet, every window in the cache
+    c.set_batch_defaults(output_pattern=str(tmp_path / "elsewhere" / "{shot}"))
+    assert c.shot(shot_id)["status"] == "cached"
     c.set_batch_defaults(window=9)  # other windows: the cache does not hold them
-    assert c.shot(again)["status"] == "queued"
+    assert c.shot(shot_id)["status"] == "queued"
 
 
 def test_preview_images_colour_map_and_depth(luma_controller, tmp_path):
@@ -190,3 +265,11 @@ def test_engine_python_renders_out_of_process_with_the_same_events(tmp_path):
     # the row's bar is the one every host shows (dvd_vfx.progress.progress_fraction)
     assert all(p["fraction"] == progress_fraction(p["stage"], p["done"], p["total"]) for p in progress)
     assert len(list((tmp_path / "out" / "a").glob("a.depth.*.exr"))) == 5
+
+
+def test_start_while_probing_renders_the_rows_once_probed(luma_controller, tmp_path):
+    c = luma_controller
+    ids = c.add_sources([make_testsrc(tmp_path / "a.mp4", frames=5), make_testsrc(tmp_path / "b.mp4", frames=5)])
+    assert c.start()  # right after adding: the rows are still being probed
+    assert c.wait(60)
+    assert [c.shot(i)["status"] for i in ids] == ["done", "done"]

@@ -3,6 +3,8 @@
     dvd-vfx-panel                         # empty queue
     dvd-vfx-panel shots/ plate.mov        # add footage (folders are searched for sequences)
     dvd-vfx-panel batch.json --start      # load a saved queue and render it
+
+Without paths the last queue reopens (Settings > "Reopen the last queue at launch").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="movies, sequences (shot.####.exr), folders, or one queue .json")
     p.add_argument("--start", action="store_true", help="start rendering right away")
     p.add_argument("--settings", metavar="FILE", help="settings file (default: the user config dir)")
+    p.add_argument("--empty", action="store_true", help="start with an empty queue (do not reopen the last one)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -39,6 +42,7 @@ def main(argv=None) -> int:
     app.setApplicationName("dvd-vfx-panel")
     controller = BatchController(settings_path=args.settings)
     window = MainWindow(controller)
+    window.set_font_scale(controller.settings.font_scale or auto_font_scale(app))
     try:
         queues = [p for p in args.paths if p.endswith(".json")]
         for path in queues:
@@ -46,6 +50,9 @@ def main(argv=None) -> int:
         sources = [p for p in args.paths if not p.endswith(".json")]
         if sources:
             window.add_paths(sources)
+        last = last_queue(controller.settings) if not args.paths and not args.empty else None
+        if last:
+            window.load_queue(last)
         if args.start:
             controller.wait_probed()
             controller.start()
@@ -55,6 +62,24 @@ def main(argv=None) -> int:
     code = app.exec()
     controller.shutdown()
     return code
+
+
+def auto_font_scale(app) -> float:
+    """Text size for the screen: larger on big screens that the OS does not scale (2560x1440 at 1x)."""
+    screen = app.primaryScreen()
+    if screen is None:
+        return 1.0
+    width = screen.availableGeometry().width()  # logical pixels: OS scaling already counted
+    return 1.35 if width >= 2400 else 1.15 if width >= 1800 else 1.0
+
+
+def last_queue(settings) -> str | None:
+    """The queue to reopen at launch: the newest recent queue that still exists, if the setting is on."""
+    import os
+
+    if not settings.reopen_last_queue:
+        return None
+    return next((p for p in settings.recent_queues if os.path.isfile(p)), None)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ log = logging.getLogger("dvd_vfx_ui.events")
 # Every topic the controller emits, with what the payload holds.
 TOPICS = {
     "queue.changed": "shots: list of shot snapshots (rows added, removed or reordered)",
-    "shot.changed": "shot: one shot snapshot (status, info, overrides, error changed)",
-    "job.progress.changed": "shot_id, stage, done, total, fraction (0..1 of the whole shot)",
+    "shot.changed": "shot: one shot snapshot (status, info, overrides, error changed); a snapshot's 'version' "
+                    "grows with time: keep the newest",
+    "job.progress.changed": "shot_id, stage, done, total, fraction (0..1 of the whole shot), elapsed_s, eta_s, version",
     "job.log": "shot_id, level, message",
     "batch.state.changed": "state: idle | running | pausing | cancelling",
-    "batch.progress.changed": "fraction (0..1), eta_s (float or None), done, total (shots)",
-    "batch.finished": "done, failed, cancelled (shot counts of the batch)",
+    "batch.progress.changed": "fraction (0..1 really done), eta_s (float or None), state, and batch.finished's counts",
+    "batch.finished": "done, from_cache, failed, cancelled, left, total (shot counts of the batch), failed_ids",
     "preview.changed": "shot_id, frame, images: dict of numpy arrays, info: dict",
     "preview.comp.changed": "shot_id, frame, image (float32 [h,w,3] or None), note",
     "settings.changed": "settings: dict",

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-PREVIEW_WIDTH = 480
+PREVIEW_WIDTH = 960  # sharp in a large pane and at 2x DPI
 
 # Colour stops of the depth map, far (0) -> near (1): deep blue, teal, yellow-green, orange, red.
 _STOPS = np.array([
@@ -93,7 +93,10 @@ def load_preview(snapshot: dict, frame: int, *, max_width: int = PREVIEW_WIDTH) 
 
     info = snapshot["info"]
     w, h = preview_size(info["width"], info["height"], max_width)
-    plate = open_footage(snapshot["source"]).read_frame(frame, size=(w, h))
+    values = snapshot.get("values") or {}
+    footage = open_footage(snapshot["source"], start_frame=values.get("start_frame"),
+                           hold_missing=bool(values.get("hold_missing")))  # numbered as the row shows it
+    plate = footage.read_frame(frame, size=(w, h))
     out = {"plate": plate, "depth": None, "depth_rgb": None, "mode": None, "near": None, "far": None,
            "depth_path": None, "note": ""}
     if snapshot.get("out_dir"):
@@ -106,9 +109,9 @@ def load_preview(snapshot: dict, frame: int, *, max_width: int = PREVIEW_WIDTH) 
             out.update(depth=depth, mode=mode, near=near, far=far, depth_path=path,
                        depth_rgb=colour_map(depth_to_unit(depth, mode, near, far)))
         else:
-            out["note"] = "no depth pass for this frame yet; render the shot"
+            out["note"] = f"no depth pass for frame {frame} in {snapshot['out_dir']}"
     else:
-        out["note"] = "no depth pass yet; render the shot"
+        out["note"] = "no output folder for this shot"
     return out
 
 

@@ -5,10 +5,10 @@ the images on its preview thread; this widget shows what "preview.changed" bring
 from __future__ import annotations
 
 import numpy as np
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QColor, QImage, QPixmap
-from PyQt6.QtWidgets import (QColorDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
-                             QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PyQt6.QtCore import QPointF, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QColor, QImage, QPainter, QPixmap
+from PyQt6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                             QPushButton, QSizePolicy, QSlider, QSpinBox, QVBoxLayout, QWidget)
 
 from . import preview
 
@@ -22,43 +22,166 @@ def to_qimage(rgb: np.ndarray) -> QImage:
     return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-class ImageView(QLabel):
-    """An image label that keeps its aspect ratio when resized."""
+class ImageView:
+    """One picture of the preview (plate, depth, defocus / fog): an image or a note; the Viewer draws it."""
 
-    def __init__(self, title: str, parent=None):
-        super().__init__(parent)
+    def __init__(self, title: str, viewer: "Viewer | None" = None):
         self.title = title
-        self._pixmap: QPixmap | None = None
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.setMinimumSize(160, 90)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setStyleSheet("QLabel { background: #1e1e1e; color: #8a8a8a; }")
-        self.set_note(title)
+        self.image: QImage | None = None
+        self.note = title
+        self.viewer = viewer
 
     def set_image(self, image: QImage | None, note: str = "") -> None:
         if image is None:
             self.set_note(note or self.title)
             return
-        self._pixmap = QPixmap.fromImage(image)
-        self._rescale()
+        self.image, self.note = image, ""
+        self._changed()
 
     def set_note(self, text: str) -> None:
-        self._pixmap = None
-        self.setPixmap(QPixmap())
-        self.setText(text)
-        self.setWordWrap(True)
+        self.image, self.note = None, text
+        self._changed()
 
     def has_image(self) -> bool:
-        return self._pixmap is not None
+        return self.image is not None
 
-    def resizeEvent(self, event):
-        super().resizeEvent(event)
-        self._rescale()
+    def _changed(self) -> None:
+        if self.viewer is not None:
+            self.viewer.update()
 
-    def _rescale(self) -> None:
-        if self._pixmap is not None:
-            self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
-                                               Qt.TransformationMode.SmoothTransformation))
+
+VIEW_MODES = ("Side by side", "Plate", "Depth", "Defocus / fog", "Wipe plate | depth")
+SIDE, PLATE, DEPTH, COMP, WIPE = VIEW_MODES
+
+
+class Viewer(QWidget):
+    """Draws the preview's pictures as large as the space allows, sharp on high-DPI screens (images are
+    painted at device resolution): side by side (a row, a column or a grid, whichever is largest), one
+    picture, or an A/B wipe of plate and depth (drag the line). Double-click a picture to enlarge it;
+    double-click again for all."""
+
+    mode_changed = pyqtSignal(str)
+
+    def __init__(self, views: list[ImageView], parent=None):
+        super().__init__(parent)
+        self.views = views
+        for view in views:
+            view.viewer = self
+        self.mode = SIDE
+        self.wipe = 0.5
+        self.setMinimumSize(240, 140)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMouseTracking(False)
+
+    def set_mode(self, mode: str) -> None:
+        if mode in VIEW_MODES and mode != self.mode:
+            self.mode = mode
+            self.mode_changed.emit(mode)
+            self.update()
+
+    def _shown(self) -> list[ImageView]:
+        if self.mode == SIDE:
+            return self.views
+        return [self.views[{PLATE: 0, DEPTH: 1, COMP: 2}.get(self.mode, 0)]]
+
+    def _aspect(self) -> float:
+        for view in self.views:
+            if view.image is not None and view.image.height():
+                return view.image.width() / view.image.height()
+        return 16 / 9
+
+    def cells(self) -> list[tuple[ImageView, QRectF]]:
+        """Where each shown picture goes: the arrangement with the largest pictures."""
+        shown = self._shown()
+        if self.mode == WIPE:
+            return [(self.views[0], QRectF(self.rect()))]
+        n, w, h, aspect = len(shown), self.width(), self.height(), self._aspect()
+        best = None
+        for cols in range(1, n + 1):
+            rows = -(-n // cols)
+            cw, ch = w / cols, h / rows
+            scale = min(cw / aspect, ch)  # picture height that fits a cell
+            if best is None or scale > best[0]:
+                best = (scale, cols, rows)
+        _, cols, rows = best
+        cw, ch = w / cols, h / rows
+        return [(view, QRectF((i % cols) * cw, (i // cols) * ch, cw, ch)) for i, view in enumerate(shown)]
+
+    @staticmethod
+    def _fit(image: QImage, cell: QRectF) -> QRectF:
+        aspect = image.width() / max(1, image.height())
+        w = min(cell.width() - 4, (cell.height() - 4) * aspect)
+        h = w / aspect
+        return QRectF(cell.center().x() - w / 2, cell.center().y() - h / 2, w, h)
+
+    def paintEvent(self, event):
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.fillRect(self.rect(), QColor("#1b1b1b"))
+        if self.mode == WIPE:
+            self._paint_wipe(painter)
+        else:
+            for view, cell in self.cells():
+                self._paint_cell(painter, view, cell)
+        painter.end()
+
+    def _paint_cell(self, painter, view: ImageView, cell: QRectF) -> None:
+        if view.image is not None:
+            target = self._fit(view.image, cell)
+            painter.drawImage(target, view.image)
+            self._label(painter, target.topLeft(), view.title)
+        else:
+            painter.setPen(QColor("#d0d0d0") if view.note.startswith("failed") else QColor("#8a8a8a"))
+            painter.drawText(cell.adjusted(12, 12, -12, -12),
+                             int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), view.note)
+
+    @staticmethod
+    def _label(painter, where, text: str) -> None:
+        metrics = painter.fontMetrics()
+        box = QRectF(where.x() + 4, where.y() + 4, metrics.horizontalAdvance(text) + 10, metrics.height() + 4)
+        painter.fillRect(box, QColor(0, 0, 0, 150))
+        painter.setPen(QColor("#e8e8e8"))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    def _paint_wipe(self, painter) -> None:
+        a, b = self.views[0], self.views[1]
+        if a.image is None or b.image is None:
+            self._paint_cell(painter, b if a.image is not None else a, QRectF(self.rect()))
+            return
+        target = self._fit(a.image, QRectF(self.rect()))
+        painter.drawImage(target, a.image)
+        split = target.x() + target.width() * self.wipe
+        painter.save()
+        painter.setClipRect(QRectF(split, target.y(), target.right() - split, target.height()))
+        painter.drawImage(target, b.image)
+        painter.restore()
+        painter.setPen(QColor("#ffffff"))
+        painter.drawLine(QPointF(split, target.top()), QPointF(split, target.bottom()))
+        self._label(painter, target.topLeft(), a.title)
+        metrics = painter.fontMetrics()
+        self._label(painter, QPointF(target.right() - metrics.horizontalAdvance(b.title) - 18, target.top()), b.title)
+
+    def mousePressEvent(self, event):
+        self._drag(event)
+
+    def mouseMoveEvent(self, event):
+        self._drag(event)
+
+    def _drag(self, event) -> None:
+        if self.mode != WIPE or self.views[0].image is None:
+            return
+        target = self._fit(self.views[0].image, QRectF(self.rect()))
+        self.wipe = min(1.0, max(0.0, (event.position().x() - target.x()) / max(1.0, target.width())))
+        self.update()
+
+    def mouseDoubleClickEvent(self, event):
+        if self.mode != SIDE:
+            self.set_mode(SIDE)
+            return
+        for view, cell in self.cells():
+            if cell.contains(event.position()):
+                self.set_mode({0: PLATE, 1: DEPTH, 2: COMP}[self.views.index(view)])
+                return
 
 
 class DepthLegend(QWidget):
@@ -117,10 +240,22 @@ class PreviewPane(QWidget):
         self.plate_view = ImageView("plate")
         self.depth_view = ImageView("depth")
         self.comp_view = ImageView("defocus / fog")
+        self.viewer = Viewer([self.plate_view, self.depth_view, self.comp_view])
         self.legend = DepthLegend()
-        images = QHBoxLayout()
-        for view in (self.plate_view, self.depth_view, self.comp_view):
-            images.addWidget(view, 1)
+        self.view_mode = QComboBox()
+        self.view_mode.addItems(VIEW_MODES)
+        self.view_mode.setToolTip("one picture, all side by side, or a wipe between plate and depth "
+                                  "(double-click a picture to enlarge it)")
+        self.view_mode.currentTextChanged.connect(self.viewer.set_mode)
+        self.viewer.mode_changed.connect(self.view_mode.setCurrentText)
+        self.follow = QCheckBox("Follow render")
+        self.follow.setChecked(True)
+        self.follow.setToolTip("show the shot that renders now, and its pass when it is written")
+        view_row = QHBoxLayout()
+        view_row.addWidget(QLabel("View"))
+        view_row.addWidget(self.view_mode)
+        view_row.addStretch(1)
+        view_row.addWidget(self.follow)
 
         self.note = QLabel("")
         self.note.setWordWrap(True)
@@ -154,12 +289,15 @@ class PreviewPane(QWidget):
             self.comp_view.set_note(f"defocus / fog preview {preview.COMP_MISSING}")
 
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
+        layout.addLayout(view_row)
         layout.addLayout(frame_row)
-        layout.addLayout(images, 1)
+        layout.addWidget(self.viewer, 1)
         layout.addWidget(self.legend)
         layout.addWidget(self.note)
         layout.addWidget(controls)
+        self.controls = controls
 
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -186,7 +324,8 @@ class PreviewPane(QWidget):
                 view.set_note(view.title)
             return
         changed = shot["id"] != self.shot_id
-        state = (shot["id"], shot["info"] is not None, shot["status"], shot["out_dir"], shot["pattern"])
+        state = (shot["id"], shot["info"] is not None, shot["status"], shot["out_dir"], shot["pattern"],
+                 shot["error"])
         if not changed and state == self._shot_state:
             return  # progress of the same shot: the pictures have not changed
         self._shot_state = state
@@ -201,6 +340,7 @@ class PreviewPane(QWidget):
             self.legend.set_range(None, None, None)
             self.note.setText("")
         self.title.setText(f"{shot['shot_name']} \u2014 {shot['label']}")
+        self._shot = shot
         info = shot["info"]
         if info:
             for w in (self.slider, self.frame_box):
@@ -234,12 +374,21 @@ class PreviewPane(QWidget):
         self._images, self._info = images, info
         self.shown = (payload["shot_id"], payload["frame"])
         plate = images.get("plate")
-        self.plate_view.set_image(to_qimage(plate) if plate is not None else None, info.get("note", ""))
+        shot = getattr(self, "_shot", None) or {}
+        failed = shot.get("status") == "failed" and shot.get("id") == payload["shot_id"]
+        note = f"failed: {shot.get('error')}" if failed else info.get("note", "")
+        self.plate_view.set_image(to_qimage(plate) if plate is not None else None, note)
         depth_rgb = images.get("depth_rgb")
-        self.depth_view.set_image(to_qimage(depth_rgb) if depth_rgb is not None else None,
-                                  info.get("note") or "no depth pass yet")
+        if failed and depth_rgb is None:
+            depth_note = note + "\n\n(Show log: Ctrl+L)"
+        elif shot.get("status") == "rendering" and depth_rgb is None:
+            depth_note = "rendering\u2026 the pass appears here when it is written"
+        else:
+            depth_note = info.get("note") or "no depth pass yet"
+        self.depth_view.set_image(to_qimage(depth_rgb) if depth_rgb is not None else None, depth_note)
         self.legend.set_range(info.get("mode"), info.get("near"), info.get("far"))
-        self.note.setText(info.get("note", "") if plate is not None else "")
+        self.note.setText(note if failed else (info.get("note", "") if plate is not None else ""))
+        self.note.setStyleSheet("color: #e05a4f" if failed else "color: #b0b0b0")
         self._update_comp()
 
     def _pick_fog_colour(self) -> None:

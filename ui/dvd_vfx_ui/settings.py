@@ -37,7 +37,11 @@ class Settings:
     preset: str = "standard"
     output_pattern: str = "{source_dir}/depth/{shot}/"
     window_geometry: str = ""  # hex of QMainWindow.saveGeometry()
-    recent_queues: list[str] = field(default_factory=list)
+    recent_queues: list[str] = field(default_factory=list)  # newest first (File > Open recent)
+    batch_defaults: dict = field(default_factory=dict)  # the batch bar's values (mode, near, far, ...) last used
+    reopen_last_queue: bool = True  # a launch without paths reopens recent_queues[0]
+    font_scale: float = 0.0  # text size factor; 0 = chosen from the screen at launch
+    blender: str = ""  # "" = `blender` on PATH (Open in Blender)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> "Settings":

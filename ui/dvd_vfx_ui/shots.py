@@ -18,16 +18,89 @@ from pathlib import Path
 from dvd_vfx.errors import InputError
 
 QUEUED, CACHED, RENDERING, DONE, FAILED, CANCELLED = "queued", "cached", "rendering", "done", "failed", "cancelled"
-STATUSES = (QUEUED, CACHED, RENDERING, DONE, FAILED, CANCELLED)
-RUNNABLE = (QUEUED, CACHED, CANCELLED)  # what Start picks up (cancelled shots resume from the cache)
+OUTDATED = "outdated"  # a pass is on disk, but the row's settings differ from its header: re-render it
+STATUSES = (QUEUED, CACHED, OUTDATED, RENDERING, DONE, FAILED, CANCELLED)
+RUNNABLE = (QUEUED, CACHED, OUTDATED)  # what Start picks up; Resume adds cancelled shots (from the cache)
 
 DEFAULT_OUTPUT_PATTERN = "{source_dir}/depth/{shot}/"
 OUTPUT_FIELDS = ("source_dir", "source_name", "shot", "preset")
 QUEUE_SCHEMA = "dvd-vfx.panel-queue/1"
 
 MOVIE_EXTS = ("mov", "mp4", "m4v", "mxf", "avi", "mkv", "webm", "mpg", "mpeg", "mts", "m2ts", "wmv", "gif")
-# keys a shot may override besides the preset keys (dvd_vfx.presets.KEYS)
-EXTRA_OVERRIDES = ("preset", "output", "shot")
+# render options that are not preset keys: batch values and per-shot overrides, passed to
+# dvd_vfx.render.RenderOptions (and so through dvd_vfx.cli_args.render_flags to `dvd-vfx render`)
+OPTION_KEYS = {
+    "start_frame": "first frame number of a movie's pass (--start-frame; plates usually start at 1001)",
+    "frames": "inclusive source frame range A-B (--frames)",
+    "colorspace": "plate colour: auto | display | linear (--colorspace)",
+    "ocio_colorspace": "OCIO colourspace of linear EXR plates (--ocio-colorspace; needs $OCIO)",
+    "hold_missing": "repeat the previous frame over missing or damaged sequence frames (--hold-missing)",
+    "anchors": "CSV/JSON of known distances: depth in scene units (--anchors FILE)",
+}
+OPTION_DEFAULTS = {"start_frame": None, "frames": None, "colorspace": "auto", "ocio_colorspace": None,
+                   "hold_missing": False, "anchors": None}
+COLORSPACES = ("auto", "display", "linear")
+# keys a shot may override besides the preset keys (dvd_vfx.presets.KEYS) and OPTION_KEYS
+EXTRA_OVERRIDES = ("preset", "output", "shot", *OPTION_KEYS)
+
+
+def parse_frames(text: str, where: str = "frames") -> tuple[int, int]:
+    """"1001-1100" -> (1001, 1100); InputError naming the value otherwise."""
+    parts = str(text).strip().split("-")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        first, last = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise InputError(f"{where} {text!r}: write the first and last frame as A-B, e.g. 1001-1100") from None
+    if last < first:
+        raise InputError(f"{where} {text!r}: the last frame is before the first")
+    return first, last
+
+
+def validate_options(values: dict, where: str) -> dict:
+    """Checked OPTION_KEYS values (None = not set); InputError naming `where`, the key and the value."""
+    out = {}
+    for key, value in values.items():
+        if key not in OPTION_KEYS or value is None:
+            continue
+        if key == "start_frame":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{where}: start_frame {value!r} must be a whole frame number >= 0, e.g. 1001")
+        elif key == "frames":
+            first, last = parse_frames(value, f"{where}: frames")
+            value = f"{first}-{last}"
+        elif key == "colorspace":
+            if value not in COLORSPACES:
+                raise InputError(f"{where}: colorspace {value!r} is not one of {', '.join(COLORSPACES)}")
+        elif key == "hold_missing":
+            if not isinstance(value, bool):
+                raise InputError(f"{where}: hold_missing must be true or false, got {value!r}")
+        elif key == "anchors":
+            value = os.path.abspath(os.path.expanduser(str(value)))
+            if not os.path.isfile(value):
+                raise InputError(f"{where}: anchors file {value} does not exist; pick the CSV/JSON of known "
+                                 "distances (frame,x,y,depth)")
+        elif not isinstance(value, str):
+            raise InputError(f"{where}: {key} must be a string, got {value!r}")
+        out[key] = value
+    return out
+
+
+def writable_folder_problem(folder: str) -> str:
+    """"" if `folder` exists and is writable, or can be made under a writable parent; else why not."""
+    path = os.path.abspath(os.path.expanduser(folder))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        return f"output folder {path}: {probe} is a file, not a folder; pick another output folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"output folder {path}: {probe} is not writable; pick another output folder"
+    return ""
 
 
 @dataclass
@@ -57,8 +130,17 @@ class Shot:
     error: str = ""  # one line
     log: list[str] = field(default_factory=list)  # full log of the last render(s)
     out_dir: str = ""  # resolved output folder (after the pattern)
-    pattern: str = ""  # result: /out/shot.depth.####.exr
+    pattern: str = ""  # result: /out/shot.depth.####.exr (also found on disk)
     probing: bool = False
+    done: int = 0  # the stage's step (window, frame) ...
+    total: int = 0  # ... of this many
+    started: float = 0.0  # time.time() the current/last render began
+    seconds: float = 0.0  # render time of the last finished render
+    cache: str = ""  # the last render's cache status (hit = from the cache, no model run)
+    on_disk: dict = field(default_factory=dict)  # the pass found in out_dir: pattern, first, last, count, attributes
+    differences: list = field(default_factory=list)  # settings that differ from the pass on disk ("near 1 -> 2")
+    output_problem: bool = False  # the error is about the output folder (cleared when the folder changes)
+    thumbnail: object = field(default=None, repr=False)  # uint8 [h,w,3] of the first frame, or None
 
     @property
     def label(self) -> str:

@@ -35,6 +35,35 @@ __all__ = ["BatchController", "BatchRunner", "PanelContext", "Previewer", "ShotQ
            "IDLE", "RUNNING", "PAUSING", "CANCELLING"]
 
 
+def check_settings(values: dict) -> None:
+    """Engine Python, weights, plugins and cache folders as they are entered: InputError naming the path."""
+    import subprocess
+
+    python = str(values.get("engine_python") or "").strip()
+    if python:
+        if not os.path.isfile(python) or not os.access(python, os.X_OK):
+            raise InputError(f"engine Python {python}: no such executable; give the python of the environment "
+                             "where dvd-vfx is installed, or leave it empty to render in this process")
+        try:
+            proc = subprocess.run([python, "-c", "import dvd_vfx"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise InputError(f"engine Python {python} does not run: {exc}") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            raise InputError(f"engine Python {python} cannot import dvd_vfx ({tail}); "
+                             "pip install dvd-vfx into that environment or pick another Python")
+    for key, what in (("plugins_dir", "plugins folder"), ("weights", "weights folder")):
+        folder = str(values.get(key) or "").strip()
+        if folder and not os.path.isdir(os.path.expanduser(folder)):
+            raise InputError(f"{what} {folder} does not exist; pick an existing folder or leave it empty")
+    cache = str(values.get("cache_dir") or "").strip()
+    if cache:
+        problem = S.writable_folder_problem(cache)
+        if problem:
+            raise InputError(problem.replace("output folder", "cache folder", 1).replace(
+                "pick another output folder", "pick another cache folder"))
+
+
 class BatchController:
     """Queue + runner + previewer behind one object. Thread-safe: state changes under one lock; events
     carry copies (snapshots)."""
@@ -93,8 +122,19 @@ class BatchController:
         return self.queue.shot(shot_id)
 
     def add_sources(self, paths, *, overrides: dict | None = None, probe_async: bool = True) -> list[str]:
-        """Add movies, sequences and folders (one row per shot); probing runs off the calling thread."""
-        return self.queue.add_sources(paths, overrides=overrides, probe_async=probe_async)
+        """Add movies, sequences and folders (one row per shot); probing runs off the calling thread.
+        A queue file (.json) among them is loaded instead (it replaces the queue), as on the command line."""
+        paths = [os.fspath(p) for p in paths]
+        queues = [p for p in paths if p.lower().endswith(".json")]
+        ids = []
+        if queues:
+            if len(queues) > 1:
+                raise InputError(f"{len(queues)} queue files at once ({', '.join(queues)}); open one queue")
+            ids += self.load_queue(queues[0], probe_async=probe_async)
+        rest = [p for p in paths if not p.lower().endswith(".json")]
+        if rest:
+            ids += self.queue.add_sources(rest, overrides=overrides, probe_async=probe_async)
+        return ids
 
     def wait_probed(self, timeout: float = 30.0) -> bool:
         return self.queue.wait_probed(timeout)
@@ -112,6 +152,17 @@ class BatchController:
 
     def move(self, shot_id: str, offset: int) -> None:
         self.queue.move(shot_id, offset)
+
+    def move_to(self, shot_ids, index: int) -> None:
+        """Reorder: the rows of `shot_ids` to position `index` (the batch renders in queue order)."""
+        self.queue.move_to(shot_ids, index)
+
+    def undo_remove(self) -> list[str]:
+        """The last removed rows back at their places."""
+        return self.queue.undo_remove()
+
+    def can_undo_remove(self) -> bool:
+        return self.queue.can_undo_remove()
 
     def clear(self) -> None:
         with self.ctx.lock:
@@ -139,16 +190,39 @@ class BatchController:
     def state(self) -> str:
         return self.runner.state
 
-    def start(self) -> bool:
-        """Render every queued, cached or cancelled shot in order; False if there is nothing to do."""
-        return self.runner.start()
+    def start(self, ids=None) -> bool:
+        """A new batch of every queued, cached or outdated row (or those of `ids`); False if there is nothing
+        to do. Cancelled and skipped rows wait for resume() or retry_failed()."""
+        return self.runner.start(ids)
+
+    def resume(self) -> bool:
+        """Go on with a paused or cancelled batch (the cancelled shot first, from its cached windows)."""
+        return self.runner.resume()
+
+    @property
+    def resumable(self) -> bool:
+        return self.runner.resumable
 
     def pause_after_current(self) -> None:
         self.runner.pause_after_current()
 
-    def cancel_current(self) -> None:
+    def cancel_batch(self) -> None:
         """Stop the shot that renders now (its finished windows stay cached) and the batch after it."""
-        self.runner.cancel_current()
+        self.runner.cancel_batch()
+
+    cancel_current = cancel_batch  # the old name
+
+    def skip_current(self) -> str | None:
+        """Stop the shot that renders now (cancelled, windows cached) and go on with the next; its id."""
+        return self.runner.skip_current()
+
+    def rerender(self, ids=None) -> list[str]:
+        """Render again the rows whose settings differ from the pass on disk (or the rows of `ids`): from
+        the cache when it holds their windows (no model run). Joins a running batch or starts one."""
+        return self.runner.rerender(ids)
+
+    def batch_counts(self) -> dict:
+        return self.runner.batch_counts()
 
     def retry_failed(self, *, start: bool = True) -> list[str]:
         """Failed (and cancelled) shots back to queued; starts the batch if it is idle."""
@@ -171,10 +245,13 @@ class BatchController:
         return self.ctx.save_settings()
 
     def update_settings(self, **values) -> None:
+        """Change settings; engine Python, weights and plugins folders are checked first (InputError says why)."""
         settings = self.ctx.settings
-        for key, value in values.items():
+        for key in values:
             if not hasattr(settings, key):
                 raise InputError(f"unknown setting {key!r}")
+        check_settings(values)
+        for key, value in values.items():
             setattr(settings, key, value)
         if "plugins_dir" in values:
             with self.ctx.lock:

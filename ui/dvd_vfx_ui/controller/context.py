@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -33,6 +34,13 @@ class PanelContext:
         self._engine = engine
         self._own_plugins: list[tuple[object, str]] = []  # (plugin, name) registered on every Engine
         self._presets: dict | None = None
+        self._versions = itertools.count(1)
+
+    def next_version(self) -> int:
+        """A number that grows with every snapshot or progress event: a listener that receives events from
+        several threads keeps the newest (a worker's event can arrive after a newer one from the UI thread)."""
+        with self.lock:
+            return next(self._versions)
 
     # -- engine ---------------------------------------------------------------------------------
     def add_plugin(self, plugin, name: str) -> None:

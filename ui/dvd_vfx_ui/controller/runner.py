@@ -41,6 +41,29 @@ def render_args(source: str, options, values: dict, model, *, use_cache: bool, c
     return [str(a) for a in args]
 
 
+def render_options(out_dir: Path, shot: str, values: dict):
+    """dvd_vfx.render.RenderOptions of a row: its preset keys and render options (ShotQueue.effective_values)."""
+    from dvd_vfx.render import RenderOptions
+
+    from ..shots import parse_frames
+
+    return RenderOptions(
+        out_dir=Path(out_dir), shot=shot, resolution=values["resolution"], window=values["window"],
+        overlap=values["overlap"], mode=values["mode"], near=values["near"], far=values["far"],
+        invert=values["invert"], clamp=values["clamp"], upsample=values["upsample"],
+        compression=values["compression"], preview=values["preview"],
+        frames=parse_frames(values["frames"]) if values.get("frames") else None,
+        start_frame=values.get("start_frame"), hold_missing=bool(values.get("hold_missing")),
+        colorspace=values.get("colorspace") or "auto", ocio_colorspace=values.get("ocio_colorspace") or None,
+        anchors=values.get("anchors") or None,
+        replace=True)  # the row's folder holds the row's one pass
+
+
+def shot_eta(elapsed: float, fraction: float) -> float | None:
+    """Seconds left for a shot from its elapsed time and fraction (None until 2 % is done)."""
+    return elapsed * (1 - fraction) / fraction if fraction >= 0.02 else None
+
+
 class _JobHooks:
     """The runner's plugin on the Engine: job hooks -> shot state + events."""
 
@@ -87,6 +110,8 @@ class BatchRunner:
         self._predictors: dict = {}
         self._batch_ids: list[str] = []
         self._batch_started = 0.0
+        self._skip_jobs: set[str] = set()  # jobs cancelled by "skip this shot" (the batch goes on)
+        self._resumable = False  # the last batch was paused or cancelled with shots left
 
     @property
     def state(self) -> str:
@@ -112,25 +137,65 @@ class BatchRunner:
         self._predictors = {}
 
     # -- run controls ---------------------------------------------------------------------------
-    def start(self) -> bool:
-        """Render every queued, cached or cancelled shot in order; False if there is nothing to do."""
+    @property
+    def resumable(self) -> bool:
+        """Resume has something to do: a pause is pending, or a paused/cancelled batch has shots left."""
         with self.ctx.lock:
-            if self._state in (RUNNING, PAUSING) and self._worker is not None and self._worker.is_alive():
-                self._pause_requested = self._stop_requested = False
+            if self._state == PAUSING:
+                return True
+            if self._state != IDLE or not self._resumable:
+                return False
+            return any(s.id in self._batch_ids and (s.status in S.RUNNABLE or s.status == S.CANCELLED)
+                       for s in self.queue.rows())
+
+    def start(self, ids=None) -> bool:
+        """A new batch: every queued, cached or outdated row in order (or those of `ids`); cancelled and
+        skipped rows wait for Resume or Retry. False if there is nothing to do."""
+        with self.ctx.lock:
+            if self._state == PAUSING and self._worker is not None and self._worker.is_alive():
+                self._pause_requested = False  # un-pause: the batch goes on
                 self._set_state(RUNNING)
                 return True
             if self._worker is not None and self._worker.is_alive():
+                if ids is not None and self._state == RUNNING:  # joins the running batch
+                    self._batch_ids += [i for i in ids if i not in self._batch_ids]
+                    return True
                 return False  # still cancelling
-            runnable = [s.id for s in self.queue.rows() if s.status in S.RUNNABLE and not s.probing]
+            wanted = set(ids) if ids is not None else None
+            runnable = [s.id for s in self.queue.rows() if s.status in S.RUNNABLE
+                        and (wanted is None or s.id in wanted)]
             if not runnable:
-                self.ctx.message("info", "nothing to render: add shots, or Retry the failed ones")
+                self.ctx.message("info", "nothing to render: add shots, Resume, or Retry the failed ones")
                 return False
-            self._batch_ids = runnable
+            return self._begin(runnable)
+
+    def resume(self) -> bool:
+        """Go on with a paused or cancelled batch: its cancelled shot first (from its cached windows),
+        then the shots it had left."""
+        with self.ctx.lock:
+            if self._state == PAUSING:
+                return self.start()
+            if self._state != IDLE or (self._worker is not None and self._worker.is_alive()):
+                return False
+            rows = self.queue.rows()
+            left = [s.id for s in rows if s.id in self._batch_ids and s.status == S.CANCELLED] + \
+                [s.id for s in rows if s.id in self._batch_ids and s.status in S.RUNNABLE and not s.probing]
+            if not left:
+                return self.start()
+            for shot in rows:
+                if shot.id in left and shot.status == S.CANCELLED:
+                    shot.status, shot.error = S.QUEUED, ""
+            return self._begin(left)
+
+    def _begin(self, ids: list[str]) -> bool:
+        with self.ctx.lock:
+            self._batch_ids = list(ids)
             self._batch_started = time.monotonic()
             self._pause_requested = self._stop_requested = False
             self._set_state(RUNNING)
             self._worker = threading.Thread(target=self._run_batch, name="dvd-vfx-panel-batch", daemon=True)
             self._worker.start()
+            self._resumable = False
         self._emit_batch_progress()
         return True
 
@@ -140,25 +205,52 @@ class BatchRunner:
                 self._pause_requested = True
                 self._set_state(PAUSING)
 
-    def cancel_current(self) -> None:
+    def cancel_batch(self) -> None:
         """Stop the shot that renders now (its finished windows stay cached) and the batch after it."""
         with self.ctx.lock:
             if self._state == IDLE:
                 return
             self._stop_requested = True
-            for job_id, shot_id in self._job_shot.items():
-                if shot_id == self._current_shot:
-                    self._cancel_jobs.add(job_id)
-                    job = self._jobs.get(job_id)
-                    if job is not None:
-                        job.cancel()
+            self._cancel_current_job(skip=False)
             self._set_state(CANCELLING)
+
+    cancel_current = cancel_batch  # the old name
+
+    def skip_current(self) -> str | None:
+        """Stop the shot that renders now (marked cancelled, windows cached) and go on with the next one."""
+        with self.ctx.lock:
+            if self._state == IDLE or self._current_shot is None:
+                return None
+            self._cancel_current_job(skip=True)
+            return self._current_shot
+
+    def _cancel_current_job(self, *, skip: bool) -> None:
+        for job_id, shot_id in self._job_shot.items():
+            if shot_id == self._current_shot:
+                self._cancel_jobs.add(job_id)
+                if skip:
+                    self._skip_jobs.add(job_id)
+                job = self._jobs.get(job_id)
+                if job is not None:
+                    job.cancel()
+
+    def rerender(self, ids=None) -> list[str]:
+        """Rows whose settings differ from their pass on disk (or the rows of `ids`) render again, from the
+        cache when it holds their windows; joins the running batch or starts one."""
+        if ids is None:
+            ids = [s.id for s in self.queue.rows() if s.status == S.OUTDATED]
+        with self.ctx.lock:
+            ids = [i for i in ids if i != self._current_shot]
+        ids = self.queue.requeue(ids)
+        if ids:
+            self.start(ids)
+        return ids
 
     def retry_failed(self, *, start: bool = True) -> list[str]:
         """Failed (and cancelled) shots back to queued; starts the batch if it is idle."""
         ids = self.queue.requeue_failed()
         if start and ids and self._state == IDLE:
-            self.start()
+            self.start(ids)
         elif ids and self._state != IDLE:
             with self.ctx.lock:
                 self._batch_ids += [i for i in ids if i not in self._batch_ids]
@@ -174,16 +266,26 @@ class BatchRunner:
 
     def shutdown(self, timeout: float = 15.0) -> None:
         """Cancel what runs and wait for it (the cache keeps finished windows)."""
-        self.cancel_current()
+        self.cancel_batch()
         self.wait(timeout)
 
     # -- the worker -----------------------------------------------------------------------------
     def _next_shot(self) -> S.Shot | None:
-        with self.ctx.lock:
-            for shot in self.queue.rows():
-                if shot.id in self._batch_ids and shot.status in S.RUNNABLE and not shot.probing:
+        while True:
+            with self.ctx.lock:
+                rows = {s.id: s for s in self.queue.rows()}
+                probing = False
+                for shot_id in self._batch_ids:  # batch order: Resume puts the cancelled shot first
+                    shot = rows.get(shot_id)
+                    if shot is None or shot.status not in S.RUNNABLE:
+                        continue
+                    if shot.probing:  # Start pressed while it is probed: it renders when probed, in order
+                        probing = True
+                        break
                     return shot
-        return None
+                if not probing or self._stop_requested:
+                    return None
+            time.sleep(0.05)
 
     def _run_batch(self) -> None:
         try:
@@ -200,17 +302,29 @@ class BatchRunner:
                         break
         finally:
             with self.ctx.lock:
-                rows = self.queue.rows()
-                counts = {k: sum(1 for s in rows if s.id in self._batch_ids and s.status == k)
-                          for k in (S.DONE, S.FAILED, S.CANCELLED)}
+                counts = self.batch_counts()
+                # Resume: after a pause, a cancel or a skip, the batch's cancelled and unstarted rows
+                self._resumable = self._pause_requested or self._stop_requested or \
+                    any(s.id in self._batch_ids and s.status == S.CANCELLED for s in self.queue.rows())
                 self._current_shot = None
                 self._pause_requested = self._stop_requested = False
                 self._set_state(IDLE)
             self._emit_batch_progress()
             self.ctx.events.emit("batch.finished", **counts)
 
+    def batch_counts(self) -> dict:
+        """The batch's rows by outcome: done (of which from_cache ran no model), failed, cancelled, left,
+        total, and the ids of the failed rows."""
+        with self.ctx.lock:
+            rows = [s for s in self.queue.rows() if s.id in self._batch_ids]
+            return {"done": sum(1 for s in rows if s.status == S.DONE),
+                    "from_cache": sum(1 for s in rows if s.status == S.DONE and s.cache == "hit"),
+                    "failed": sum(1 for s in rows if s.status == S.FAILED),
+                    "cancelled": sum(1 for s in rows if s.status == S.CANCELLED),
+                    "left": sum(1 for s in rows if s.status in S.RUNNABLE or s.status == S.RENDERING),
+                    "total": len(rows), "failed_ids": [s.id for s in rows if s.status == S.FAILED]}
+
     def _render_one(self, shot_id: str) -> None:
-        from dvd_vfx.render import RenderOptions
         from dvd_vfx.plugins import ModelSettings
 
         q = self.queue
@@ -220,6 +334,8 @@ class BatchRunner:
             self._current_shot = shot_id
             self._job_shot[job_id] = shot_id
             shot.status, shot.stage, shot.fraction, shot.error, shot.pattern = S.RENDERING, "start", 0.0, "", ""
+            shot.done = shot.total = 0
+            shot.started, shot.seconds, shot.cache, shot.differences = time.time(), 0.0, "", []
             shot.log.append(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} render {shot.source}")
             source, name = shot.source, shot.shot_name
         q.emit_shot(shot_id)
@@ -232,11 +348,7 @@ class BatchRunner:
                 shot.log.append(f"preset {preset}; " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
                 shot.log.append(f"output {out_dir}")
             q.emit_shot(shot_id)
-            options = RenderOptions(
-                out_dir=Path(out_dir), shot=name, resolution=values["resolution"], window=values["window"],
-                overlap=values["overlap"], mode=values["mode"], near=values["near"], far=values["far"],
-                invert=values["invert"], upsample=values["upsample"], compression=values["compression"],
-                preview=values["preview"], replace=True)  # the row's folder holds the row's one pass
+            options = render_options(Path(out_dir), name, values)
             model = ModelSettings(weights=self.ctx.settings.weights or None, device=values["device"],
                                   dtype=values["dtype"], vae_tiling=values["vae_tiling"],
                                   offload=bool(values["offload"]))
@@ -251,14 +363,23 @@ class BatchRunner:
         except Exception as exc:  # a bug somewhere: the row says so, the log has the traceback
             status, error, trace = S.FAILED, one_line(f"unexpected {type(exc).__name__}: {exc}"), traceback.format_exc()
         with self.ctx.lock:
+            skipped = job_id in self._skip_jobs
             self._job_shot.pop(job_id, None)
             self._jobs.pop(job_id, None)
             self._cancel_jobs.discard(job_id)
+            self._skip_jobs.discard(job_id)
+            shot.seconds = time.time() - shot.started
             if status == S.DONE:
                 shot.fraction, shot.stage = 1.0, "done"
-            if status == S.FAILED and self._stop_requested and "cancel" in error.lower():
+            if status == S.FAILED and (self._stop_requested or skipped) and "cancel" in error.lower():
                 status = S.CANCELLED
+            if status == S.CANCELLED and skipped:
+                error = "skipped (its finished windows are cached; Resume or Retry renders it)"
             shot.status, shot.error = status, error
+            if status == S.DONE:
+                from .on_disk import find_pass
+
+                shot.on_disk = find_pass(shot.out_dir, shot.shot_name)
             shot.log.append(f"{status}" + (f": {error}" if error else f": {shot.pattern}"))
             if trace:
                 shot.log.extend(trace.rstrip().splitlines())
@@ -330,11 +451,14 @@ class BatchRunner:
             if shot_id is None:
                 return
             shot = self.queue.get(shot_id)
-            shot.stage = stage
+            shot.stage, shot.done, shot.total = stage, done, total
             shot.fraction = progress_fraction(stage, done, total)
-            fraction = shot.fraction
+            fraction, started = shot.fraction, shot.started
+            version = self.ctx.next_version()
         self.ctx.events.emit("job.progress.changed", shot_id=shot_id, stage=stage, done=done, total=total,
-                             fraction=fraction)
+                             version=version,
+                             fraction=fraction, elapsed_s=time.time() - started,
+                             eta_s=shot_eta(time.time() - started, fraction))
         self._emit_batch_progress()
 
     def _on_log(self, job_id: str, level: str, message: str) -> None:
@@ -351,28 +475,33 @@ class BatchRunner:
             if shot_id is not None:
                 shot = self.queue.get(shot_id)
                 shot.pattern = result.pattern
+                shot.cache = str(result.cache)
                 shot.log.append(f"{result.frame_count} frames in {result.seconds:.1f} s, cache {result.cache}")
 
     # -- progress -------------------------------------------------------------------------------
     def batch_progress(self) -> dict:
-        """fraction of the batch (weighted by frames), ETA in seconds (None until it can be told)."""
+        """fraction of the batch that is really done (rendered shots and the running one's share, weighted by
+        frames; failed and cancelled shots add nothing), ETA in seconds (None until it can be told), and
+        the counts of batch_counts()."""
         with self.ctx.lock:
             work = done = 0.0
-            finished = 0
+            remaining = 0.0
             for shot in self.queue.rows():
                 if shot.id not in self._batch_ids:
                     continue
                 weight = float(shot.info.frame_count) if shot.info else 1.0
                 work += weight
-                if shot.status in (S.DONE, S.FAILED, S.CANCELLED):
+                if shot.status == S.DONE:
                     done += weight
-                    finished += 1
                 elif shot.status == S.RENDERING:
                     done += weight * shot.fraction
+                    remaining += weight * (1 - shot.fraction)
+                elif shot.status in S.RUNNABLE:
+                    remaining += weight
             fraction = done / work if work else 0.0
             elapsed = time.monotonic() - self._batch_started if self._batch_started else 0.0
-            eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 and self._state != IDLE else None
-            return {"fraction": fraction, "eta_s": eta, "done": finished, "total": len(self._batch_ids)}
+            eta = elapsed * remaining / done if done > 0.01 * work and self._state != IDLE else None
+            return {"fraction": fraction, "eta_s": eta, "state": self._state, **self.batch_counts()}
 
     def _emit_batch_progress(self) -> None:
         self.ctx.events.emit("batch.progress.changed", **self.batch_progress())

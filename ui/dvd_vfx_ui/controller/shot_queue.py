@@ -21,11 +21,25 @@ class ShotQueue:
     def __init__(self, ctx: PanelContext):
         self.ctx = ctx
         self.preset = ctx.settings.preset
-        self.defaults: dict = {}  # batch-wide values of preset keys (dvd_vfx.presets.KEYS)
+        # batch-wide values of preset keys (dvd_vfx.presets.KEYS) and render options (shots.OPTION_KEYS),
+        # remembered across launches (Settings.batch_defaults)
+        self.defaults: dict = self._remembered_defaults()
         self.output_pattern = ctx.settings.output_pattern or S.DEFAULT_OUTPUT_PATTERN
         self.queue_path: str | None = None
         self._shots: list[S.Shot] = []
         self._probe_threads: list[threading.Thread] = []
+        self._removed: list[list[tuple[int, S.Shot]]] = []  # undo stack of removals: (index, row)
+
+    def _remembered_defaults(self) -> dict:
+        from dvd_vfx import presets as P
+
+        saved = dict(self.ctx.settings.batch_defaults or {})
+        try:
+            return {**P.validate({k: v for k, v in saved.items() if k in P.KEYS}, "remembered batch values"),
+                    **S.validate_options(saved, "remembered batch values")}
+        except DvdError as exc:  # an old or hand-edited settings file: start from the preset
+            log.warning("%s; starting from the preset", exc)
+            return {}
 
     # -- rows -----------------------------------------------------------------------------------
     def rows(self) -> list[S.Shot]:
@@ -51,6 +65,7 @@ class ShotQueue:
     def snapshot(self, shot: S.Shot) -> dict:
         """The shot as widgets see it, with the values it renders with ("values", "preset")."""
         data = shot.snapshot()
+        data["version"] = self.ctx.next_version()
         try:
             data["values"], data["preset"] = self.effective_values(shot)
         except DvdError as exc:
@@ -61,16 +76,22 @@ class ShotQueue:
         """Add movies, sequences and folders (one row per shot); probing runs off the calling thread."""
         sources, skipped = S.expand_sources(paths)
         added = []
+        duplicates = []
         with self.ctx.lock:
             known = {s.source for s in self._shots}
             for source in sources:
                 if source in known:
+                    duplicates.append(os.path.basename(source))
                     continue
+                known.add(source)
                 shot = S.Shot(source=source, overrides=dict(overrides or {}), probing=True)
                 self._shots.append(shot)
                 added.append(shot)
         for item in skipped:
             self.ctx.message("warning", f"skipped {item}")
+        if duplicates:
+            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
+                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
         if added:
             self.emit_queue()
             first = Path(sources[0])
@@ -80,10 +101,55 @@ class ShotQueue:
         return [s.id for s in added]
 
     def remove(self, shot_ids) -> None:
-        """Drop rows (no event: the caller emits "queue.changed" once it is done)."""
+        """Drop rows (no event: the caller emits "queue.changed" once it is done); undo_remove() brings them back."""
         ids = set(shot_ids)
         with self.ctx.lock:
+            gone = [(i, s) for i, s in enumerate(self._shots) if s.id in ids]
+            if gone:
+                self._removed.append(gone)
+                del self._removed[:-20]
             self._shots = [s for s in self._shots if s.id not in ids]
+
+    def can_undo_remove(self) -> bool:
+        return bool(self._removed)
+
+    def undo_remove(self) -> list[str]:
+        """The last removal back, at the rows' old places (unless the same source was added again)."""
+        with self.ctx.lock:
+            if not self._removed:
+                return []
+            known = {s.source for s in self._shots}
+            back = [(i, s) for i, s in self._removed.pop() if s.source not in known]
+            for index, shot in back:
+                self._shots.insert(min(index, len(self._shots)), shot)
+        self.emit_queue()
+        return [s.id for _, s in back]
+
+    def move_to(self, shot_ids, index: int) -> None:
+        """Move rows (in their order) so the first lands at `index` (drag and drop reordering)."""
+        ids = list(shot_ids)
+        with self.ctx.lock:
+            moving = [s for s in self._shots if s.id in ids]
+            before = sum(1 for s in self._shots[:max(0, index)] if s.id in ids)
+            rest = [s for s in self._shots if s.id not in ids]
+            at = max(0, min(len(rest), index - before))
+            self._shots = rest[:at] + moving + rest[at:]
+        self.emit_queue()
+
+    def requeue(self, shot_ids) -> list[str]:
+        """Rows back to queued (cached when the cache holds their windows) for Re-render; not the running one."""
+        ids = []
+        with self.ctx.lock:
+            for shot in self._shots:
+                if shot.id in shot_ids and shot.status in (S.DONE, S.OUTDATED, S.FAILED, S.CANCELLED, S.QUEUED,
+                                                           S.CACHED) and not shot.probing and shot.info is not None:
+                    shot.status, shot.error, shot.fraction, shot.stage = S.QUEUED, "", 0.0, ""
+                    if self.is_cached(shot):
+                        shot.status = S.CACHED
+                    ids.append(shot.id)
+        for shot_id in ids:
+            self.emit_shot(shot_id)
+        return ids
 
     def move(self, shot_id: str, offset: int) -> None:
         with self.ctx.lock:
@@ -97,7 +163,7 @@ class ShotQueue:
         with self.ctx.lock:
             ids = []
             for shot in self._shots:
-                if shot.status in (S.FAILED, S.CANCELLED):
+                if shot.status in (S.FAILED, S.CANCELLED) and not shot.output_problem:
                     shot.status, shot.error, shot.fraction, shot.stage = S.QUEUED, "", 0.0, ""
                     ids.append(shot.id)
                     if shot.info is None:
@@ -135,12 +201,19 @@ class ShotQueue:
             except KeyError:
                 return
             source = shot.source
-        info, error = None, ""
+            try:
+                values, _ = self.effective_values(shot)
+            except DvdError:
+                values = dict(S.OPTION_DEFAULTS)
+        info, error, thumbnail = None, "", None
         try:
-            fi = open_footage(source).info
+            footage = open_footage(source, start_frame=values.get("start_frame"),
+                                   hold_missing=bool(values.get("hold_missing")))
+            fi = footage.info
             info = S.ShotInfo(kind=fi.kind, first_frame=fi.first_frame, last_frame=fi.last_frame,
                               frame_count=fi.frame_count, width=fi.width, height=fi.height, fps=str(fi.fps),
                               path=str(fi.path), describe=fi.describe())
+            thumbnail = self._thumbnail(footage, fi)
         except DvdError as exc:
             error = one_line(exc)
         except Exception as exc:  # a reader bug must not kill the prober
@@ -152,13 +225,56 @@ class ShotQueue:
                 return
             shot.probing = False
             shot.info = info
+            shot.thumbnail = thumbnail
             if error:
                 shot.status, shot.error = S.FAILED, error
                 shot.log.append(f"probe failed: {error}")
-            elif shot.status == S.QUEUED and self.is_cached(shot):
-                shot.status = S.CACHED
+            elif shot.status == S.FAILED and not shot.output_problem:
+                shot.status, shot.error = S.QUEUED, ""
             self.refresh_out_dir(shot)
+            self.refresh_state(shot)
         self.emit_shot(shot_id)
+
+    @staticmethod
+    def _thumbnail(footage, fi, width: int = 96):
+        """uint8 [h,w,3] of the first frame for the row; None when it cannot be read (the render will say why)."""
+        try:
+            import numpy as np
+
+            height = max(2, round(fi.height * width / max(1, fi.width)) // 2 * 2)
+            frame = footage.read_frame(fi.first_frame, size=(width, height))
+            return (np.clip(frame[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
+        except Exception as exc:
+            log.debug("thumbnail of %s: %s", fi.path, exc)
+            return None
+
+    def refresh_state(self, shot: S.Shot) -> None:
+        """A waiting or finished row's status from the cache and the pass on disk (caller holds ctx.lock):
+        queued | cached (every window in the cache) | done (the pass on disk has the row's settings) |
+        outdated (a pass is on disk with other settings: Re-render)."""
+        from .on_disk import differences, find_pass
+
+        if shot.probing or shot.info is None or shot.status not in (S.QUEUED, S.CACHED, S.DONE, S.OUTDATED):
+            return
+        try:
+            values, _ = self.effective_values(shot)
+        except DvdError:
+            return
+        shot.on_disk = find_pass(shot.out_dir, shot.shot_name)
+        if shot.on_disk:
+            shot.pattern = shot.on_disk["pattern"]
+            first = int(values["frames"].split("-")[0]) if values.get("frames") else shot.info.first_frame
+            shot.differences = differences(shot.on_disk, values, first_frame=first)
+            if shot.status in (S.DONE, S.OUTDATED) or shot.differences or shot.status in (S.QUEUED, S.CACHED):
+                shot.status = S.OUTDATED if shot.differences else S.DONE
+            if shot.status == S.DONE:
+                shot.fraction = 1.0
+            return
+        shot.differences = []
+        if shot.status in (S.DONE, S.OUTDATED):  # the pass was deleted or the row points elsewhere now
+            shot.status, shot.pattern = S.QUEUED, ""
+        if shot.status in (S.QUEUED, S.CACHED):
+            shot.status = S.CACHED if self.is_cached(shot) else S.QUEUED
 
     def is_cached(self, shot: S.Shot) -> bool:
         """Does the cache hold every window of this shot with the settings it would render with?"""
@@ -180,6 +296,9 @@ class ShotQueue:
                 params = m.get("params") or {}
                 if same_source and params.get("window") == values["window"] and \
                         params.get("overlap") == values["overlap"] and params.get("working_size") == work and \
+                        params.get("colorspace", "auto") == values["colorspace"] and \
+                        params.get("ocio") == values["ocio_colorspace"] and \
+                        bool(params.get("hold_missing")) == bool(values["hold_missing"]) and \
                         (m.get("identity") or {}).get("predictor", values["predictor"]) == values["predictor"]:
                     return True
         except Exception as exc:  # the badge is a hint; never fail the queue over it
@@ -189,29 +308,48 @@ class ShotQueue:
     # -- what a shot renders with ---------------------------------------------------------------
     def set_batch_defaults(self, *, preset: str | None = None, output_pattern: str | None = None,
                            **values) -> None:
-        """Batch-wide settings: preset, output pattern and preset keys (None removes a key)."""
+        """Batch-wide settings: preset, output pattern, preset keys and render options (None removes a key).
+
+        An output pattern without fields is checked when it is set (the folder must be writable)."""
         from dvd_vfx import presets as P
 
         settings = self.ctx.settings
+        unknown = [k for k in values if k not in P.KEYS and k not in S.OPTION_KEYS]
+        if unknown:
+            raise InputError(f"batch settings: unknown key {unknown[0]!r}; known keys: "
+                             f"{', '.join([*P.KEYS, *S.OPTION_KEYS])}")
+        keep = {k: v for k, v in values.items() if v is not None and k in P.KEYS}
+        P.validate(keep, "batch settings")
+        keep.update(S.validate_options(values, "batch settings"))
         if preset is not None:
             if preset not in self.ctx.presets():
                 raise InputError(f"unknown preset {preset!r}; available: {', '.join(sorted(self.ctx.presets()))}")
-            self.preset = preset
-            settings.preset = preset
         if output_pattern is not None:
             probe = S.Shot(source="/x/y.mov")
             S.output_dir(output_pattern, probe)  # validates the fields
+            if "{" not in output_pattern:
+                problem = S.writable_folder_problem(output_pattern)
+                if problem:
+                    raise InputError(problem)
+        if preset is not None:
+            self.preset = preset
+            settings.preset = preset
+        if output_pattern is not None:
             self.output_pattern = output_pattern
             settings.output_pattern = output_pattern
-        keep = {k: v for k, v in values.items() if v is not None}
-        P.validate(keep, "batch settings")
         self.defaults.update(keep)
         for k in [k for k, v in values.items() if v is None]:
             self.defaults.pop(k, None)
+        settings.batch_defaults = dict(self.defaults)
+        self.ctx.save_settings_quietly()
+        reprobe = bool({"start_frame", "hold_missing"} & set(values))
         self.refresh_all()
+        if reprobe:
+            self._reprobe([s.id for s in self.rows()])
 
     def set_overrides(self, shot_ids, **values) -> None:
-        """Per-shot overrides: preset keys, "preset", "output" (a folder), "shot" (name); None removes one."""
+        """Per-shot overrides: preset keys, render options (shots.OPTION_KEYS), "preset", "output" (a folder),
+        "shot" (name); None removes one."""
         from dvd_vfx import presets as P
 
         unknown = [k for k in values if k not in P.KEYS and k not in S.EXTRA_OVERRIDES]
@@ -219,22 +357,40 @@ class ShotQueue:
             raise InputError(f"cannot override {unknown[0]!r}; use one of {', '.join([*S.EXTRA_OVERRIDES, *P.KEYS])}")
         keep = {k: v for k, v in values.items() if v is not None and v != ""}
         P.validate({k: v for k, v in keep.items() if k in P.KEYS}, "shot override")
+        keep.update(S.validate_options(keep, "shot override"))
         if "preset" in keep and keep["preset"] not in self.ctx.presets():
             raise InputError(f"unknown preset {keep['preset']!r}; available: {', '.join(sorted(self.ctx.presets()))}")
+        if "output" in keep:
+            keep["output"] = os.path.abspath(os.path.expanduser(keep["output"]))
+            problem = S.writable_folder_problem(keep["output"])
+            if problem:
+                raise InputError(problem)
         ids = list(shot_ids)
+        reprobe = []
         with self.ctx.lock:
             for shot_id in ids:
                 shot = self.get(shot_id)
+                before = (shot.overrides.get("start_frame"), shot.overrides.get("hold_missing"))
                 shot.overrides.update(keep)
                 for k in [k for k in values if k not in keep]:
                     shot.overrides.pop(k, None)
-                if shot.status == S.CACHED:
-                    shot.status = S.QUEUED
-                if shot.status == S.QUEUED and self.is_cached(shot):
-                    shot.status = S.CACHED
+                if before != (shot.overrides.get("start_frame"), shot.overrides.get("hold_missing")):
+                    reprobe.append(shot_id)
                 self.refresh_out_dir(shot)
+                self.refresh_state(shot)
         for shot_id in ids:
             self.emit_shot(shot_id)
+        self._reprobe(reprobe)
+
+    def _reprobe(self, ids) -> None:
+        """Probe rows again (their start frame or hold-missing changed what the footage reads as)."""
+        with self.ctx.lock:
+            ids = [i for i in ids if any(s.id == i and s.status != S.RENDERING for s in self._shots)]
+            for shot in self._shots:
+                if shot.id in ids:
+                    shot.probing = True
+        if ids:
+            self.probe(ids, probe_async=True)
 
     def clear_overrides(self, shot_ids) -> None:
         with self.ctx.lock:
@@ -243,7 +399,8 @@ class ShotQueue:
         self.set_overrides(shot_ids)
 
     def effective_values(self, shot: S.Shot) -> tuple[dict, str]:
-        """(every preset key -> value, preset name): defaults < preset < batch < shot overrides."""
+        """(every preset key and render option -> value, preset name):
+        defaults < preset < batch < shot overrides."""
         from dvd_vfx import presets as P
 
         name = shot.overrides.get("preset") or self.preset
@@ -251,7 +408,10 @@ class ShotQueue:
         if name not in available:
             raise InputError(f"unknown preset {name!r}; available: {', '.join(sorted(available))}")
         explicit = {**self.defaults, **{k: v for k, v in shot.overrides.items() if k in P.KEYS}}
-        return P.merge(available[name], explicit), name
+        values = P.merge(available[name], {k: v for k, v in explicit.items() if k in P.KEYS})
+        values.update(S.OPTION_DEFAULTS)
+        values.update({k: v for k, v in {**self.defaults, **shot.overrides}.items() if k in S.OPTION_KEYS})
+        return values, name
 
     def refresh_out_dir(self, shot: S.Shot) -> None:
         try:
@@ -261,18 +421,22 @@ class ShotQueue:
             shot.out_dir = ""
             if shot.status in (S.QUEUED, S.CACHED):
                 shot.error = one_line(exc)
+            return
+        problem = S.writable_folder_problem(shot.out_dir) if shot.status != S.RENDERING else ""
+        if problem:  # caught now, not when the batch reaches the row
+            if shot.status in (S.QUEUED, S.CACHED, S.OUTDATED, S.FAILED, S.CANCELLED):
+                shot.status, shot.error, shot.output_problem = S.FAILED, problem, True
+        elif shot.output_problem:
+            shot.status, shot.error, shot.output_problem = S.QUEUED, "", False
 
     def refresh_all(self) -> None:
-        """Settings changed: every waiting row's status (cached or not) and output folder again."""
+        """Settings changed: every waiting or finished row's status (cached, done, outdated) and output folder."""
         with self.ctx.lock:
             for shot in self._shots:
-                if shot.status == S.CACHED:
-                    shot.status = S.QUEUED
-                if shot.status == S.QUEUED:
+                if shot.status in (S.QUEUED, S.CACHED):
                     shot.error = ""
-                    if self.is_cached(shot):
-                        shot.status = S.CACHED
                 self.refresh_out_dir(shot)
+                self.refresh_state(shot)
         self.emit_queue()
 
     # -- queue files ----------------------------------------------------------------------------
@@ -296,7 +460,17 @@ class ShotQueue:
                              f"available: {', '.join(sorted(self.ctx.presets()))}")
         from dvd_vfx import presets as P
 
-        P.validate(data["defaults"], f"{path}: defaults")
+        defaults = data["defaults"]
+        unknown = [k for k in defaults if k not in P.KEYS and k not in S.OPTION_KEYS]
+        if unknown:
+            raise InputError(f"{path}: defaults: unknown key {unknown[0]!r}; known keys: "
+                             f"{', '.join([*P.KEYS, *S.OPTION_KEYS])}")
+        data["defaults"] = {**P.validate({k: v for k, v in defaults.items() if k in P.KEYS}, f"{path}: defaults"),
+                            **S.validate_options(defaults, f"{path}: defaults")}
+        for i, shot in enumerate(data["shots"]):
+            where = f"{path}: shot {i + 1} ({shot.source})"
+            P.validate({k: v for k, v in shot.overrides.items() if k in P.KEYS}, where)
+            shot.overrides.update(S.validate_options(shot.overrides, where))
         return data
 
     def replace(self, data: dict, path, *, probe_async: bool = True) -> list[str]:
