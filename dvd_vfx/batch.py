@@ -32,7 +32,10 @@ EDIT_SUFFIXES = {".otio": "otio_json", ".edl": "cmx_3600", ".xml": "fcp_xml"}
 LIST_SUFFIXES = (".csv", ".json")
 PANEL_QUEUE_SCHEMA = "dvd-vfx.panel-queue/1"  # what the panel's "Save queue" writes
 OUTPUT_FIELDS = ("shot", "source_dir", "source_name", "preset")
-ROW_KEYS = ("source", "frames", "shot", "preset", "output", "handles")  # besides the preset keys
+ROW_KEYS = ("source", "frames", "shot", "preset", "output", "handles")  # besides the preset and render keys
+# render options a row (or the panel's queue) may set besides the preset keys: the render flags' names
+RENDER_KEYS = {"start_frame": (int, ()), "colorspace": (str, ("auto", "display", "linear")),
+               "ocio_colorspace": (str, ()), "hold_missing": (bool, ()), "anchors": (str, ())}
 
 
 @dataclass(frozen=True)
@@ -240,15 +243,17 @@ def _row_shot(row, label: str, handles: int, defaults: dict) -> ShotSpec:
     if not isinstance(row, dict) or not isinstance(row.get("source"), str) or not row["source"].strip():
         raise InputError(f"{label} has no source path; give each shot a 'source' (movie or sequence pattern)")
     source = row["source"].strip()
-    unknown = [k for k in row if k not in ROW_KEYS and k not in presets.KEYS]
+    unknown = [k for k in row if k not in ROW_KEYS and k not in presets.KEYS and k not in RENDER_KEYS]
     if unknown:
         raise InputError(f"{label} ({source}): unknown column {unknown[0]!r}; known: "
-                         f"{', '.join(ROW_KEYS)} and the preset keys ({', '.join(k for k in presets.KEYS if k != 'description')})")
-    overrides = {k: v for k, v in defaults.items() if k in presets.KEYS or k in ("preset", "output_pattern")}
+                         f"{', '.join(ROW_KEYS + tuple(RENDER_KEYS))} and the preset keys "
+                         f"({', '.join(k for k in presets.KEYS if k != 'description')})")
+    overrides = {k: _typed(k, v, label) if k in RENDER_KEYS else v for k, v in defaults.items()
+                 if (k in presets.KEYS or k in RENDER_KEYS or k in ("preset", "output_pattern")) and v not in (None, "")}
     for key, value in row.items():
         if key in ("source", "frames", "shot", "handles") or value in (None, ""):
             continue
-        if key in presets.KEYS:
+        if key in presets.KEYS or key in RENDER_KEYS:
             value = _typed(key, value, label)
         overrides[key] = value
     frames = None
@@ -276,7 +281,7 @@ def _typed(key: str, value, label: str):
     """A CSV cell (text) or JSON value as the preset key's type."""
     from dvd_vfx import presets
 
-    kind, allowed, _ = presets.KEYS[key]
+    kind, allowed = RENDER_KEYS[key] if key in RENDER_KEYS else presets.KEYS[key][:2]
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -488,7 +493,7 @@ def shot_options(args, spec: ShotSpec, out_pattern: str | None):
 
     a = argparse.Namespace(**vars(args))
     for key, value in spec.overrides.items():
-        if key in presets.KEYS and key != "description":
+        if (key in presets.KEYS and key != "description") or key in RENDER_KEYS:
             setattr(a, key, value)
     if spec.overrides.get("preset"):
         a.preset = spec.overrides["preset"]

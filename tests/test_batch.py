@@ -222,6 +222,41 @@ def test_panel_queue_json_renders_with_its_own_output_pattern(tmp_path, media, c
     assert (attrs["window"], attrs["overlap"], attrs["workingSize"]) == (33, 8, "64x48")  # the queue's preset
 
 
+def test_panel_queue_render_options_reach_the_render(tmp_path, media, capsys):
+    """The panel's queue also carries render options (start frame, colourspace, hold missing, anchors):
+    `dvd-vfx batch` renders the shot with them, as the panel would."""
+    from dvd_vfx_ui.shots import Shot, queue_to_json
+
+    anchors = tmp_path / "b.anchors.csv"
+    anchors.write_text("frame,x,y,depth\n1001,10.5,10.5,4\n1005,30.5,20.5,9\n1010,50.5,40.5,20\n")
+    queue = tmp_path / "queue.json"
+    queue.write_text(queue_to_json(
+        [Shot(source=str(media["b"]), overrides={"hold_missing": True, "colorspace": "display"})],
+        preset="preview", defaults={"resolution": 48, "start_frame": 1001, "window": 9, "overlap": 4},
+        output_pattern=str(tmp_path / "q") + "/{shot}/"))
+    code, _, err = run_cli(capsys, tmp_path, "batch", queue, "--predictor", "luma", "--no-cache", "--plan")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, tmp_path, "batch", queue, "--predictor", "luma", "--no-cache")
+    assert code == 0, err
+    assert frames_of(tmp_path / "q" / "b", "b") == list(range(1001, 1017))  # the queue's start frame
+    from dvd_vfx.batch import load_shots
+
+    (shot,) = load_shots(queue)
+    assert shot.overrides["hold_missing"] is True and shot.overrides["start_frame"] == 1001
+    queue.write_text(queue_to_json([Shot(source=str(media["b"]), overrides={"anchors": str(anchors)})],
+                                   preset="preview", defaults={"start_frame": "1001", "colorspace": "raw"},
+                                   output_pattern=""))
+    code, _, err = run_cli(capsys, tmp_path, "batch", queue, "-o", tmp_path / "o", "--plan")
+    assert code == 2 and "colorspace 'raw' is not one of auto, display, linear" in err
+    queue.write_text(queue_to_json([Shot(source=str(media["b"]), overrides={"anchors": str(anchors)})],
+                                   preset="preview", defaults={"start_frame": "1001", "resolution": 48,
+                                                               "window": 9, "overlap": 4}, output_pattern=""))
+    code, _, err = run_cli(capsys, tmp_path, "batch", queue, "-o", tmp_path / "anch", "--predictor", "luma",
+                           "--no-cache")
+    # the row's anchors reached the fit (made-up distances do not fit the brightness predictor: exit 2, named)
+    assert code == 2 and f"b: --anchors {anchors}: the fit" in err and not list(tmp_path.glob("anch/**/*.exr"))
+
+
 def test_shot_list_json_rows_and_errors(tmp_path, media, capsys):
     from dvd_vfx.batch import load_shots
 
