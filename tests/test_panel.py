@@ -601,3 +601,24 @@ def test_a_late_event_from_the_worker_never_overwrites_a_newer_row():
     assert model.shots()[0]["status"] == "outdated"
     model.on_event("shot.changed", {"shot": {"id": "x", "status": "queued", "version": 8}})
     assert model.shots()[0]["status"] == "queued"
+
+
+def test_add_edit_from_the_file_menu(qtbot, tmp_path, monkeypatch):
+    """File > Add edit… (Ctrl+Shift+E): a shot list's rows become rows named after its shots; a bad file is
+    an error dialog's text, not a row."""
+    window, controller = luma_window(qtbot, tmp_path)
+    plate = make_testsrc(tmp_path / "a.mp4", frames=12)
+    listing = tmp_path / "shots.csv"
+    listing.write_text(f"source,frames,shot\n{plate},2-5,sh010\n{plate},7-11,sh020\n")
+    file_menu = window.menuBar().actions()[0].menu()
+    assert window.add_edit_action in file_menu.actions()
+    assert window.add_edit_action.shortcut().toString() == "Ctrl+Shift+E"
+    monkeypatch.setattr("dvd_vfx_ui.main_window.QFileDialog.getOpenFileName", lambda *a, **k: (str(listing), ""))
+    window.add_edit_action.trigger()
+    assert controller.wait_probed(30)
+    assert [(s["shot_name"], s["overrides"]["frames"]) for s in controller.shots()] == [("sh010", "2-5"),
+                                                                                       ("sh020", "7-11")]
+    errors = []
+    monkeypatch.setattr(window, "show_error", errors.append)
+    (tmp_path / "cut.aaf").write_text("not an edit we read")
+    assert window.add_edit_file(tmp_path / "cut.aaf") == [] and "neither an edit" in errors[-1]

@@ -273,3 +273,39 @@ def test_start_while_probing_renders_the_rows_once_probed(luma_controller, tmp_p
     assert c.start()  # right after adding: the rows are still being probed
     assert c.wait(60)
     assert [c.shot(i)["status"] for i in ids] == ["done", "done"]
+
+
+def test_add_edit_makes_one_row_per_clip_with_its_frames_and_name(luma_controller, tmp_path):
+    """Add edit: an OTIO cut with two clips of one movie and a clip past the movie's end: two rows (their
+    source frames plus handles, the clip names), the third reported; the batch renders them with those."""
+    otio = pytest.importorskip("opentimelineio")
+    c = luma_controller
+    plate = movie(tmp_path / "media" / "a.mp4", frames=24)  # frames 1-24 at 24000/1001
+    messages = []
+    c.events.subscribe("message", lambda topic, p: messages.append(p))
+
+    def clip(name, start, count):
+        rate = 24000 / 1001
+        return otio.schema.Clip(name=name, source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(start, rate), otio.opentime.RationalTime(count, rate)),
+            media_reference=otio.schema.ExternalReference(target_url=plate.as_uri()))
+
+    timeline = otio.schema.Timeline(name="cut")
+    track = otio.schema.Track(name="V1")
+    timeline.tracks.append(track)
+    for item in (clip("sh010", 4, 5), clip("sh020", 14, 4), clip("sh030", 30, 4)):
+        track.append(item)
+    otio.adapters.write_to_file(timeline, str(tmp_path / "cut.otio"))
+    ids = c.add_edit(tmp_path / "cut.otio", handles=1, probe_async=False)
+    rows = [c.shot(i) for i in ids]
+    assert [(r["overrides"]["shot"], r["overrides"]["frames"]) for r in rows] == [("sh010", "4-10"),
+                                                                                  ("sh020", "14-19")]
+    assert any("sh030" in str(m) for m in messages)
+    assert c.add_edit(tmp_path / "cut.otio", handles=1, probe_async=False) == []  # the same clips again
+    assert c.start() and c.wait(60)
+    for r in rows:
+        done = c.shot(r["id"])
+        first, last = map(int, r["overrides"]["frames"].split("-"))
+        names = sorted(p.name for p in Path(done["out_dir"]).glob("*.exr"))
+        assert done["status"] == "done" and names == [f"{r['overrides']['shot']}.depth.{n:04d}.exr"
+                                                       for n in range(first, last + 1)]

@@ -14,7 +14,8 @@ from PyQt6.QtGui import QAction, QDesktopServices, QKeySequence
 from PyQt6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
                              QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
                              QHeaderView, QLabel, QLineEdit, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
-                             QPushButton, QScrollArea, QSpinBox, QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
+                             QInputDialog, QPushButton, QScrollArea, QSpinBox, QSplitter, QTabWidget, QToolBar, QVBoxLayout,
+                             QWidget)
 
 from dvd_vfx.errors import DvdError
 
@@ -380,6 +381,8 @@ class MainWindow(QMainWindow):
         self.add_files_action = a("Add files\u2026", self.add_files, "Ctrl+O", "add movies or frames of image sequences")
         self.add_folder_action = a("Add folder\u2026", self.add_folder, "Ctrl+Shift+O",
                                    "add every sequence and movie in a folder")
+        self.add_edit_action = a("Add edit\u2026", self.add_edit, "Ctrl+Shift+E",
+                                 "one shot per clip of an edit (OTIO, EDL, FCP XML) or row of a shot list (CSV)")
         self.start_action = a("Start", lambda: c.start(), "Ctrl+Return",
                               "render the queued, cached and outdated shots")
         self.resume_action = a("Resume", c.resume, "Ctrl+Shift+Return",
@@ -439,7 +442,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        for action in (self.add_files_action, self.add_folder_action, None, self.open_queue_action):
+        for action in (self.add_files_action, self.add_folder_action, self.add_edit_action, None,
+                       self.open_queue_action):
             file_menu.addSeparator() if action is None else file_menu.addAction(action)
         self.recent_menu = file_menu.addMenu("Open recent")
         for action in (self.save_queue_action, None, self.settings_action, None, self.quit_action):
@@ -796,6 +800,30 @@ class MainWindow(QMainWindow):
         path = QFileDialog.getExistingDirectory(self, "Add a folder of shots", self.controller.settings.last_add_folder)
         if path:
             self.add_paths([path])
+
+    def add_edit(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add edit", self.controller.settings.last_add_folder,
+                                              "Edits and shot lists (*.otio *.edl *.xml *.csv);;All files (*)")
+        if not path:
+            return
+        handles = 0
+        if not no_dialogs():
+            handles, ok = QInputDialog.getInt(self, "Add edit", "Handles (frames before and after each clip):",
+                                              0, 0, 1000)
+            if not ok:
+                return
+        self.add_edit_file(path, handles=handles)
+
+    def add_edit_file(self, path, *, handles: int = 0) -> list[str]:
+        try:
+            ids = self.controller.add_edit(path, handles=handles)
+        except DvdError as exc:
+            self.show_error(str(exc))
+            return []
+        if ids:
+            self.select_shots(ids)
+            self.statusBar().showMessage(f"added {len(ids)} shot(s) from {os.path.basename(path)}", 10000)
+        return ids
 
     def remove_selected(self) -> None:
         ids = self.selected_ids()

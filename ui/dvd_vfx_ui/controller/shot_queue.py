@@ -100,6 +100,39 @@ class ShotQueue:
             self.probe([s.id for s in added], probe_async)
         return [s.id for s in added]
 
+    def add_shots(self, specs, *, probe_async: bool = True) -> list[str]:
+        """Rows from dvd_vfx.batch.ShotSpec (an edit's clips, a shot list's rows): each with its source, its
+        frames (handles included) and its name; a shot the batch could not place (`error`) is reported, not
+        added. Two clips of one movie are two rows; the same clip twice is added once."""
+        added, duplicates, failed = [], [], []
+        with self.ctx.lock:
+            known = {(s.source, s.overrides.get("frames"), s.overrides.get("shot")) for s in self._shots}
+            for spec in specs:
+                if spec.error:
+                    failed.append(spec.error)
+                    continue
+                overrides = {k: v for k, v in spec.overrides.items() if k != "output_pattern"}
+                overrides["shot"] = spec.shot
+                if spec.frames is not None:
+                    overrides["frames"] = f"{spec.frames[0]}-{spec.frames[1]}"
+                key = (spec.source, overrides.get("frames"), spec.shot)
+                if key in known:
+                    duplicates.append(spec.shot)
+                    continue
+                known.add(key)
+                shot = S.Shot(source=spec.source, overrides=overrides, probing=True)
+                self._shots.append(shot)
+                added.append(shot)
+        for reason in failed:
+            self.ctx.message("warning", f"not added: {reason}")
+        if duplicates:
+            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
+                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
+        if added:
+            self.emit_queue()
+            self.probe([s.id for s in added], probe_async)
+        return [s.id for s in added]
+
     def remove(self, shot_ids) -> None:
         """Drop rows (no event: the caller emits "queue.changed" once it is done); undo_remove() brings them back."""
         ids = set(shot_ids)
