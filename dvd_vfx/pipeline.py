@@ -30,31 +30,39 @@ _END = object()
 
 
 class _HeldLogs(logging.Filter):
-    """Holds the records a helper thread logs through ``dvd_vfx`` loggers; `replay` logs them on the caller's thread."""
+    """Holds the records a helper thread logs; `replay` logs them again on the caller's thread.
+
+    Installed on the ``dvd_vfx`` loggers that exist and on the handlers of ``dvd_vfx`` and the
+    root logger (a logger created later still reaches those), so each record is held once and
+    reaches no handler from the helper's thread.
+    """
 
     def __init__(self):
         super().__init__()
         self.helper: int | None = None
         self.records: queue.SimpleQueue = queue.SimpleQueue()
-        self._loggers: list[logging.Logger] = []
+        self._installed: list[logging.Filterer] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.helper is not None and threading.get_ident() == self.helper:
+        if self.helper is None or threading.get_ident() != self.helper:
+            return True
+        if not getattr(record, "_dvd_vfx_held", False):
+            record._dvd_vfx_held = True
             self.records.put(record)
-            return False
-        return True
+        return False
 
     def install(self) -> None:
         names = ["dvd_vfx"] + [n for n in list(logging.Logger.manager.loggerDict) if n.startswith("dvd_vfx.")]
-        for name in names:
-            logger = logging.getLogger(name)
-            logger.addFilter(self)
-            self._loggers.append(logger)
+        targets: list[logging.Filterer] = [logging.getLogger(name) for name in names]
+        targets += list(logging.getLogger("dvd_vfx").handlers) + list(logging.getLogger().handlers)
+        for target in targets:
+            target.addFilter(self)
+            self._installed.append(target)
 
     def remove(self) -> None:
-        for logger in self._loggers:
-            logger.removeFilter(self)
-        self._loggers.clear()
+        for target in self._installed:
+            target.removeFilter(self)
+        self._installed.clear()
 
     def replay(self) -> None:
         while True:
@@ -76,7 +84,7 @@ class Prefetcher:
     def __init__(self, items: Iterable, *, depth: int = 1, name: str = "dvd-vfx-prefetch"):
         self._items = iter(items)
         self._queue: queue.Queue = queue.Queue()
-        self._slots = threading.Semaphore(depth)
+        self._slots = threading.Semaphore(depth + 1)  # the consumer's item and `depth` ahead
         self._stop = threading.Event()
         self._logs = _HeldLogs()
         self._logs.install()
