@@ -68,12 +68,14 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["480x640", "480x848", "720x1280"], help="HxW working sizes")
     ap.add_argument("--frames", type=int, default=81)
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
+    ap.add_argument("--tiling", choices=("both", "off", "on"), default="both",
+                    help="replay untiled, tiled or both (tiled replays are slow on a CPU: minutes)")
     args = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     rows = []
     for size in args.sizes:
         h, w = map(int, size.split("x"))
-        for tiling in (False, True):
+        for tiling in {"both": (False, True), "off": (False,), "on": (True,)}[args.tiling]:
             t0 = time.perf_counter()
             row = {"size": f"{w}x{h}", "tiling": tiling, **replay(args.frames, h, w, dtype, tiling),
                    "replay_s": round(time.perf_counter() - t0, 1)}
