@@ -81,3 +81,18 @@ def test_attention_backend_choice_is_recorded_and_checked():
         DVDPredictor(networks=_nets(), device="cpu", attention="cudnn")
     with pytest.raises(InputError, match="unknown --attention 'fast'"):
         DVDPredictor(networks=_nets(), device="cpu", attention="fast")
+
+
+def test_the_fold_follows_weights_changed_in_place():
+    """Weights trained (changed in place) after a prediction: the layer's row is computed again."""
+    nets, stock = _nets(), _nets()
+    fold_cross_attention(nets.transformer)
+    z = torch.randn(1, 16, 3, 8, 12, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        run_transformer(nets.transformer, z)
+    with torch.no_grad():
+        for t in (nets.transformer, stock.transformer):
+            t.blocks[1].attn2.to_v.weight.mul_(1.5)
+            t.blocks[1].attn2.to_out[0].bias.add_(0.25)
+    with torch.inference_mode():
+        assert torch.equal(run_transformer(nets.transformer, z), run_transformer(stock.transformer, z))

@@ -48,7 +48,8 @@ class FoldedCrossAttention:
         ctx_row = ctx[:, :1]
         if not torch.equal(ctx, ctx_row.expand_as(ctx)):  # a real text context: nothing to fold
             return self.stock(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        key = (tuple(hidden_states.shape), hidden_states.dtype, str(hidden_states.device), tuple(ctx.shape), ctx.dtype)
+        key = (tuple(hidden_states.shape), hidden_states.dtype, str(hidden_states.device), tuple(ctx.shape), ctx.dtype,
+               _weights_state(attn))  # weights changed in place (training between predictions): computed again
         known = self._rows.get(key, ())
         if known and torch.equal(known[0], ctx_row):
             self.folded_calls += 1
@@ -63,6 +64,18 @@ class FoldedCrossAttention:
             log.debug("cross-attention rows differ for %s: this layer runs unfolded", key)
             self._rows[key] = None
         return out
+
+
+def _weights_state(module: torch.nn.Module) -> tuple:
+    """Which tensors the module's weights are and how often each was changed in place."""
+    state = []
+    for p in module.parameters():
+        try:
+            version = p._version
+        except RuntimeError:  # an inference tensor has no version counter (it cannot change in place either)
+            version = -1
+        state.append((p.data_ptr(), version))
+    return tuple(state)
 
 
 def fold_cross_attention(transformer: torch.nn.Module) -> int:
