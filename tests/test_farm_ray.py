@@ -532,7 +532,7 @@ def test_model_loads_per_shot_equal_the_workers_used_not_the_windows(cluster, tm
     proc, _ = farm(cluster, [plate], tmp_path / "farm", "--predictor", "loadcount", "--cache-dir", tmp_path / "cache",
                    plugins_dir=tmp_path / "plugins")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(8 windows)" in proc.stdout and "2 model loads" in proc.stdout, proc.stdout
+    assert "25 frames, 8 windows)" in proc.stdout and "2 model loads" in proc.stdout, proc.stdout
     window_task_loads = len(loads.read_text().split())  # the submitter itself builds no predictor
     assert window_task_loads == 2
     loads.unlink()
