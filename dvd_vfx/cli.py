@@ -182,8 +182,10 @@ def _add_farm_parser(sub) -> None:
         cli_args.add_model_args(p)
         cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")
-        g.add_argument("--windows-per-task", type=int, default=1, metavar="K",
-                       help="model windows predicted by one task (default 1)")
+        g.add_argument("--windows-per-task", type=int, metavar="K",
+                       help="model windows predicted by one task; each task loads the model once (default: "
+                            "farm ray: the shot's windows split evenly over the tasks the cluster runs at once, "
+                            "so model loads per shot = workers used; farm openjd: 8)")
         g.add_argument("--frames-per-task", type=int, metavar="N",
                        help="frames written by one assemble task (default: the whole shot in one task; "
                             "100 when `farm ray` moves predictions through Ray's object store)")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--weights, --device, --dtype, --vae-tiling, --offload (read by model_settings)."""
+    """--weights, --device, --dtype, --vae-tiling, --offload, --attention (read by model_settings)."""
     g = p.add_argument_group("model")
     g.add_argument("--weights", metavar="DIR", help="weights folder (default: $DVD_VFX_WEIGHTS, else the user data dir)")
     g.add_argument("--device", help="auto | cuda | cuda:N | cpu | mps (default auto)")
@@ -36,6 +36,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="tile the VAE for large frames (default: automatic above 1280x720 working size)")
     g.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
                    help="keep networks on the GPU only while they run (small GPUs)")
+    g.add_argument("--attention", choices=("auto", "flash", "cudnn", "math"),
+                   help="attention kernel: auto (PyTorch's fastest available, default) | flash | cudnn (CUDA) | math")
 
 
 def add_preset_arg(p) -> None:
@@ -172,7 +174,8 @@ def model_settings(args) -> ModelSettings:
         return DEFAULTS[key] if value is None else value
 
     return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
-                         vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")))
+                         vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
+                         attention=getattr(args, "attention", None) or "auto")
 
 
 def split_options(args) -> dict:
@@ -237,6 +240,8 @@ def model_flags(model: ModelSettings) -> list[str]:
               "--offload" if model.offload else "--no-offload"]
     if model.vae_tiling is not None:
         flags.append("--vae-tiling" if model.vae_tiling else "--no-vae-tiling")
+    if model.attention != "auto":
+        flags += ["--attention", model.attention]
     return flags
 
 

@@ -55,6 +55,7 @@ class ModelSettings:
     dtype: str = "auto"
     vae_tiling: bool | None = None
     offload: bool = False
+    attention: str = "auto"  # auto | flash | cudnn | math: the scaled-dot-product kernel (DVD)
 
 
 @dataclass(frozen=True)

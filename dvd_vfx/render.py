@@ -32,6 +32,7 @@ from dvd_vfx import __version__, stitch, threads
 from dvd_vfx import anchors as anchors_mod
 from dvd_vfx.cache import ShotCache, WindowStore, cache_key, nonfinite_count, source_fingerprint
 from dvd_vfx.errors import Cancelled, InputError, PredictionError
+from dvd_vfx.pipeline import BackgroundWriter, Prefetcher
 from dvd_vfx.windows import Window, overlap_pairs, plan_windows, working_size
 
 log = logging.getLogger("dvd_vfx.render")
@@ -489,23 +490,66 @@ def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[s
     frames = r.footage.read(size=(work_w, work_h), frames=(numbers[first.start], r.layout.frame_range[1]))
     r.streams.append(frames)
     name = r.attributes["predictor"]
-    with threads.pinned(r.options.threads) as n_threads:
-        for w, window_frames in _window_frames(frames, plan[missing[0]:]):  # [T,h,w,3] in [0,1]
-            r.check_cancel()
-            if w.index > missing[-1]:
-                break  # nothing left to predict in this part
-            if w.index not in missing:
-                continue
-            t_window = time.perf_counter()
-            pred = r.predictor.predict(window_frames)  # [T,h,w] disparity-like, any affine
-            calls += 1
-            if pred.shape != (w.length, work_h, work_w):
-                raise InputError(f"predictor {name!r} returned shape {pred.shape} for a "
-                                 f"window of {(w.length, work_h, work_w)}")
-            _check_finite(pred[: w.n_real], w, numbers, name, r.identity)
-            store.put(w.index, pred[: w.n_real], seconds=time.perf_counter() - t_window, threads=n_threads)
-            r.progress("predict", len(cached) + calls, len(plan))
+    wanted_plan = [w for w in plan[missing[0]:] if w.index <= missing[-1]]  # nothing after this part's last
+    if OVERLAP:  # the next window decodes and the last one is stored while the model runs (dvd_vfx.pipeline)
+        windows = Prefetcher(_window_frames(frames, wanted_plan), depth=1)
+        writer = BackgroundWriter(r.store.put, depth=1)
+    else:
+        windows, writer = _Inline(_window_frames(frames, wanted_plan)), _Inline(r.store.put)
+    try:
+        with threads.pinned(r.options.threads) as n_threads:
+            for w, window_frames in windows:  # [T,h,w,3] in [0,1]
+                r.check_cancel()
+                if w.index not in missing:
+                    del window_frames
+                    windows.release()
+                    continue
+                t_window = time.perf_counter()
+                pred = r.predictor.predict(window_frames)  # [T,h,w] disparity-like, any affine
+                del window_frames
+                windows.release()
+                calls += 1
+                if pred.shape != (w.length, work_h, work_w):
+                    raise InputError(f"predictor {name!r} returned shape {pred.shape} for a "
+                                     f"window of {(w.length, work_h, work_w)}")
+                _check_finite(pred[: w.n_real], w, numbers, name, r.identity)
+                writer.submit(w.index, pred[: w.n_real], time.perf_counter() - t_window, n_threads)
+                del pred
+                r.progress("predict", len(cached) + calls, len(plan))
+    except BaseException:
+        windows.close()
+        try:
+            writer.close()  # the windows already predicted are stored (a cancelled render keeps them)
+        except Exception as exc:
+            log.warning("storing a finished window failed too: %s", exc)
+        raise
+    windows.close()
+    writer.close()
     return status, calls
+
+
+# The host (decoding the next window, storing the last) runs while the model predicts; False runs
+# them one after the other on the render's thread (the same bytes; benchmarks/bench_overlap.py).
+OVERLAP = True
+
+
+class _Inline:
+    """Prefetcher/BackgroundWriter's interface, run on the caller's thread (OVERLAP = False)."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __iter__(self):
+        return iter(self._target)
+
+    def release(self) -> None:
+        pass
+
+    def submit(self, *args) -> None:
+        self._target(*args)
+
+    def close(self) -> None:
+        pass
 
 
 def _stitched(r: _Render, index: int, scales, shifts) -> np.ndarray:

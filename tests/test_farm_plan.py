@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,18 @@ def test_auto_device_is_made_explicit_for_every_task():
     assert task_model(ModelSettings(), 0).device == "cpu"
     assert task_model(ModelSettings(), 0.5).device == "cuda"
     assert task_model(ModelSettings(weights="w"), 0).weights == str(Path("w").resolve())
+
+
+def test_ray_keeps_the_model_warm_one_window_task_per_slot():
+    from dvd_vfx.farm.ray_runner import FarmSettings, model_loads, task_slots, warm_chunks
+
+    nodes = [{"Resources": {"CPU": 16, "GPU": 2}}, {"Resources": {"CPU": 8, "GPU": 1}}, {"Resources": {"CPU": 4}}]
+    assert task_slots(nodes, FarmSettings(None, gpus_per_task=1, cpus_per_task=4)) == 3  # GPUs bound the GPU nodes
+    assert task_slots(nodes, FarmSettings(None, gpus_per_task=0, cpus_per_task=4)) == 4 + 2 + 1
+    assert warm_chunks(17, 3) == [(0, 5), (6, 11), (12, 16)]  # 17 windows, 3 workers: 3 loads, not 17
+    assert warm_chunks(2, 8) == [(0, 0), (1, 1)]
+    parts = [SimpleNamespace(kind="windows", attempts=1, result={"result": {"predictor_calls": 6}}),
+             SimpleNamespace(kind="windows", attempts=2, result={"result": {"predictor_calls": 5}}),  # retried once
+             SimpleNamespace(kind="windows", attempts=1, result={"result": {"predictor_calls": 0}}),  # all cached
+             SimpleNamespace(kind="assemble", attempts=1, result={"result": {"predictor_calls": 0}})]
+    assert model_loads(parts) == 3

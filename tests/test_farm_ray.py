@@ -512,3 +512,56 @@ def test_farm_without_cache_and_without_object_store_is_refused(tmp_path, capsys
         main(["farm", "ray", str(plate), "-o", str(tmp_path / "o"), "--no-cache", "--object-store", "never", *FAST])
     assert exc.value.code == 2 and "--no-cache with --object-store never" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# A luma predictor whose factory records every model load (one line per create) in LOADS.
+LOADS_PLUGIN = '''
+import os
+
+from dvd_vfx.hookspecs import hookimpl
+from dvd_vfx.plugins import PredictorFactory
+
+LOADS = {loads!r}
+
+
+class Luma:
+    name = "loadcount"
+
+    def identity(self):
+        return {{"predictor": self.name, "model_id": "luma", "weights_sha256": "0" * 64}}
+
+    def predict(self, frames):
+        return (frames.mean(axis=-1) * 0.8 + 0.1).astype("float32")
+
+
+def create(settings):
+    with open(LOADS, "a") as fh:
+        fh.write(f"{{os.getpid()}}\\n")
+    return Luma()
+
+
+@hookimpl
+def dvd_vfx_register_predictors():
+    return [PredictorFactory("loadcount", create, "luma; counts model loads")]
+'''
+
+
+def test_model_loads_per_shot_equal_the_workers_used_not_the_windows(cluster, tmp_path):
+    """Default --windows-per-task: a shot's windows are split over the cluster's 2 task slots, so
+    the model is loaded twice for the shot (once per worker), not once per window."""
+    plate = make_plate(tmp_path / "sh010.mp4", 25)
+    loads = tmp_path / "loads.txt"
+    write_plugin(tmp_path / "plugins", "loadcount", LOADS_PLUGIN.format(loads=str(loads)))
+    proc, _ = farm(cluster, [plate], tmp_path / "farm", "--predictor", "loadcount", "--cache-dir", tmp_path / "cache",
+                   plugins_dir=tmp_path / "plugins")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "25 frames, 8 windows)" in proc.stdout and "2 model loads" in proc.stdout, proc.stdout
+    window_task_loads = len(loads.read_text().split())  # the submitter itself builds no predictor
+    assert window_task_loads == 2
+    loads.unlink()
+    env = {**os.environ, **REFERENCE_ENV}
+    done = subprocess.run([sys.executable, "-m", "dvd_vfx.cli", f"--plugins-dir={tmp_path / 'plugins'}", "render",
+                           str(plate), "-o", str(tmp_path / "single"), "--no-cache", "--predictor", "loadcount",
+                           "--threads", "1", *FAST], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert exr_bytes(tmp_path / "farm") == exr_bytes(tmp_path / "single")

@@ -324,26 +324,22 @@ def test_uncached_windows_stay_on_the_output_disk_not_in_tmp(h264, tiny_weights_
     """--no-cache: window predictions go to the pass's staging folder (/tmp is often RAM), then vanish."""
     import tempfile
 
+    from dvd_vfx.cache import WindowStore
     from dvd_vfx.model.predictor import DVDPredictor
 
     tmp = tmp_path / "system-tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     seen = []
+    put = WindowStore.put
 
-    class Spy:
-        def __init__(self, inner):
-            self.inner, self.name = inner, inner.name
+    def spy_put(store, k, *args, **kwargs):  # (the store writes on a background thread, in window order)
+        put(store, k, *args, **kwargs)
+        seen.append(sorted(p.name for p in (tmp_path / "out").glob(".*/.windows/window.*.npy")))
 
-        def identity(self):
-            return self.inner.identity()
-
-        def predict(self, frames):
-            seen.append(sorted(p.name for p in (tmp_path / "out").glob(".*/.windows/window.*.npy")))
-            return self.inner.predict(frames)
-
+    monkeypatch.setattr(WindowStore, "put", spy_put)
     result = render_shot(h264, RenderOptions(out_dir=tmp_path / "out", resolution=48, window=5, overlap=2),
-                         Spy(DVDPredictor(str(tiny_weights_master), device="cpu")))
-    assert seen[0] == [] and seen[1] == ["window.00000.npy"] and len(seen) == result.windows
+                         DVDPredictor(str(tiny_weights_master), device="cpu"))
+    assert seen == [[f"window.{k:05d}.npy" for k in range(n)] for n in range(1, result.windows + 1)]
     assert list(tmp.iterdir()) == []  # nothing in the system temp folder
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [p.name for p in result.paths]

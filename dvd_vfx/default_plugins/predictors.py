@@ -10,7 +10,8 @@ def create_dvd(settings: ModelSettings):
     from dvd_vfx.model.predictor import DVDPredictor
 
     return DVDPredictor(settings.weights, device=settings.device, dtype=settings.dtype,
-                        vae_tiling=settings.vae_tiling, offload=settings.offload)
+                        vae_tiling=settings.vae_tiling, offload=settings.offload,
+                        attention=getattr(settings, "attention", "auto"))
 
 
 @hookimpl(trylast=True)

@@ -32,6 +32,10 @@ MAX_TASK_VALUES = 1024  # values of one task parameter
 _FIXED_PARAMETERS = ("DvdVfxPython", "OutputDir", "CacheDir", "Weights")
 
 
+# Windows one OpenJD task predicts by default: its model load (seconds to a minute) is shared by 8
+# windows (about 2 s each on a GPU) instead of paid per window
+OPENJD_WINDOWS_PER_TASK = 8
+
 def add_arguments(p) -> None:
     g = p.add_argument_group("open job description")
     g.add_argument("-o", "--template", required=True, metavar="JOB.yaml",
@@ -62,10 +66,11 @@ def run(args, options) -> int:
     if getattr(args, "batch", None):
         from dvd_vfx.farm.plan import plan_batch
 
-        shots = plan_batch(args, lambda o: task_threads(o, args.cpus_per_task), windows_per_task=args.windows_per_task,
+        shots = plan_batch(args, lambda o: task_threads(o, args.cpus_per_task),
+                           windows_per_task=args.windows_per_task or OPENJD_WINDOWS_PER_TASK,
                            frames_per_task=args.frames_per_task)
     else:
-        shots = [plan_shot(source, options, windows_per_task=args.windows_per_task,
+        shots = [plan_shot(source, options, windows_per_task=args.windows_per_task or OPENJD_WINDOWS_PER_TASK,
                            frames_per_task=args.frames_per_task) for source in args.sources]
     check_unique_shots(shots)
     model = task_model(model_settings(args), args.gpus_per_task)

@@ -113,10 +113,10 @@ def run(args, options) -> int:
 
         shots = plan_batch(args, lambda o: task_threads(dataclasses.replace(o, out_dir=Path(absolute(o.out_dir))),
                                                         settings.cpus_per_task),
-                           windows_per_task=args.windows_per_task, frames_per_task=args.frames_per_task)
+                           windows_per_task=args.windows_per_task or 1, frames_per_task=args.frames_per_task)
         shots = [dataclasses.replace(s, source=absolute(s.source)) for s in shots]
     else:
-        shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task,
+        shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task or 1,
                            frames_per_task=args.frames_per_task) for s in args.sources]
     check_unique_shots(shots)
     if args.no_cache and settings.object_store == "never":
@@ -128,7 +128,8 @@ def run(args, options) -> int:
     plugins_dirs = tuple(absolute(d) for d in (getattr(args, "plugins_dir", None) or ()))
     farm = RayFarm(ray, engine_for(args), shots, options, settings, model=model,
                    predictor=getattr(args, "predictor", None), plugins_dirs=plugins_dirs, cache_root=cache_root,
-                   cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task)
+                   cache_max_gb=args.cache_max_gb, frames_per_task=args.frames_per_task,
+                   windows_per_task=args.windows_per_task)
     bars = ProgressBars(stacked=True)
     name = farm.engine.register(bars)
     try:
@@ -195,6 +196,32 @@ def check_resources(ray, settings: FarmSettings, where: str) -> list[dict]:
     raise InputError(f"--cpus-per-task {cpus:g}: no node of the Ray cluster at {where} has that many CPUs"
                      f"{' next to the GPUs asked for' if gpus else ''} (at most {most_cpus:g}; {shape}); "
                      "lower --cpus-per-task")
+
+
+def task_slots(nodes: list[dict], settings: FarmSettings) -> int:
+    """How many window tasks the live `nodes` run at once (each node's CPUs and GPUs over a task's)."""
+    total = 0
+    for node in nodes:
+        res = node["Resources"]
+        slots = int(res.get("CPU", 0) // settings.cpus_per_task) if settings.cpus_per_task > 0 else 1 << 30
+        if settings.gpus_per_task > 0:
+            slots = min(slots, int(res.get("GPU", 0) // settings.gpus_per_task))
+        total += slots
+    return max(1, total)
+
+
+def warm_chunks(n_windows: int, slots: int) -> list[tuple[int, int]]:
+    """A shot's windows in at most `slots` even chunks: each window task loads the model once, so
+    model loads per shot = the workers it runs on, not its windows."""
+    from dvd_vfx.farm.plan import chunks
+
+    return chunks(0, n_windows - 1, -(-n_windows // max(1, slots)))
+
+
+def model_loads(parts) -> int:
+    """Model loads of a shot: its window tasks that predicted (each attempt is a new process)."""
+    return sum(max(1, p.attempts) for p in parts if p.kind == "windows"
+               and int(((p.result or {}).get("result") or {}).get("predictor_calls", 0)) > 0)
 
 
 def _fits(node: dict, cpus: float, gpus: float) -> bool:
@@ -333,6 +360,7 @@ class _Shot:
     result: object = None  # dvd_vfx.jobs.JobResult
     progress: ShotProgress = field(default_factory=ShotProgress)
     logged: set = field(default_factory=set)
+    model_loads: int = 0  # window tasks that ran the predictor (one process, one model load each)
 
     @property
     def name(self) -> str:
@@ -344,8 +372,9 @@ class RayFarm:
 
     def __init__(self, ray, engine, shots, options, settings: FarmSettings, *, model, predictor=None,
                  plugins_dirs=(), cache_root: str | None = None, cache_max_gb: float | None = None,
-                 frames_per_task: int | None = None):
+                 frames_per_task: int | None = None, windows_per_task: int | None = None):
         self.ray, self.engine, self.options, self.settings = ray, engine, options, settings
+        self.windows_per_task = windows_per_task  # None: split each shot over the cluster's task slots
         self.model, self.predictor, self.plugins_dirs = model, predictor, tuple(plugins_dirs)
         self.cache_root, self.cache_max_gb = cache_root, cache_max_gb
         self.frames_per_task = frames_per_task  # None: the planned chunks (object store: bounded)
@@ -362,6 +391,7 @@ class RayFarm:
         self._relay_lost = False
         self._cancelled: dict = {}  # receipt -> when ray.cancel was asked (force-cancelled after FORCE_CANCEL_S)
         self._nodes = NodeWatch(task_needs(settings))
+        self.slots = 0
 
     # -- set-up ----------------------------------------------------------------------------------
     def _options(self, tasks):
@@ -386,6 +416,10 @@ class RayFarm:
                 # a farm manager's kill unwinds like Ctrl-C
                 handlers.enter_context(sigterm_as_interrupt())
                 nodes = check_resources(ray, self.settings, self.where)
+                if self.windows_per_task is None:  # keep the model warm: one window task per slot and shot
+                    self.slots = task_slots(nodes, self.settings)
+                    self.planned = [dataclasses.replace(t, window_chunks=warm_chunks(t.n_windows, self.slots))
+                                    for t in self.planned]
                 total = ray.cluster_resources()
                 alive = [n for n in ray.nodes() if n.get("Alive")]
                 self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
@@ -632,6 +666,7 @@ class RayFarm:
         parts = list(shot.parts.values())
         first = next(p.result.get("result") or {} for p in parts if p.kind == "assemble")
         calls = sum(int((p.result.get("result") or {}).get("predictor_calls", 0)) for p in parts if p.kind == "windows")
+        shot.model_loads = model_loads(parts)
         n = shot.tasks.n_windows
         shot.result = JobResult.from_dict({
             **first, "out_dir": str(out_dir), "frame_count": len(shot.paths),
@@ -736,7 +771,8 @@ class RayFarm:
             if shot.error is None and shot.result is not None:
                 r = shot.result
                 lines.append(f"{head} {r.first_frame}-{r.last_frame} ({r.frame_count} frames, {r.windows} windows)  "
-                             f"{n} tasks{f', {again} retried' if again else ''}  {shot.seconds:.1f} s  "
+                             f"{n} tasks{f', {again} retried' if again else ''}  "
+                             f"{shot.model_loads} model load{'s' if shot.model_loads != 1 else ''}  {shot.seconds:.1f} s  "
                              f"cache {r.cache}  {r.pattern}")
             else:
                 lines.append(f"{head} FAILED after {shot.seconds:.1f} s: {shot.error}")

@@ -113,9 +113,15 @@ class DVDPredictor:
     name = "dvd"
 
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
-                 vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None):
+                 vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
+                 attention: str = "auto", fold_cross_attention: bool = True):
+        from dvd_vfx.model.attention import check_attention
+
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        check_attention(attention, self.device)
+        self.attention = attention
+        self.fold_cross_attention = fold_cross_attention  # bit-identical (dvd_vfx.model.attention)
         self.vae_tiling = vae_tiling
         self.offload = offload and self.device.type != "cpu"
         self._networks = networks
@@ -137,12 +143,21 @@ class DVDPredictor:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device_class": self.device.type,
             "vae_tiling": {None: "auto", True: "on", False: "off"}[self.vae_tiling],
+            # a chosen kernel rounds its own way; "auto" is not recorded (cache keys from before stay valid)
+            **({"attention": self.attention} if self.attention != "auto" else {}),
         }
 
     # -- loading ------------------------------------------------------------------------------
     def load(self) -> DVDNetworks:
-        if self._networks is not None:
-            return self._networks
+        from dvd_vfx.model.attention import fold_cross_attention
+
+        if self._networks is None:
+            self._networks = self._load()
+        if self.fold_cross_attention:  # (once per network; inference only, bit-identical)
+            fold_cross_attention(self._networks.transformer)
+        return self._networks
+
+    def _load(self) -> DVDNetworks:
         stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files.files())
         key = (stats, self.dtype, str(self.device), self.offload)
         with _LOAD_LOCK:
@@ -156,14 +171,17 @@ class DVDPredictor:
                     nets.transformer.to(self.device)
                     nets.vae.to(self.device)
                 _LOADED[key] = (nets, info)
-            self._networks, self._info = _LOADED[key]
-        return self._networks
+            nets, self._info = _LOADED[key]
+        return nets
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, frames: np.ndarray) -> np.ndarray:
+        from dvd_vfx.model.attention import attention_backend
+
         check_window(frames)
         try:
-            return self._predict(frames)
+            with attention_backend(self.attention):
+                return self._predict(frames)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -172,6 +190,11 @@ class DVDPredictor:
                 f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window (exit code 75: a farm "
                 "retries it, another process may have held the memory); if it keeps happening use --offload, "
                 "--vae-tiling, a smaller --resolution or --window, or --preset low-vram") from None
+        except RuntimeError as exc:
+            if self.attention != "auto" and "No available kernel" in str(exc):
+                raise InputError(f"--attention {self.attention}: PyTorch has no such attention kernel for this "
+                                 f"window on {self.device.type} ({self.dtype}); use --attention auto") from None
+            raise
 
     @torch.inference_mode()
     def _predict(self, frames: np.ndarray) -> np.ndarray:
