@@ -27,8 +27,18 @@ class DVD_PG_settings(bpy.types.PropertyGroup):
     frame_last: IntProperty(name="Last", default=100)
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//depth/<clip>/",
                                description="Folder for <clip>.depth.####.exr; // is the .blend's folder")
-    f_stop: FloatProperty(name="F-Stop", default=2.8, min=0.0, soft_max=128.0,
-                          description="Defocus aperture (smaller: more blur)")
+    use_solve: BoolProperty(name="Scene Scale from Solve", default=True,
+                            description="When the clip has a camera solve, render depth in the scene's units: every "
+                                        "bundle, projected through the solved camera, is a known distance (anchors); "
+                                        "Near/Far are then not used")
+    max_blur: FloatProperty(name="Max Blur", default=20.0, min=0.0, soft_max=200.0, subtype="PIXEL",
+                            description="Disparity mode: blur radius in px across the shot's whole depth range at "
+                                        "f/2.8 (scaled by 2.8 / the camera's f-stop). Also 1/4 of the Defocus clamp")
+    focus_disparity: FloatProperty(name="Focus", default=0.5, min=0.0, max=1.0,
+                                   description="Disparity mode: the disparity in focus (pick it with Focus on Point/Track)")
+    focus_point: FloatVectorProperty(name="Focus Point", size=2, default=(0.5, 0.5), min=0.0, max=1.0,
+                                     description="Where Focus on Point samples the pass: 0..1 across the frame, "
+                                                 "from the bottom-left (as marker positions)")
     use_fog: BoolProperty(name="Fog", default=False, description="Add depth fog after the defocus")
     fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0)
     fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0)
@@ -37,6 +47,8 @@ class DVD_PG_settings(bpy.types.PropertyGroup):
                                     default=(0.7, 0.75, 0.8, 1.0))
     # runtime display (written only on the main thread, by the running job)
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    solve_status: StringProperty(name="Scene Scale", default="",
+                                 description="What the last render's scene scale came from (bundles, fit error)")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
 
 

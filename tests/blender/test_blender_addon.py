@@ -83,7 +83,9 @@ def fresh_scene(work, *, clip_start=1):
     scene.active_clip = clip
     s = scene.dvd_vfx
     s.output_dir = str(work["dir"] / "out" / "<clip>")
-    s.near, s.far, s.f_stop = 2.0, 40.0, 4.0
+    s.near, s.far = 2.0, 40.0
+    s.use_solve = False
+    scene.camera.data.dof.aperture_fstop = 4.0
     s.use_fog, s.fog_start, s.fog_end, s.fog_density = True, 2.0, 40.0, 1.5
     return scene, clip
 
@@ -134,6 +136,9 @@ def test_render_loads_the_sequence_and_wires_defocus_and_fog(rendered, work):
     assert nodes["DVD Plate"].clip == clip
     defocus = nodes["DVD Defocus"]
     assert defocus.use_zbuffer and defocus.scene == scene and defocus.f_stop == pytest.approx(4.0)
+    driver = next(f for f in tree.animation_data.drivers if f.data_path == 'nodes["DVD Defocus"].f_stop').driver
+    assert driver.variables[0].targets[0].data_path == "camera.data.dof.aperture_fstop"  # the camera's f-stop
+    assert not [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]  # F12 renders no 3D scene
 
     def links_into(node):
         return {(l.from_node.name, l.from_socket.name, l.to_socket.identifier) for l in tree.links if l.to_node == node}
