@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import subprocess
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class EngineJob:
         try:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, env=run_env, text=True, encoding="utf-8",
+                                         cwd=tempfile.gettempdir(),  # never Blender's cwd: no stray checkout
                                          errors="replace", bufsize=1, **kwargs)
         except OSError as exc:
             raise RuntimeError(f"could not start the engine {python}: {exc}") from None
@@ -180,7 +182,7 @@ class EngineJob:
             else:
                 tail = [line for line in self.stderr_tail if line.strip()]
                 reason = tail[-1].strip() if tail else f"exit code {code}"
-                if "No module named" in reason and "dvd_vfx" in reason:
+                if "No module named" in reason:
                     reason = (f"engine Python {self.python} cannot import dvd_vfx ({reason}); set the add-on's "
                               f"Engine Python to the python where dvd-vfx is installed")
                 self.error = EngineError("EngineError", f"the engine stopped without an answer: {reason}", code or 1)
