@@ -271,3 +271,148 @@ def test_engine_errors_reach_the_artist_as_one_line(addon, work, fast_prefs):
         bpy.ops.node.dvd_render()
     status = scene.dvd_vfx.status
     assert status.startswith("dvd-vfx: failed:") and "window" in status and "\n" not in status
+
+
+# -- the extension as Blender's own tool sees it -------------------------------------------------
+
+
+def test_extension_validates_and_builds_with_blenders_own_tool(tmp_path):
+    """bl_pkg's blender_ext.py (what `blender --command extension validate|build` runs) accepts plugins/blender."""
+    import glob
+    import importlib.util
+    import sys
+
+    from conftest import ADDON_SRC
+
+    root = os.path.dirname(importlib.util.find_spec("bpy").origin)
+    tool = glob.glob(os.path.join(root, "*", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py"))
+    assert tool, f"no blender_ext.py in {root}"
+    for step in (["validate", str(ADDON_SRC)], ["build", "--source-dir", str(ADDON_SRC), "--output-dir", str(tmp_path)]):
+        proc = subprocess.run([sys.executable, tool[0], *step], capture_output=True, text=True)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "error" not in out.lower() and "warn" not in out.lower(), out
+    import tomllib
+    import zipfile
+
+    manifest = tomllib.loads((ADDON_SRC / "blender_manifest.toml").read_text())
+    assert len(manifest["tagline"]) <= 64
+    # https://docs.blender.org/manual/en/latest/advanced/extensions/licenses.html: add-ons are GPL-3.0-or-later
+    assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
+    names = zipfile.ZipFile(next(tmp_path.glob("*.zip"))).namelist()
+    assert "LICENSE" in names and "blender_manifest.toml" in names and "utils/job.py" in names
+    assert "GNU GENERAL PUBLIC LICENSE" in (ADDON_SRC / "LICENSE").read_text()[:200]
+
+
+# -- F12 composites the clip without rendering the 3D scene ---------------------------------------
+
+
+class _CountingEngine(bpy.types.RenderEngine):
+    """A render engine that only counts how often Blender asks it to render the 3D scene."""
+
+    bl_idname = "DVD_TEST_COUNTING"
+    bl_label = "Counting (tests)"
+    calls = 0
+
+    def render(self, depsgraph):
+        type(self).calls += 1
+        scene = depsgraph.scene
+        w = scene.render.resolution_x * scene.render.resolution_percentage // 100
+        h = scene.render.resolution_y * scene.render.resolution_percentage // 100
+        result = self.begin_result(0, 0, w, h)
+        result.layers[0].passes["Combined"].rect = [[1.0, 0.0, 1.0, 1.0]] * (w * h)
+        self.end_result(result)
+
+
+def _new_scene(name, size=(96, 48)):
+    scene = bpy.data.scenes.new(name)
+    bpy.context.window.scene = scene
+    scene.render.resolution_x, scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "OPEN_EXR"
+    scene.render.image_settings.color_depth = "32"
+    scene.render.use_compositing = True
+    camera = bpy.data.objects.new(f"{name} Camera", bpy.data.cameras.new(f"{name} Camera"))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    return scene
+
+
+def _compositor_for_plate(scene):
+    """What turning compositing on gives: 4.x use_nodes (default Render Layers -> Composite), 5.0 a node group."""
+    from conftest import ADDON_SRC  # noqa: F401
+
+    if IS_5:
+        tree = bpy.data.node_groups.new(f"{scene.name} Compositing", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        out = tree.nodes.new("NodeGroupOutput")
+        rl = tree.nodes.new("CompositorNodeRLayers")
+        tree.links.new(rl.outputs["Image"], out.inputs[0])
+        scene.compositing_node_group = tree
+    else:
+        scene.use_nodes = True
+        tree = scene.node_tree
+    assert any(n.bl_idname == "CompositorNodeRLayers" for n in tree.nodes)
+    return tree
+
+
+def _write_plate(path, w, h, pixel):
+    """A plate frame saved by Blender (RGBA float rows bottom-up), pixel(x, y_top) -> value."""
+    img = bpy.data.images.new(os.path.basename(path), w, h, float_buffer=True)
+    px = []
+    for y in range(h - 1, -1, -1):
+        for x in range(w):
+            v = pixel(x, y)
+            px += [v, v, v, 1.0]
+    img.pixels = px
+    img.filepath_raw = str(path)
+    img.file_format = "OPEN_EXR"
+    img.save()
+    bpy.data.images.remove(img)
+
+
+def _depth_pass(engine_py, folder, shot, frames, values):
+    """A depth.Z EXR sequence like the engine's (values: rows top-first), written by the engine's OpenEXR."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_engine("import sys, json, numpy as np, OpenEXR\n"
+               "z = np.array(json.loads(sys.argv[2]), np.float32)\n"
+               "for f in json.loads(sys.argv[3]):\n"
+               "    OpenEXR.File({'compression': OpenEXR.ZIP_COMPRESSION, 'type': OpenEXR.scanlineimage},\n"
+               "                 {'depth.Z': z}).write(f'{sys.argv[1]}.depth.{f:04d}.exr')\n",
+               str(folder / shot), json.dumps(values), json.dumps(list(frames)))
+    return folder / f"{shot}.depth.{frames[0]:04d}.exr"
+
+
+def _render_comp(scene, path):
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(path), check_existing=False)
+    w, h = img.size
+    px = list(img.pixels)
+    bpy.data.images.remove(img)
+    return [[px[((h - 1 - y) * w + x) * 4] for x in range(w)] for y in range(h)]  # rows top-first
+
+
+def test_f12_composites_the_clip_without_rendering_the_3d_scene(addon, engine_py, work):
+    bpy.utils.register_class(_CountingEngine)
+    try:
+        scene = _new_scene("F12")
+        scene.render.engine = _CountingEngine.bl_idname
+        _compositor_for_plate(scene)
+        _CountingEngine.calls = 0
+        _render_comp(scene, work["dir"] / "f12-before.exr")
+        assert _CountingEngine.calls == 1  # the control: a Render Layers node makes F12 render the scene
+
+        folder = work["dir"] / "f12"
+        _write_plate(folder / "plate.0001.exr", 96, 48, lambda x, y: 0.25 + 0.5 * ((x // 8 + y // 8) % 2))
+        plate = bpy.data.images.load(str(folder / "plate.0001.exr"))
+        first = _depth_pass(engine_py, folder, "plate", [1], [[5.0] * 96] * 48)
+        image = addon.compositor.load_depth_image("f12.depth", str(first))
+        mapping = addon.utils.shot.image_user_mapping(clip_start=1, clip_offset=0, source_first=1, first=1, last=1)
+        addon.compositor.wire(scene, image=image, mapping=mapping, mode="depth", plate_image=plate)
+        _CountingEngine.calls = 0
+        got = _render_comp(scene, work["dir"] / "f12-after.exr")
+        assert _CountingEngine.calls == 0  # the 3D scene was not rendered
+        dark, bright = got[2][2], got[2][10]  # the plate's checker (4.x writes it display-encoded)
+        assert bright > dark + 0.2 and got[12][12] == pytest.approx(dark, abs=1e-3)
+    finally:
+        bpy.utils.unregister_class(_CountingEngine)
