@@ -416,3 +416,56 @@ def test_f12_composites_the_clip_without_rendering_the_3d_scene(addon, engine_py
         assert bright > dark + 0.2 and got[12][12] == pytest.approx(dark, abs=1e-3)
     finally:
         bpy.utils.unregister_class(_CountingEngine)
+
+
+# -- defocus like a lens, in both modes -------------------------------------------------------------
+
+BANDS = 6  # the pass holds 6 vertical bands of 32 px, each at one depth
+
+
+def _sharpness(rows, band, width=32):
+    """Mean squared horizontal step over the central 16 px of a band: an edge spread over n px keeps its
+    total step but its energy falls as 1/n, so this falls as the blur grows."""
+    x0 = band * width + width // 2 - 8
+    steps = [(r[x + 1] - r[x]) ** 2 for r in rows[8:-8] for x in range(x0, x0 + 16)]
+    return sum(steps) / len(steps)
+
+
+@pytest.mark.parametrize("mode, values, focus_band", [
+    ("depth", [2.0, 4.0, 10.0, 20.0, 40.0, 80.0], 2),      # scene units
+    ("disparity", [1.0, 0.8, 0.6, 0.4, 0.2, 0.0], 2)])     # 0 far .. 1 near
+def test_defocus_is_sharp_at_the_picked_focus_and_blurs_away_from_it(addon, engine_py, work, mode, values,
+                                                                      focus_band):
+    w, h = 32 * BANDS, 64
+    scene = _new_scene(f"Lens {mode}", (w, h))
+    scene.render.engine = "CYCLES"  # never rendered: no Render Layers node
+    cam = scene.camera.data
+    cam.lens, cam.sensor_width, cam.sensor_fit = 100.0, 36.0, "HORIZONTAL"
+    cam.dof.aperture_fstop = 0.5 if mode == "depth" else 2.8
+    folder = work["dir"] / f"lens-{mode}"
+    _write_plate(folder / "plate.0001.exr", w, h, lambda x, y: 0.25 + 0.5 * ((x // 8 + y // 8) % 2))
+    plate = bpy.data.images.load(str(folder / "plate.0001.exr"))
+    row = [values[x // 32] for x in range(w)]
+    first = _depth_pass(engine_py, folder, "plate", [1], [row] * h)
+    image = addon.compositor.load_depth_image(f"lens-{mode}.depth", str(first))
+    mapping = addon.utils.shot.image_user_mapping(clip_start=1, clip_offset=0, source_first=1, first=1, last=1)
+    settings = scene.dvd_vfx
+    settings.mode, settings.max_blur = mode, 20.0
+    addon.compositor.wire(scene, image=image, mapping=mapping, mode=mode, max_blur=20.0, plate_image=plate)
+    settings.focus_point = ((focus_band * 32 + 16) / w, 0.5)  # Focus on Point: the middle of the focus band
+    assert bpy.ops.node.dvd_set_focus(source="POINT") == {"FINISHED"}
+    if mode == "depth":  # the camera's DOF, which the z-buffer Defocus reads
+        assert cam.dof.use_dof and cam.dof.focus_object is None
+        assert cam.dof.focus_distance == pytest.approx(values[focus_band])
+    else:
+        assert settings.focus_disparity == pytest.approx(values[focus_band])
+    got = _render_comp(scene, folder / "comp.exr")
+    sharp = [_sharpness(got, b) for b in range(BANDS)]
+    reference = _sharpness([[0.25 + 0.5 * ((x // 8 + y // 8) % 2) for x in range(w)] for y in range(h)], 0)
+    dark, bright = min(min(r) for r in got), max(max(r) for r in got)
+    reference *= ((bright - dark) / 0.5) ** 2  # 4.x writes the composite display-encoded
+    assert sharp[focus_band] > 0.9 * reference, (sharp, reference)  # in focus: the plate's own edges
+    assert sharp[2] > sharp[1] > sharp[0] and sharp[2] > sharp[3] > sharp[4], sharp  # blur grows away from focus
+    assert max(sharp[0], sharp[4]) < 0.6 * sharp[focus_band], sharp
+    if mode == "disparity":
+        assert sharp[4] > sharp[5], sharp  # radius = Max Blur * 2.8/N * |d - focus|: linear in disparity
