@@ -469,3 +469,243 @@ def test_defocus_is_sharp_at_the_picked_focus_and_blurs_away_from_it(addon, engi
     assert max(sharp[0], sharp[4]) < 0.6 * sharp[focus_band], sharp
     if mode == "disparity":
         assert sharp[4] > sharp[5], sharp  # radius = Max Blur * 2.8/N * |d - focus|: linear in disparity
+
+
+# -- depth in the scene's scale from the clip's camera solve -------------------------------------
+
+SOLVE_FRAMES = 16
+PLANES = {  # name: (y of the plane in front of the camera, x range, z range): three depths
+    "Wall": (14.0, (-12.0, 12.0), (-8.0, 10.0)),
+    "Mid": (8.0, (-5.0, -0.5), (-3.0, 3.0)),
+    "Near": (4.5, (0.5, 2.5), (-1.5, 0.8)),
+}
+BRIGHTNESS_PLUGIN = textwrap.dedent('''
+    from dvd_vfx.hookspecs import hookimpl
+    from dvd_vfx.plugins import PredictorFactory
+
+    class Brightness:
+        name = "brightness"
+        def identity(self):
+            return {"predictor": "brightness", "model_id": "brightness-1", "weights_sha256": "1" * 64}
+        def predict(self, frames):
+            return frames.mean(axis=-1).astype("float32")
+
+    @hookimpl
+    def dvd_vfx_register_predictors():
+        return [PredictorFactory("brightness", lambda settings: Brightness(), "brightness as disparity (tests)")]
+''')
+
+
+def _disparity_material():
+    """Emission = 3 / (view-axis depth): the plate's brightness is a disparity (the test predictor reads it)."""
+    mat = bpy.data.materials.new("disparity")
+    mat.use_nodes = True
+    nt = mat.node_tree
+    nt.nodes.clear()
+    cam = nt.nodes.new("ShaderNodeCameraData")
+    div = nt.nodes.new("ShaderNodeMath")
+    div.operation = "DIVIDE"
+    div.inputs[0].default_value = 3.0
+    nt.links.new(cam.outputs["View Z Depth"], div.inputs[1])
+    emission = nt.nodes.new("ShaderNodeEmission")
+    emission.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+    nt.links.new(div.outputs[0], emission.inputs["Strength"])
+    out = nt.nodes.new("ShaderNodeOutputMaterial")
+    nt.links.new(emission.outputs[0], out.inputs["Surface"])
+    return mat
+
+
+def _clip_editor_override(clip):
+    window = bpy.context.window
+    area = window.screen.areas[0]
+    area.type = "CLIP_EDITOR"
+    area.spaces.active.clip = clip
+    return bpy.context.temp_override(window=window, area=area)
+
+
+@pytest.fixture(scope="module")
+def solved(addon, engine_py, work):
+    """A scene rendered through a moving camera (Cycles), one track per surface point with markers at its
+    true projection, Blender's own solver, a solved camera with Set Scale from two bundles, and Z passes."""
+    import random
+
+    from mathutils import Vector
+
+    folder = work["dir"] / "solve"
+    folder.mkdir()
+    scene = _new_scene("Solve", (160, 120))
+    scene.frame_start, scene.frame_end = 1, SOLVE_FRAMES
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples, scene.cycles.device = 1, "CPU"
+    scene.cycles.use_denoising = False
+    scene.render.filter_size = 0.01
+    try:
+        scene.view_settings.view_transform = "Raw"  # the PNG keeps 3/z linearly
+    except TypeError:
+        scene.view_settings.view_transform = "Standard"
+    world = bpy.data.worlds.new("black")
+    world.color = (0.0, 0.0, 0.0)
+    scene.world = world
+    mat = _disparity_material()
+    for name, (y, (x0, x1), (z0, z1)) in PLANES.items():
+        mesh = bpy.data.meshes.new(name)
+        mesh.from_pydata([(x0, y, z0), (x1, y, z0), (x1, y, z1), (x0, y, z1)], [], [(0, 1, 2, 3)])
+        mesh.materials.append(mat)
+        scene.collection.objects.link(bpy.data.objects.new(name, mesh))
+    true_cam = scene.camera
+    true_cam.name = "True Camera"
+    true_cam.data.lens, true_cam.data.sensor_width = 35.0, 36.0
+    true_cam.rotation_euler = (1.5708, 0.0, 0.0)  # looking along +Y
+    for frame, loc, yaw in ((1, (-1.2, -2.0, 0.3), 0.03), (SOLVE_FRAMES, (1.2, -2.3, 0.6), -0.03)):
+        true_cam.location, true_cam.rotation_euler[2] = loc, yaw
+        true_cam.keyframe_insert("location", frame=frame)
+        true_cam.keyframe_insert("rotation_euler", frame=frame)
+    # the plate (PNG) and, on three frames, the scene's Z pass (multilayer EXR)
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGB"
+    scene.render.image_settings.color_depth = "8"
+    scene.render.filepath = str(folder / "plate_####")
+    bpy.ops.render.render(animation=True)
+    scene.view_layers[0].use_pass_z = True
+    if hasattr(scene.render.image_settings, "media_type"):  # 5.0: multilayer is a media type of OPEN_EXR
+        scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
+    else:
+        scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+    scene.render.image_settings.color_depth = "32"
+    z_files = {}
+    for frame in (1, 8, SOLVE_FRAMES):
+        scene.frame_set(frame)
+        scene.render.filepath = str(folder / f"z_{frame:04d}.exr")
+        bpy.ops.render.render(write_still=True)
+        z_files[frame] = folder / f"z_{frame:04d}.exr"
+
+    clip = bpy.data.movieclips.load(str(folder / "plate_0001.png"))
+    clip.frame_start = 1
+    scene.active_clip = clip
+    w, h = clip.size
+    cam = clip.tracking.camera
+    cam.sensor_width, cam.focal_length = 36.0, 35.0
+    rng = random.Random(3)
+    points = []
+    for name, count in (("Wall", 20), ("Mid", 8), ("Near", 6)):
+        y, (x0, x1), (z0, z1) = PLANES[name]
+        while sum(1 for p in points if p[0] == name) < count:
+            p = Vector((rng.uniform(x0, x1), y, rng.uniform(z0, z1)))
+            points.append((name, p))
+    markers = {}
+    for frame in range(1, SOLVE_FRAMES + 1):  # true projections: tracks as a perfect tracker would give them
+        scene.frame_set(frame)
+        inv = true_cam.matrix_world.inverted()
+        eye = true_cam.matrix_world.translation
+        f_px = true_cam.data.lens / true_cam.data.sensor_width * w
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        for i, (name, p) in enumerate(points):
+            pc = inv @ p
+            if pc.z >= 0:
+                continue
+            hit, where, *_ = scene.ray_cast(depsgraph, eye, (p - eye).normalized(), distance=(p - eye).length + 1e-3)
+            if hit and (where - p).length > 1e-3:  # hidden behind a nearer plane: no marker
+                continue
+            x, yb = w / 2 + f_px * pc.x / -pc.z, h / 2 + f_px * pc.y / -pc.z
+            if 6 < x < w - 6 and 6 < yb < h - 6:
+                markers.setdefault(i, {})[frame] = (x / w, yb / h)
+    tracks = clip.tracking.tracks
+    for i, frames in markers.items():
+        track = tracks.new(name=f"{points[i][0]}{i}", frame=min(frames))
+        for frame, co in frames.items():
+            track.markers.insert_frame(frame, co=co)
+    obj = clip.tracking.objects.active
+    obj.keyframe_a, obj.keyframe_b = 1, SOLVE_FRAMES
+    with _clip_editor_override(clip):
+        assert bpy.ops.clip.solve_camera() == {"FINISHED"}
+    assert clip.tracking.reconstruction.is_valid
+    # the solved camera, as Setup Tracking Scene makes it, then Set Scale from two wall bundles
+    solved_cam = bpy.data.objects.new("Solved Camera", bpy.data.cameras.new("Solved Camera"))
+    scene.collection.objects.link(solved_cam)
+    solved_cam.constraints.new("CAMERA_SOLVER").use_active_clip = True
+    scene.camera = solved_cam
+    wall = [i for i in markers if points[i][0] == "Wall" and tracks[f"Wall{i}"].has_bundle]
+    a, b = max(((i, j) for i in wall for j in wall), key=lambda ij: (points[ij[0]][1] - points[ij[1]][1]).length)
+    for track in tracks:
+        track.select = track.name in (f"Wall{a}", f"Wall{b}")
+    with _clip_editor_override(clip):
+        assert bpy.ops.clip.set_scale(distance=(points[a][1] - points[b][1]).length) == {"FINISHED"}
+    scene.frame_set(1)
+    return {"scene": scene, "clip": clip, "z": z_files, "folder": folder, "true": true_cam, "solved": solved_cam}
+
+
+def _z_at(path, points):
+    """The scene's Z pass at plate pixels (x, y from the top-left), read by the engine's OpenEXR."""
+    code = ("import sys, json, math, OpenEXR\n"
+            "f = OpenEXR.File(sys.argv[1])\n"
+            "z = next(ch.pixels for part in f.parts for name, ch in part.channels.items()\n"
+            "         if name.endswith('Depth.Z') or name.endswith('Depth.V') or name == 'Depth')\n"
+            "z = z if z.ndim == 2 else z[..., 0]\n"
+            "print(json.dumps([float(z[int(math.floor(y)), int(math.floor(x))]) for x, y in json.loads(sys.argv[2])]))\n")
+    return json.loads(run_engine(code, str(path), json.dumps(points)))
+
+
+def addon_exr():
+    import importlib
+
+    return importlib.import_module(MODULE + ".utils.exr")
+
+
+def test_camera_solve_gives_anchors_at_the_scenes_depth(solved, addon):
+    """Bundles projected through the solved camera: pixels where the plate shows them, depth = the Z pass."""
+    scene, clip = solved["scene"], solved["clip"]
+    rec = clip.tracking.reconstruction
+    assert rec.average_error < 0.5, rec.average_error
+    anchors, info = addon.tracking.solve_anchors(scene, clip, source_first=1)
+    assert info.bundles >= 15 and info.scale_from == "Solved Camera"
+    assert info.anchors == len(anchors) > 200
+    errors, pixel_errors = [], []
+    for a in anchors:
+        marker = clip.tracking.tracks[a.track].markers.find_frame(a.frame, exact=True)
+        pixel_errors.append(max(abs(a.x - marker.co[0] * 160), abs(a.y - (1 - marker.co[1]) * 120)))
+    for frame, path in solved["z"].items():
+        on_frame = [a for a in anchors if a.frame == frame]
+        zs = _z_at(path, [(a.x, a.y) for a in on_frame])
+        errors += [abs(a.depth / z - 1) for a, z in zip(on_frame, zs)]
+    errors.sort()
+    pixel_errors.sort()
+    assert len(errors) >= 40
+    assert pixel_errors[len(pixel_errors) // 2] < 0.5 and pixel_errors[-1] < 2.0, pixel_errors[-5:]
+    assert errors[len(errors) // 2] < 0.02 and errors[int(0.9 * len(errors))] < 0.05, errors[-5:]
+    # without Set Scale the same bundles are in the solver's units: the scale is what made them match
+    solved["solved"].scale = (1.0, 1.0, 1.0)
+    try:
+        unscaled, _ = addon.tracking.solve_anchors(scene, clip, source_first=1)
+    finally:
+        solved["solved"].scale = (info.scale,) * 3
+    assert unscaled[0].depth == pytest.approx(anchors[0].depth / info.scale, rel=1e-4)
+    assert abs(info.scale - 1) > 0.1  # the solver's units are not the scene's
+
+
+def test_render_with_a_camera_solve_is_in_scene_units(solved, addon, work, monkeypatch, fast_prefs):
+    scene, clip = solved["scene"], solved["clip"]
+    plugins = work["dir"] / "plugins-brightness"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "brightness.py").write_text(BRIGHTNESS_PLUGIN)
+    monkeypatch.setenv("DVD_VFX_PLUGINS_DIR", str(plugins))
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.extra_args = FAST + " --predictor brightness --no-cache"
+    s = scene.dvd_vfx
+    s.output_dir = str(work["dir"] / "out" / "<clip>")
+    s.mode, s.use_solve, s.near, s.far = "depth", True, 1.0, 2.0  # near/far must not be used
+    assert bpy.ops.node.dvd_render() == {"FINISHED"}, s.status
+    assert s.solve_status.startswith("Scene scale: ") and "anchors used" in s.solve_status, s.solve_status
+    shot = addon.utils.shot.shot_name(clip.name)
+    anchors_csv = work["dir"] / "out" / f"{shot}.anchors.csv"  # next to the shot's pass folder
+    assert anchors_csv.read_text().splitlines()[0] == "frame,x,y,depth"
+    pass_file = work["dir"] / "out" / shot / f"{shot}.depth.0008.exr"
+    fit = addon_exr().read_anchors_header(str(pass_file))
+    assert fit["used"] >= 100 and fit["medianRelError"] < 0.05, fit
+    # the pass itself now sits at the scene's depth: compare with the Z pass inside each plane
+    errors = []
+    pixels = [(20, 20), (140, 15), (40, 60), (120, 100), (80, 110)]
+    for (x, y), z in zip(pixels, _z_at(solved["z"][8], [(x + 0.5, y + 0.5) for x, y in pixels])):
+        d = addon_exr().read_value(str(pass_file), x, y)
+        errors.append(abs(d / z - 1))
+    errors.sort()
+    assert errors[len(errors) // 2] < 0.1, errors
