@@ -4,15 +4,13 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, PointerProperty, StringProperty
 
 
-def _is_sequence(self, image):
-    return image.source == "SEQUENCE"
-
-
 class DVD_PG_settings(bpy.types.PropertyGroup):
     source: EnumProperty(name="Source", items=(
         ("CLIP", "Movie Clip", "The scene's active movie clip (or the Movie Clip editor's clip)"),
         ("IMAGE", "Image Sequence", "An image-sequence Image")), default="CLIP")
-    image: PointerProperty(name="Image", type=bpy.types.Image, poll=_is_sequence,
+    # No poll= callback here: with one, bpy 4.2 crashes when the interpreter exits (Render Depth checks
+    # that the image is a sequence instead)
+    image: PointerProperty(name="Image", type=bpy.types.Image,
                            description="Image sequence to render a depth pass for")
     preset: StringProperty(name="Preset", default="",
                            description="dvd-vfx preset (`dvd-vfx presets ls`); empty: the preferences' default")

@@ -15,6 +15,7 @@ import time
 import bpy
 
 from . import compositor, preferences, tracking
+from .utils import exr
 from .utils import job as job_utils
 from .utils import shot as shot_utils
 from .utils import solve as solve_utils
@@ -68,6 +69,9 @@ class DepthRun:
             image = settings.image
             if image is None:
                 raise ValueError("choose an image sequence in the dvd-vfx panel")
+            if image.source != "SEQUENCE":
+                raise ValueError(f"image {image.name} is not an image sequence (source {image.source}); choose a "
+                                 f"numbered sequence such as plate.1001.exr")
             path = bpy.path.abspath(image.filepath, library=image.library)
             source, source_first = shot_utils.sequence_pattern(path)
             name, start_frame = image.name, None
@@ -176,6 +180,8 @@ class DepthRun:
             self._status(f"dvd-vfx: {self.error}", progress=0.0)
             return
         fit = self.result.anchors
+        if not fit and self.request.anchors:  # an engine whose JSON result predates the field: the EXR header
+            fit = exr.read_anchors_header(compositor.first_file(self.result.pattern, self.result.first_frame))
         scene.dvd_vfx.solve_status = (solve_utils.describe_fit(fit, self.solve_info.bundles)
                                       if fit and self.solve_info is not None else
                                       f"Near/Far {self.result.near:g}..{self.result.far:g}" if self.result.mode == "depth"

@@ -84,7 +84,7 @@ def fresh_scene(work, *, clip_start=1):
     s = scene.dvd_vfx
     s.output_dir = str(work["dir"] / "out" / "<clip>")
     s.near, s.far = 2.0, 40.0
-    s.use_solve = False
+    s.use_solve = True  # the clip has no camera solve: Near/Far it is
     scene.camera.data.dof.aperture_fstop = 4.0
     s.use_fog, s.fog_start, s.fog_end, s.fog_density = True, 2.0, 40.0, 1.5
     return scene, clip
@@ -152,6 +152,8 @@ def test_render_loads_the_sequence_and_wires_defocus_and_fog(rendered, work):
     assert {l[0] for l in links_into(output)} == {"DVD Fog Mix"}
     assert nodes["DVD Fog Density"].inputs[1].default_value == pytest.approx(-1.5)
     assert scene.dvd_vfx.progress == pytest.approx(1.0) and "done" in scene.dvd_vfx.status
+    assert scene.dvd_vfx.solve_status == "Near/Far 2..40"  # no camera solve: the panel's near/far
+    assert not list((work["dir"] / "out").glob("*.anchors.csv"))
 
 
 def test_rerun_replaces_in_place_and_is_served_by_the_cache(rendered, addon):
