@@ -241,10 +241,19 @@ def wire(scene, *, image, mapping: ImageUserMapping, mode: str, max_blur: float 
 def drop_idle_render_layers(tree) -> int:
     """Remove Render Layers nodes that feed nothing but Viewers: Blender renders the 3D scene on F12 only
     when the compositor has a Render Layers node (4.x puts one in when compositing is turned on)."""
+    def targets(node, seen=()):  # what the node feeds, through reroutes (4.5's default tree has one)
+        found = set()
+        for out in node.outputs:
+            for link in out.links:
+                if link.to_node.bl_idname == "NodeReroute" and link.to_node.name not in seen:
+                    found |= targets(link.to_node, seen + (link.to_node.name,))
+                elif link.to_node.bl_idname != "NodeReroute":
+                    found.add(link.to_node.bl_idname)
+        return found
+
     removed = 0
     for node in [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]:
-        targets = {link.to_node.bl_idname for out in node.outputs for link in out.links}
-        if targets <= {"CompositorNodeViewer"}:
+        if targets(node) <= {"CompositorNodeViewer"}:
             tree.nodes.remove(node)
             removed += 1
     return removed
