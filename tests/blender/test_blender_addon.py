@@ -443,7 +443,7 @@ def test_defocus_is_sharp_at_the_picked_focus_and_blurs_away_from_it(addon, engi
     scene.render.engine = "CYCLES"  # never rendered: no Render Layers node
     cam = scene.camera.data
     cam.lens, cam.sensor_width, cam.sensor_fit = 100.0, 36.0, "HORIZONTAL"
-    cam.dof.aperture_fstop = 0.5 if mode == "depth" else 2.8
+    cam.dof.aperture_fstop = 16.0  # changed after wiring: the Defocus follows the camera through a driver
     folder = work["dir"] / f"lens-{mode}"
     _write_plate(folder / "plate.0001.exr", w, h, lambda x, y: 0.25 + 0.5 * ((x // 8 + y // 8) % 2))
     plate = bpy.data.images.load(str(folder / "plate.0001.exr"))
@@ -454,6 +454,7 @@ def test_defocus_is_sharp_at_the_picked_focus_and_blurs_away_from_it(addon, engi
     settings = scene.dvd_vfx
     settings.mode, settings.max_blur = mode, 20.0
     addon.compositor.wire(scene, image=image, mapping=mapping, mode=mode, max_blur=20.0, plate_image=plate)
+    cam.dof.aperture_fstop = 0.5 if mode == "depth" else 2.8
     settings.focus_point = ((focus_band * 32 + 16) / w, 0.5)  # Focus on Point: the middle of the focus band
     assert bpy.ops.node.dvd_set_focus(source="POINT") == {"FINISHED"}
     if mode == "depth":  # the camera's DOF, which the z-buffer Defocus reads
