@@ -134,7 +134,7 @@ def _output_node(scene, tree):
 def wire(scene, *, image, mapping: ImageUserMapping, mode: str, max_blur: float = 20.0,
          focus_disparity: float = 0.5, plate_clip=None,
          plate_image=None, plate_mapping: ImageUserMapping | None = None, fog: bool = False,
-         fog_start: float = 0.0, fog_end: float = 100.0, fog_density: float = 2.0,
+         fog_start: float = 0.0, fog_end: float = 100.0, fog_density: float = 0.05,
          fog_colour=(0.7, 0.75, 0.8, 1.0)) -> dict:
     """Image -> depth -> Defocus (Z) [-> fog] -> compositor output. Returns the DVD nodes by role."""
     tree = compositor_tree(scene)
@@ -197,7 +197,9 @@ def wire(scene, *, image, mapping: ImageUserMapping, mode: str, max_blur: float 
         _set(rng, "use_clamp" if hasattr(rng, "use_clamp") else "clamp", True)
         rng.inputs["From Min"].default_value = fog_start
         rng.inputs["From Max"].default_value = fog_end
-        rng.inputs["To Min"].default_value, rng.inputs["To Max"].default_value = 0.0, 1.0
+        # the distance travelled in fog, in scene units (0 before Fog Start, Fog End - Fog Start past Fog End):
+        # amount = 1 - exp(-density * distance), density per scene unit (Beer-Lambert)
+        rng.inputs["To Min"].default_value, rng.inputs["To Max"].default_value = 0.0, max(fog_end - fog_start, 0.0)
         _link(tree, depth_socket(depth), rng.inputs["Value"])
         steps = []
         for i, (role, op, value) in enumerate((("Fog Density", "MULTIPLY", -fog_density),

@@ -38,9 +38,12 @@ class DVD_PG_settings(bpy.types.PropertyGroup):
                                      description="Where Focus on Point samples the pass: 0..1 across the frame, "
                                                  "from the bottom-left (as marker positions)")
     use_fog: BoolProperty(name="Fog", default=False, description="Add depth fog after the defocus")
-    fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0)
-    fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0)
-    fog_density: FloatProperty(name="Density", default=2.0, min=0.0, soft_max=20.0)
+    fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0, subtype="DISTANCE",
+                             description="Depth where the fog begins, scene units")
+    fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0, subtype="DISTANCE",
+                           description="Depth past which the fog stops thickening, scene units")
+    fog_density: FloatProperty(name="Density", default=0.05, min=0.0, soft_max=2.0, precision=4,
+                               description="Per scene unit: the fog hides 1 - exp(-density * distance in fog)")
     fog_colour: FloatVectorProperty(name="Fog Colour", subtype="COLOR", size=4, min=0.0, soft_max=1.0,
                                     default=(0.7, 0.75, 0.8, 1.0))
     # runtime display (written only on the main thread, by the running job)

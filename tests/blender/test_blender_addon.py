@@ -720,3 +720,28 @@ def test_render_with_a_camera_solve_is_in_scene_units(solved, addon, work, monke
     errors.sort()
     print(f"render with solve: fit {fit}; pass vs Z pass at 5 pixels: {[round(e, 4) for e in errors]}")
     assert errors[len(errors) // 2] < 0.1, errors
+
+
+def test_fog_density_is_per_scene_unit(addon, engine_py, work):
+    """amount = 1 - exp(-density * distance travelled in fog), the distance in scene units from Fog Start to Fog End."""
+    import math
+
+    depths = [2.0, 10.0, 30.0, 60.0, 200.0]
+    w, h = 32 * len(depths), 16
+    scene = _new_scene("Fog", (w, h))
+    try:
+        scene.view_settings.view_transform = "Raw"
+    except TypeError:
+        scene.view_settings.view_transform = "Standard"
+    folder = work["dir"] / "fog"
+    _write_plate(folder / "plate.0001.exr", w, h, lambda x, y: 0.0)
+    plate = bpy.data.images.load(str(folder / "plate.0001.exr"))
+    first = _depth_pass(engine_py, folder, "plate", [1], [[depths[x // 32] for x in range(w)]] * h)
+    image = addon.compositor.load_depth_image("fog.depth", str(first))
+    mapping = addon.utils.shot.image_user_mapping(clip_start=1, clip_offset=0, source_first=1, first=1, last=1)
+    addon.compositor.wire(scene, image=image, mapping=mapping, mode="depth", plate_image=plate, fog=True,
+                          fog_start=5.0, fog_end=100.0, fog_density=0.05, fog_colour=(1.0, 1.0, 1.0, 1.0))
+    got = _render_comp(scene, folder / "comp.exr")
+    for band, z in enumerate(depths):
+        want = 1 - math.exp(-0.05 * (min(max(z, 5.0), 100.0) - 5.0))
+        assert got[h // 2][band * 32 + 16] == pytest.approx(want, abs=0.01), (band, z, [got[h // 2][b * 32 + 16] for b in range(5)])
