@@ -251,6 +251,11 @@ class JobResult:
             How the shot cache served the windows: ``"off"`` (no cache: ``--no-cache``),
             ``"miss"`` (all predicted), ``"partial"`` (resumed: some were cached) or ``"hit"``
             (all cached, no predictor call).
+        anchors (`dict` or `None`):
+            With ``--anchors``: the scene-scale fit, the EXR header ``dvd/anchors`` (``file``,
+            ``used`` and ``rejected`` anchor counts, ``scale``/``shift`` of 1/depth = scale * d +
+            shift, ``medianRelError``/``worstRelError`` of depth at the anchors, ``rejectedAnchors``
+            0-based indices); None without anchors (and in JSON from an engine without the field).
     """
 
     shot: str
@@ -269,6 +274,7 @@ class JobResult:
     plate_size: tuple[int, int]
     percentiles: tuple[float, float]
     cache: str = "off"
+    anchors: dict | None = None
 
     @classmethod
     def from_render(cls, r) -> "JobResult":
@@ -278,7 +284,8 @@ class JobResult:
                    frame_count=int(r.frame_count), windows=int(r.windows), predictor_calls=int(r.predictor_calls),
                    seconds=round(float(r.seconds), 3), mode=r.mode, near=r.near, far=r.far,
                    working_size=tuple(r.working_size), plate_size=tuple(r.plate_size),
-                   percentiles=tuple(float(p) for p in r.percentiles), cache=str(getattr(r, "cache", "off")))
+                   percentiles=tuple(float(p) for p in r.percentiles), cache=str(getattr(r, "cache", "off")),
+                   anchors=jsonable(r.anchors) if getattr(r, "anchors", None) else None)
 
     def to_dict(self) -> dict:
         return jsonable(self)

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import runtime
+from . import runtime, tracking
 
 
 def draw_settings(layout, context, *, in_clip_editor: bool):
@@ -20,10 +20,21 @@ def draw_settings(layout, context, *, in_clip_editor: bool):
             col.prop(settings, "image")
     col.prop(settings, "preset")
     col.prop(settings, "mode")
-    sub = col.column(align=True)
-    sub.enabled = settings.mode == "depth"
-    sub.prop(settings, "near")
-    sub.prop(settings, "far")
+    clip = (context.space_data.clip if in_clip_editor else scene.active_clip) if settings.source == "CLIP" else None
+    solved = settings.mode == "depth" and settings.source == "CLIP" and tracking.has_solve(clip)
+    if solved:
+        col.prop(settings, "use_solve")
+    if solved and settings.use_solve:
+        rec = clip.tracking.objects.active.reconstruction
+        bundles = sum(1 for t in clip.tracking.objects.active.tracks if t.has_bundle)
+        col.label(text=f"Camera solve: {bundles} bundles, error {rec.average_error:.2f} px", icon="TRACKING")
+    else:
+        sub = col.column(align=True)
+        sub.enabled = settings.mode == "depth"
+        sub.prop(settings, "near")
+        sub.prop(settings, "far")
+    if settings.solve_status:
+        col.label(text=settings.solve_status, icon="INFO")
     col.prop(settings, "use_frame_range")
     if settings.use_frame_range:
         row = col.row(align=True)
@@ -31,7 +42,28 @@ def draw_settings(layout, context, *, in_clip_editor: bool):
         row.prop(settings, "frame_last")
     col.prop(settings, "output_dir")
     col.separator()
-    col.prop(settings, "f_stop")
+    box = col.box()
+    box.label(text="Defocus", icon="CAMERA_DATA")
+    camera = scene.camera
+    if camera is not None and camera.type == "CAMERA":
+        dof = camera.data.dof
+        box.prop(dof, "aperture_fstop", text="F-Stop")
+        if settings.mode == "depth":
+            box.prop(dof, "focus_object")
+            sub = box.column()
+            sub.enabled = dof.focus_object is None
+            sub.prop(dof, "focus_distance")
+    else:
+        box.label(text="No scene camera: Render Depth adds one")
+    if settings.mode == "disparity":
+        box.prop(settings, "max_blur")
+        box.prop(settings, "focus_disparity")
+    row = box.row(align=True)
+    row.prop(settings, "focus_point", text="")
+    row = box.row(align=True)
+    row.operator("node.dvd_set_focus", text="Focus on Point", icon="EYEDROPPER").source = "POINT"
+    op = row.operator("node.dvd_set_focus", text="Focus on Track", icon="TRACKER")
+    op.source = "TRACK"
     col.prop(settings, "use_fog")
     if settings.use_fog:
         fog = col.column(align=True)

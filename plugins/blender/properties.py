@@ -4,15 +4,13 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, PointerProperty, StringProperty
 
 
-def _is_sequence(self, image):
-    return image.source == "SEQUENCE"
-
-
 class DVD_PG_settings(bpy.types.PropertyGroup):
     source: EnumProperty(name="Source", items=(
         ("CLIP", "Movie Clip", "The scene's active movie clip (or the Movie Clip editor's clip)"),
         ("IMAGE", "Image Sequence", "An image-sequence Image")), default="CLIP")
-    image: PointerProperty(name="Image", type=bpy.types.Image, poll=_is_sequence,
+    # No poll= callback here: with one, bpy 4.2 crashes when the interpreter exits (Render Depth checks
+    # that the image is a sequence instead)
+    image: PointerProperty(name="Image", type=bpy.types.Image,
                            description="Image sequence to render a depth pass for")
     preset: StringProperty(name="Preset", default="",
                            description="dvd-vfx preset (`dvd-vfx presets ls`); empty: the preferences' default")
@@ -27,16 +25,31 @@ class DVD_PG_settings(bpy.types.PropertyGroup):
     frame_last: IntProperty(name="Last", default=100)
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//depth/<clip>/",
                                description="Folder for <clip>.depth.####.exr; // is the .blend's folder")
-    f_stop: FloatProperty(name="F-Stop", default=2.8, min=0.0, soft_max=128.0,
-                          description="Defocus aperture (smaller: more blur)")
+    use_solve: BoolProperty(name="Scene Scale from Solve", default=True,
+                            description="When the clip has a camera solve, render depth in the scene's units: every "
+                                        "bundle, projected through the solved camera, is a known distance (anchors); "
+                                        "Near/Far are then not used")
+    max_blur: FloatProperty(name="Max Blur", default=20.0, min=0.0, soft_max=200.0, subtype="PIXEL",
+                            description="Disparity mode: blur radius in px across the shot's whole depth range at "
+                                        "f/2.8 (scaled by 2.8 / the camera's f-stop). Also 1/4 of the Defocus clamp")
+    focus_disparity: FloatProperty(name="Focus", default=0.5, min=0.0, max=1.0,
+                                   description="Disparity mode: the disparity in focus (pick it with Focus on Point/Track)")
+    focus_point: FloatVectorProperty(name="Focus Point", size=2, default=(0.5, 0.5), min=0.0, max=1.0,
+                                     description="Where Focus on Point samples the pass: 0..1 across the frame, "
+                                                 "from the bottom-left (as marker positions)")
     use_fog: BoolProperty(name="Fog", default=False, description="Add depth fog after the defocus")
-    fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0)
-    fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0)
-    fog_density: FloatProperty(name="Density", default=2.0, min=0.0, soft_max=20.0)
+    fog_start: FloatProperty(name="Fog Start", default=0.0, min=0.0, subtype="DISTANCE",
+                             description="Depth where the fog begins, scene units")
+    fog_end: FloatProperty(name="Fog End", default=100.0, min=0.0, subtype="DISTANCE",
+                           description="Depth past which the fog stops thickening, scene units")
+    fog_density: FloatProperty(name="Density", default=0.05, min=0.0, soft_max=2.0, precision=4,
+                               description="Per scene unit: the fog hides 1 - exp(-density * distance in fog)")
     fog_colour: FloatVectorProperty(name="Fog Colour", subtype="COLOR", size=4, min=0.0, soft_max=1.0,
                                     default=(0.7, 0.75, 0.8, 1.0))
     # runtime display (written only on the main thread, by the running job)
     status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    solve_status: StringProperty(name="Scene Scale", default="",
+                                 description="What the last render's scene scale came from (bundles, fit error)")
     progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"})
 
 

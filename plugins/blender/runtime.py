@@ -1,21 +1,24 @@
 """One depth render of one scene: start the engine, replay its events on the main thread, load the result.
 
 A DepthRun is driven by whoever owns Blender's main thread: the modal operator's timer, or a
-blocking loop for scripts and background mode. SubprocessJob's reader threads only fill a queue;
-every hook call below (and so every bpy access) happens inside ``tick()`` on the main thread.
+blocking loop for scripts and background mode. The engine runs in its own Python and speaks the
+JSON-lines job protocol (utils/job.py, this add-on's own code: nothing of dvd_vfx is imported
+here); its reader threads only fill a queue, and every event (and so every bpy access) is
+replayed inside ``tick()`` on the main thread.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import bpy
 
-from . import compositor, preferences
-from .utils import engine as engine_utils
+from . import compositor, preferences, tracking
+from .utils import exr
+from .utils import job as job_utils
 from .utils import shot as shot_utils
+from .utils import solve as solve_utils
 
 _RUNS: dict[str, "DepthRun"] = {}  # scene name -> the run in flight
 
@@ -25,40 +28,9 @@ def active_run(scene) -> "DepthRun | None":
     return run if run is not None and run.running else None
 
 
-def _bridge_folder() -> str:
-    try:
-        return bpy.utils.extension_path_user(__package__, path="bridge", create=True)
-    except (ValueError, AttributeError):  # not installed as an extension (tests, legacy add-on path)
-        return os.path.join(tempfile.gettempdir(), f"dvd_vfx_blender_bridge_{os.getuid() if hasattr(os, 'getuid') else 0}")
-
-
-def _host_events(run: "DepthRun"):
-    """The add-on's side of the job's hooks, called on the main thread from DepthRun.tick().
-
-    Built on first use: dvd_vfx may only become importable through the engine bridge.
-    """
-    from dvd_vfx.hookspecs import hookimpl
-
-    class HostEvents:
-        @hookimpl
-        def dvd_vfx_job_progress(self, job, stage, done, total):
-            run.on_progress(stage, done, total)
-
-        @hookimpl
-        def dvd_vfx_job_log(self, job, level, message):
-            if level in ("warning", "error"):
-                run.warnings.append(message)
-
-        @hookimpl
-        def dvd_vfx_should_cancel(self, job):
-            return True if run.cancel_requested else None
-
-    return HostEvents()
-
-
 class DepthRun:
     def __init__(self, scene, request: shot_utils.RenderRequest, *, python: str, clip=None, image=None,
-                 source_first: int = 1, wiring: dict | None = None):
+                 source_first: int = 1, wiring: dict | None = None, solve_info=None):
         self.scene_name = scene.name
         self.request = request
         self.python = python
@@ -73,10 +45,8 @@ class DepthRun:
         self.result = None
         self.image_name: str | None = None
         self.started = time.monotonic()
-        from dvd_vfx.engine import Engine
-
-        self.engine = Engine(plugins=[_host_events(self)], entry_points=False, env=False)
-        self.job = self.engine.subprocess_job(python=python, args=request.args())
+        self.solve_info = solve_info
+        self.job = job_utils.EngineJob(python, request.args(), on_progress=self.on_progress, on_log=self._on_log)
         self.running = True
         _RUNS[self.scene_name] = self
         self._status(f"dvd-vfx: starting {request.shot}")
@@ -91,7 +61,6 @@ class DepthRun:
         settings = scene.dvd_vfx
         prefs = preferences.get(context)
         python = prefs.resolved_python()
-        engine_utils.ensure_importable(python, _bridge_folder())
         if not python:
             raise RuntimeError("no engine Python: set it in the add-on preferences (the python where dvd-vfx is "
                                "installed) or run `dvd-vfx install blender` there")
@@ -100,6 +69,9 @@ class DepthRun:
             image = settings.image
             if image is None:
                 raise ValueError("choose an image sequence in the dvd-vfx panel")
+            if image.source != "SEQUENCE":
+                raise ValueError(f"image {image.name} is not an image sequence (source {image.source}); choose a "
+                                 f"numbered sequence such as plate.1001.exr")
             path = bpy.path.abspath(image.filepath, library=image.library)
             source, source_first = shot_utils.sequence_pattern(path)
             name, start_frame = image.name, None
@@ -118,17 +90,30 @@ class DepthRun:
         out_dir = shot_utils.resolve_output_dir(bpy.path.abspath(settings.output_dir) if not
                                                 settings.output_dir.startswith("//") else settings.output_dir,
                                                 blend_dir=blend_dir, shot=shot)
+        anchors_file, solve_info = None, None
+        if image is None and settings.mode == "depth" and settings.use_solve and tracking.has_solve(clip):
+            anchors, solve_info = tracking.solve_anchors(scene, clip, source_first=source_first,
+                                                         frames=(settings.frame_first, settings.frame_last)
+                                                         if settings.use_frame_range else None)
+            if len(anchors) < 3:
+                raise ValueError(f"the camera solve of {clip.name} gives {len(anchors)} bundle positions in the "
+                                 f"rendered frames; at least 3 are needed (turn off Scene Scale from Solve to use "
+                                 f"Near/Far)")
+            anchors_file = solve_utils.write_anchors_csv(
+                os.path.join(os.path.dirname(out_dir), f"{shot}.anchors.csv"), anchors)
         request = shot_utils.RenderRequest(
             source=source, out_dir=out_dir, shot=shot, preset=settings.preset or prefs.default_preset,
             mode=settings.mode, near=settings.near, far=settings.far,
             frames=(settings.frame_first, settings.frame_last) if settings.use_frame_range else None,
             start_frame=start_frame, weights=bpy.path.abspath(prefs.weights_dir) if prefs.weights_dir else "",
-            cache_dir=bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else "", extra_args=prefs.extra_args)
-        wiring = dict(mode=settings.mode, f_stop=settings.f_stop, fog=settings.use_fog, fog_start=settings.fog_start,
+            cache_dir=bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else "", extra_args=prefs.extra_args,
+            anchors=anchors_file or "")
+        wiring = dict(mode=settings.mode, max_blur=settings.max_blur, focus_disparity=settings.focus_disparity,
+                      fog=settings.use_fog, fog_start=settings.fog_start,
                       fog_end=settings.fog_end, fog_density=settings.fog_density,
                       fog_colour=tuple(settings.fog_colour))
         return cls(scene, request, python=python, clip=clip if image is None else None, image=image,
-                   source_first=source_first, wiring=wiring)
+                   source_first=source_first, wiring=wiring, solve_info=solve_info)
 
     # -- main-thread driving -----------------------------------------------------------------
     def tick(self, context=None) -> bool:
@@ -169,21 +154,22 @@ class DepthRun:
             if progress is not None:
                 scene.dvd_vfx.progress = progress
 
+    def _on_log(self, level: str, message: str) -> None:
+        if level in ("warning", "error", "critical"):
+            self.warnings.append(message)
+
     def _finish(self, context) -> None:
         self.running = False
         _RUNS.pop(self.scene_name, None)
-        outcome = self.job.wait(timeout=0)
         scene = self._scene()
-        if outcome is None or not outcome.ok:
-            error = outcome.error if outcome is not None else None
-            self.error = str(error) if error is not None else "the engine stopped without an answer"
-            cancelled = type(error).__name__ == "Cancelled"
+        error = self.job.error
+        if error is not None or self.job.result is None:
+            cancelled = self.cancel_requested or (error is not None and error.cancelled)
+            self.error = "cancelled" if cancelled else (str(error) if error else "the engine stopped without an answer")
             self._status("dvd-vfx: cancelled (finished windows are cached)" if cancelled else
                          f"dvd-vfx: failed: {self.error}", progress=0.0)
-            if cancelled:
-                self.error = "cancelled"
             return
-        self.result = outcome.result
+        self.result = self.job.result
         if scene is None:
             self.error = f"scene {self.scene_name!r} was removed during the render"
             return
@@ -193,6 +179,13 @@ class DepthRun:
             self.error = f"the depth pass was written to {self.result.out_dir} but could not be loaded: {exc}"
             self._status(f"dvd-vfx: {self.error}", progress=0.0)
             return
+        fit = self.result.anchors
+        if not fit and self.request.anchors:  # an engine whose JSON result predates the field: the EXR header
+            fit = exr.read_anchors_header(compositor.first_file(self.result.pattern, self.result.first_frame))
+        scene.dvd_vfx.solve_status = (solve_utils.describe_fit(fit, self.solve_info.bundles)
+                                      if fit and self.solve_info is not None else
+                                      f"Near/Far {self.result.near:g}..{self.result.far:g}" if self.result.mode == "depth"
+                                      else "")
         self._status(f"dvd-vfx: {self.result.shot} frames {self.result.first_frame}-{self.result.last_frame} "
                      f"done in {self.result.seconds:.1f} s (cache {self.result.cache})", progress=1.0)
 

@@ -103,22 +103,142 @@ def test_engine_python_resolution_order(tmp_path):
     assert eng.find_engine_python("", env={}, addon_dir=None, which=lambda name: None) is None
 
 
-def test_bridge_exposes_only_the_torch_free_host_side(engine_py, tmp_path):
-    """A bare Python (no site-packages) imports dvd_vfx.jobs through the bridge, and no numpy/torch."""
-    folder = eng.bridge_dir(engine_py, tmp_path / "bridge")
-    assert sorted(p.name for p in folder.iterdir()) == ["dvd_vfx", "platformdirs", "pluggy"]
-    eng.bridge_dir(engine_py, folder)  # idempotent
-    code = ("import sys; sys.path.append(sys.argv[1]); import dvd_vfx.jobs, dvd_vfx.engine; "
-            "dvd_vfx.engine.Engine(entry_points=False, env=False); "
-            "heavy = [m for m in ('numpy', 'torch', 'diffusers', 'OpenEXR') if m in sys.modules]; "
-            "assert not heavy, heavy; print('ok')")
-    proc = subprocess.run([sys.executable, "-S", "-c", code, str(folder)], capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+from dvd_blender_utils import exr, job, solve  # noqa: E402
 
 
-def test_bridge_names_the_fix_when_the_engine_lacks_dvd_vfx(tmp_path):
+def test_the_addon_imports_nothing_of_the_engine():
+    """An extension is self-contained: no dvd_vfx / torch / numpy / pluggy import, no sys.path edits."""
+    import ast
+
+    from conftest import ADDON_SRC
+
+    for path in ADDON_SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            for name in names:
+                assert name.split(".")[0] not in ("dvd_vfx", "torch", "numpy", "pluggy", "platformdirs"), (path, name)
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                raise AssertionError(f"{path} touches sys.path")
+
+
+def test_render_request_passes_the_solve_anchors_instead_of_near_far():
+    req = shot.RenderRequest(source="/f/plate.mov", out_dir="/o", shot="plate", anchors="/o/plate.anchors.csv")
+    args = req.args()
+    assert args[args.index("--anchors") + 1] == "/o/plate.anchors.csv" and "--near" not in args
+    with pytest.raises(ValueError, match="mode depth"):
+        shot.RenderRequest(source="s", out_dir="o", shot="s", mode="disparity", anchors="a.csv").args()
+
+
+def test_job_events_of_another_schema_or_stray_lines_are_skipped():
+    assert job.parse_event('{"schema": "dvd-vfx.job/1", "event": "progress", "stage": "predict"}')["stage"] == "predict"
+    assert job.parse_event('{"schema": "dvd-vfx.job/2", "event": "progress"}') is None
+    assert job.parse_event('{"schema": "dvd-vfx.job/1", "event": "nope"}') is None
+    assert job.parse_event("loading weights...") is None and job.parse_event("{broken") is None
+
+
+def test_job_names_an_engine_python_without_dvd_vfx(tmp_path):
     bare = tmp_path / "py"
     bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
     bare.chmod(0o755)
-    with pytest.raises(RuntimeError, match="cannot import dvd_vfx"):
-        eng.bridge_dir(str(bare), tmp_path / "bridge")
+    j = job.EngineJob(str(bare), ["plate.mov", "-o", str(tmp_path)])
+    while j.poll():
+        pass
+    assert j.result is None and "cannot import dvd_vfx" in str(j.error) and str(bare) in str(j.error)
+    with pytest.raises(RuntimeError, match="does not exist"):
+        job.EngineJob(str(tmp_path / "missing"), [])
+
+
+def test_job_replays_a_failing_render_as_one_error(engine_py, tmp_path):
+    from conftest import run_engine
+
+    run_engine("import sys; from dvd_vfx.model.tiny import write_tiny_weights; write_tiny_weights(sys.argv[1], seed=0)",
+               str(tmp_path / "w"))
+    seen = []
+    j = job.EngineJob(engine_py, [str(tmp_path / "missing.mov"), "-o", str(tmp_path / "out"), "--weights",
+                                  str(tmp_path / "w")], on_progress=lambda *a: seen.append(a))
+    while j.poll():
+        pass
+    assert j.error.type == "InputError" and j.error.exit_code == 2 and "missing.mov" in j.error.message
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+WRITE_EXR = """
+import json, sys, OpenEXR, numpy as np
+z = (np.arange(37 * 53, dtype=np.float32).reshape(37, 53) * 0.37 + 1.5)
+comp = {"none": OpenEXR.NO_COMPRESSION, "rle": OpenEXR.RLE_COMPRESSION, "zips": OpenEXR.ZIPS_COMPRESSION,
+        "zip": OpenEXR.ZIP_COMPRESSION, "piz": OpenEXR.PIZ_COMPRESSION}[sys.argv[2]]
+header = {"compression": comp, "type": OpenEXR.scanlineimage, "dvd/anchors": json.dumps({"used": 7, "rejected": 1})}
+OpenEXR.File(header, {"depth.Z": z, "other.Z": -z}).write(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("compression", ["none", "rle", "zips", "zip"])
+def test_exr_reader_matches_openexr(engine_py, tmp_path, compression):
+    from conftest import run_engine
+
+    path = tmp_path / f"p.{compression}.exr"
+    run_engine(WRITE_EXR, str(path), compression)
+    for x, y in [(0, 0), (52, 0), (0, 36), (17, 20), (52, 36), (5, 31)]:
+        assert exr.read_value(str(path), x, y) == pytest.approx((y * 53 + x) * 0.37 + 1.5, rel=1e-6)
+        assert exr.read_value(str(path), x, y, "other.Z") == pytest.approx(-((y * 53 + x) * 0.37 + 1.5), rel=1e-6)
+    assert exr.read_size(str(path)) == (53, 37)
+    assert exr.read_anchors_header(str(path)) == {"used": 7, "rejected": 1}
+    with pytest.raises(exr.ExrError, match="outside"):
+        exr.read_value(str(path), 53, 0)
+    with pytest.raises(exr.ExrError, match="no channel"):
+        exr.read_value(str(path), 0, 0, "Z")
+
+
+def test_exr_reader_refuses_piz_with_the_fix(engine_py, tmp_path):
+    from conftest import run_engine
+
+    path = tmp_path / "p.exr"
+    run_engine(WRITE_EXR, str(path), "piz")
+    with pytest.raises(exr.ExrError, match="--compression zip"):
+        exr.read_value(str(path), 0, 0)
+
+
+def _look_at(eye, yaw_deg):
+    """Camera-to-world: at `eye`, looking along +Y turned by yaw about Z (Blender camera: -Z forward, +Y up)."""
+    import math
+
+    c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    right, up, back = (c, s, 0.0), (0.0, 0.0, 1.0), (s, -c, 0.0)
+    return [[right[i], up[i], back[i], eye[i]] for i in range(3)] + [[0.0, 0.0, 0.0, 1.0]]
+
+
+def test_solve_projection_conventions():
+    """Top-left pixels with +0.5 centres, depth along the view axis, scale, source frames, range, visibility."""
+    k = solve.Intrinsics(width=200, height=100, focal_px=100.0, cx=100.0, cy=50.0)
+    cam = _look_at((0.0, 0.0, 0.0), 0.0)
+    # straight ahead 10 units: the frame's centre; 2 up and 1 right at depth 10: right of and ABOVE the centre
+    assert solve.project(cam, (0.0, 10.0, 0.0), k) == pytest.approx((100.0, 50.0, 10.0))
+    assert solve.project(cam, (1.0, 10.0, 2.0), k) == pytest.approx((110.0, 30.0, 10.0))
+    assert solve.project(cam, (0.0, -5.0, 0.0), k) is None  # behind
+    moved = _look_at((3.0, -2.0, 0.0), 30.0)
+    point = (3.0 - 12 * 0.5, -2.0 + 12 * 3 ** 0.5 / 2, 0.0)  # 12 units along the view axis
+    assert solve.project(moved, point, k)[2] == pytest.approx(12.0)
+    tracks = [("A", (1.0, 10.0, 2.0), {1: (0.55, 0.7), 2: (0.55, 0.7), 5: (0.5, 0.5)}),
+              ("B", (50.0, 10.0, 0.0), {1: (1.2, 0.5)})]  # B is outside the frame
+    cameras = {1: cam, 2: cam}  # frame 5 is not solved
+    got = solve.anchors_from_solve(cameras, tracks, k, scale=2.5, source_offset=1000)
+    assert [(a.frame, a.x, a.y, a.depth) for a in got] == [(1001, 110.0, 30.0, 25.0), (1002, 110.0, 30.0, 25.0)]
+    assert [a.frame for a in solve.anchors_from_solve(cameras, tracks, k, source_offset=1000,
+                                                       frames=(1002, 1010))] == [1002]
+    scaled = [[2.0 * v for v in row[:3]] + [row[3]] for row in moved[:3]] + [moved[3]]
+    assert solve.uniform_scale(scaled) == pytest.approx(2.0)
+
+
+def test_anchors_csv_is_what_the_engine_reads(engine_py, tmp_path):
+    from conftest import run_engine
+
+    rows = [solve.Anchor(1001, 10.25, 20.5, 3.5), solve.Anchor(1002, 0.5, 0.5, 12.0), solve.Anchor(1003, 5, 6, 7)]
+    path = solve.write_anchors_csv(str(tmp_path / "a" / "shot.anchors.csv"), rows)
+    out = run_engine("import sys; from dvd_vfx.anchors import read_anchors; "
+                     "print([(a.frame, a.x, a.y, a.depth) for a in read_anchors(sys.argv[1])])", path)
+    assert out.strip() == "[(1001, 10.25, 20.5, 3.5), (1002, 0.5, 0.5, 12.0), (1003, 5.0, 6.0, 7.0)]"
+    assert not list((tmp_path / "a").glob("*.tmp"))
+    line = solve.describe_fit({"used": 40, "rejected": 2, "medianRelError": 0.012, "worstRelError": 0.08}, 21)
+    assert line == "Scene scale: 21 bundles, 40 anchors used, 2 rejected; depth error median 1.2 %, worst 8.0 %"

@@ -1,8 +1,8 @@
 """One operator per module; registered in this order."""
 
-from . import cancel_depth, check_weights, render_depth
+from . import cancel_depth, check_weights, render_depth, set_focus
 
-modules = (check_weights, render_depth, cancel_depth)
+modules = (check_weights, render_depth, cancel_depth, set_focus)
 
 
 def register():

@@ -1,6 +1,7 @@
 """NODE_OT_dvd_check_weights: run `dvd-vfx weights check` in the engine's Python and show the answer."""
 
 import subprocess
+import tempfile
 
 import bpy
 
@@ -11,7 +12,8 @@ def check_weights(python: str, weights_dir: str = "", timeout: float = 120) -> t
     """(ok, text) of `dvd-vfx weights check --no-hash [DIR]`."""
     cmd = [python, "-m", "dvd_vfx.cli", "weights", "check", "--no-hash"] + ([weights_dir] if weights_dir else [])
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              cwd=tempfile.gettempdir())  # never Blender's cwd: no stray checkout
     except (OSError, subprocess.SubprocessError) as exc:
         return False, f"could not run {python}: {exc}"
     text = (proc.stdout + proc.stderr).strip()

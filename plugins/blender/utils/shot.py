@@ -84,6 +84,7 @@ class RenderRequest:
     weights: str = ""
     cache_dir: str = ""
     extra_args: str = ""
+    anchors: str = ""  # the anchors CSV from the clip's camera solve (scene scale); "" = near/far
 
     def args(self) -> list[str]:
         """What follows `dvd-vfx render`."""
@@ -92,7 +93,11 @@ class RenderRequest:
         if self.mode == "depth" and not 0 < self.near < self.far:
             raise ValueError(f"near {self.near:g} and far {self.far:g}: need 0 < near < far")
         args = [self.source, "-o", self.out_dir, "--shot", self.shot, "--mode", self.mode]
-        if self.mode == "depth":
+        if self.anchors and self.mode != "depth":
+            raise ValueError("anchors give depth in scene units: use mode depth")
+        if self.mode == "depth" and self.anchors:
+            args += ["--anchors", self.anchors]
+        elif self.mode == "depth":
             args += ["--near", f"{self.near:g}", "--far", f"{self.far:g}"]
         if self.preset:
             args += ["--preset", self.preset]
