@@ -102,6 +102,32 @@ def run_transformer(transformer: torch.nn.Module, z: torch.Tensor, *, text_dim: 
     return transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
+# Peak bytes of the untiled full-size Wan VAE per output pixel and frame in bf16, replayed on the
+# meta device (benchmarks/bench_vram.py: 4.33 GiB at 81x480x848, 9.79 GiB at 81x720x1280, both
+# 141 B): decode 141, encode 104. Weights in bf16: DiT 2.6 GiB + VAE 0.24 GiB.
+_DECODE_BYTES_PER_PIXEL_BF16 = 141
+_WEIGHTS_BYTES_BF16 = int(2.85 * 2**30)
+
+
+def memory_plan(t: int, h: int, w: int, dtype: torch.dtype, tiling: bool, automatic: bool, *,
+                free_bytes: int | None = None, offload: bool = False) -> tuple[str, bool]:
+    """What the VAE does for a window of t frames h x w, in words, and whether it fits `free_bytes`
+    (None: unknown, assumed to fit). The untiled estimate is linear in pixels; tiled decodes stay
+    near one tile's memory (0.85 GiB at 640x480), so they are not estimated here. The plan is said,
+    not changed: tiling changes the output (and the cache key), so free memory must not pick it."""
+    scale = 2 if dtype == torch.float32 else 1
+    how = ("automatic: on above 1280x720" if automatic else "--vae-tiling" if tiling else "--no-vae-tiling")
+    if tiling:
+        return f"VAE tiling on for {t}x{w}x{h} windows ({how})", True
+    need = _DECODE_BYTES_PER_PIXEL_BF16 * scale * t * h * w + (0 if offload else _WEIGHTS_BYTES_BF16 * scale)
+    message = (f"VAE tiling off for {t}x{w}x{h} windows ({how}); the decode needs about "
+               f"{need / 2**30:.1f} GiB with the weights{' offloaded' if offload else ''}")
+    if free_bytes is None or need <= free_bytes:
+        return message, True
+    return (message + f", {free_bytes / 2**30:.1f} GiB are free on the GPU: if it runs out of memory use "
+            "--vae-tiling, --offload or a smaller --resolution or --window"), False
+
+
 # Loaded networks are shared across predictors, windows and shots of one process.
 _LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
 _LOAD_LOCK = threading.Lock()
@@ -202,6 +228,7 @@ class DVDPredictor:
         dev, dtype = self.device, self.dtype
         t, h, w, _ = frames.shape
         tiling = self.vae_tiling if self.vae_tiling is not None else (h * w > 720 * 1280)
+        self._say_memory_plan(t, h, w, tiling)
         if tiling:
             nets.vae.enable_tiling()
         else:
@@ -227,6 +254,21 @@ class DVDPredictor:
         video = (video.float().clamp(-1.0, 1.0) + 1.0) / 2.0
         disparity = video.mean(dim=1)[0]
         return disparity.cpu().numpy().astype(np.float32, copy=False)
+
+    def _say_memory_plan(self, t: int, h: int, w: int, tiling: bool) -> None:
+        """On CUDA, say the VAE's plan for this window size once (tiling, estimated memory) and warn when it
+        will not fit the free memory (the choice itself is unchanged: it changes the output, see memory_plan)."""
+        said = self.__dict__.setdefault("_plans_said", set())
+        if (t, h, w, tiling) in said:
+            return
+        said.add((t, h, w, tiling))
+        if self.device.type != "cuda":  # (the estimate is the full-size model's GPU memory)
+            log.debug("VAE tiling %s for %dx%dx%d windows", "on" if tiling else "off", t, w, h)
+            return
+        free, _ = torch.cuda.mem_get_info(self.device)
+        message, fits = memory_plan(t, h, w, self.dtype, tiling, self.vae_tiling is None, free_bytes=free,
+                                    offload=self.offload)
+        (log.info if fits else log.warning)(message)
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module):
