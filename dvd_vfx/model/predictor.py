@@ -128,6 +128,19 @@ def memory_plan(t: int, h: int, w: int, dtype: torch.dtype, tiling: bool, automa
             "--vae-tiling, --offload or a smaller --resolution or --window"), False
 
 
+class _FP32Head(torch.nn.Module):
+    """A causal convolution computed in float32 from its (bf16) input and cache: float32 output."""
+
+    def __init__(self, conv: torch.nn.Module):
+        super().__init__()
+        import copy
+
+        self.conv = copy.deepcopy(conv).float()
+
+    def forward(self, x, cache_x=None):
+        return self.conv(x.float(), None if cache_x is None else cache_x.float())
+
+
 # Loaded networks are shared across predictors, windows and shots of one process.
 _LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
 _LOAD_LOCK = threading.Lock()
@@ -140,7 +153,7 @@ class DVDPredictor:
 
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
                  vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
-                 attention: str = "auto", fold_cross_attention: bool = True):
+                 attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False):
         from dvd_vfx.model.attention import check_attention
 
         self.device = resolve_device(device)
@@ -148,6 +161,10 @@ class DVDPredictor:
         check_attention(attention, self.device)
         self.attention = attention
         self.fold_cross_attention = fold_cross_attention  # bit-identical (dvd_vfx.model.attention)
+        # the VAE decoder's last convolution in float32 (its output unrounded to bf16: no 1/512 steps
+        # near the ends of the range); departs from the official numerics on purpose, so it is recorded
+        self.fp32_decoder_head = fp32_decoder_head and self.dtype != torch.float32
+        self._heads: dict[int, torch.nn.Module] = {}
         self.vae_tiling = vae_tiling
         self.offload = offload and self.device.type != "cpu"
         self._networks = networks
@@ -171,6 +188,7 @@ class DVDPredictor:
             "vae_tiling": {None: "auto", True: "on", False: "off"}[self.vae_tiling],
             # a chosen kernel rounds its own way; "auto" is not recorded (cache keys from before stay valid)
             **({"attention": self.attention} if self.attention != "auto" else {}),
+            **({"decoder_head": "fp32"} if self.fp32_decoder_head else {}),
         }
 
     # -- loading ------------------------------------------------------------------------------
@@ -249,7 +267,7 @@ class DVDPredictor:
 
         # 4. Decode: de-normalise, VAE decode, clamp, [0,1], mean of RGB   [T,H,W]
         latents = (out.float() * std + mean).to(dtype)
-        with self._on_device(nets.vae):
+        with self._on_device(nets.vae), self._decoder_head(nets.vae):
             video = nets.vae.decode(latents, return_dict=False)[0]
         video = (video.float().clamp(-1.0, 1.0) + 1.0) / 2.0
         disparity = video.mean(dim=1)[0]
@@ -269,6 +287,24 @@ class DVDPredictor:
         message, fits = memory_plan(t, h, w, self.dtype, tiling, self.vae_tiling is None, free_bytes=free,
                                     offload=self.offload)
         (log.info if fits else log.warning)(message)
+
+    @contextlib.contextmanager
+    def _decoder_head(self, vae: torch.nn.Module):
+        """With fp32_decoder_head: the decoder's conv_out swapped for a float32 copy while decoding
+        (the networks are shared by predictors of one process, so the stock layer goes back after)."""
+        if not self.fp32_decoder_head:
+            yield
+            return
+        stock = vae.decoder.conv_out
+        head = self._heads.get(id(vae))
+        if head is None:
+            head = self._heads[id(vae)] = _FP32Head(stock)
+        head.to(next(stock.parameters()).device)
+        vae.decoder.conv_out = head
+        try:
+            yield
+        finally:
+            vae.decoder.conv_out = stock
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module):
