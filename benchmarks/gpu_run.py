@@ -59,10 +59,12 @@ def build_predictor(args, device: torch.device) -> DVDPredictor:
         folder = tempfile.mkdtemp(prefix="dvd-gpu-run-tiny-")
         write_tiny_weights(folder)
         return DVDPredictor(folder, device=str(device), dtype=args.dtype, attention=args.attention,
-                            vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold)
+                            vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
+                            fp32_decoder_head=args.fp32_decoder_head)
     dtype = resolve_dtype(args.dtype, device)
     return DVDPredictor(networks=full_networks(dtype, device), device=str(device), dtype=args.dtype,
-                        attention=args.attention, vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold)
+                        attention=args.attention, vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
+                        fp32_decoder_head=args.fp32_decoder_head)
 
 
 def one_render(clip: Path, args, predictor, stages: dict, device: torch.device, work: Path, overlap: bool) -> dict:
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument("--attention", default="auto", choices=("auto", "flash", "cudnn", "math"))
     ap.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--no-fold", action="store_true", help="run the stock cross-attention (no fold)")
+    ap.add_argument("--fp32-decoder-head", action="store_true", help="the decoder's last layer in float32")
     ap.add_argument("--compare-inline", action="store_true", help="also render with the host overlap off")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dvd-gpu-run"))
     ap.add_argument("--keep", action="store_true", help="keep the pass and the cache in --work")
@@ -146,6 +149,7 @@ def main() -> None:
     result = {
         "size": args.size, "device": str(device), "dtype": str(predictor.dtype).removeprefix("torch."),
         "attention": args.attention, "cross_attention_fold": not args.no_fold,
+        "fp32_decoder_head": args.fp32_decoder_head,
         "vae_tiling": {None: "auto", True: "on", False: "off"}[args.vae_tiling],
         "clip": f"{args.frames} frames {args.source_size} H.264" if not args.clip else str(clip),
         "build_s": round(build_s, 1), "warmup_window_s": round(warmup_s, 2),

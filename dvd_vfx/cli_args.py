@@ -38,6 +38,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="keep networks on the GPU only while they run (small GPUs)")
     g.add_argument("--attention", choices=("auto", "flash", "cudnn", "math"),
                    help="attention kernel: auto (PyTorch's fastest available, default) | flash | cudnn (CUDA) | math")
+    g.add_argument("--fp32-decoder-head", action="store_true", default=None,
+                   help="the VAE decoder's last layer in float32 with bf16/fp16 (finer depth steps; not the "
+                        "official numerics)")
 
 
 def add_preset_arg(p) -> None:
@@ -175,7 +178,8 @@ def model_settings(args) -> ModelSettings:
 
     return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
                          vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
-                         attention=getattr(args, "attention", None) or "auto")
+                         attention=getattr(args, "attention", None) or "auto",
+                         fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)))
 
 
 def split_options(args) -> dict:
@@ -242,6 +246,8 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags.append("--vae-tiling" if model.vae_tiling else "--no-vae-tiling")
     if model.attention != "auto":
         flags += ["--attention", model.attention]
+    if model.fp32_decoder_head:
+        flags.append("--fp32-decoder-head")
     return flags
 
 

@@ -56,6 +56,7 @@ class ModelSettings:
     vae_tiling: bool | None = None
     offload: bool = False
     attention: str = "auto"  # auto | flash | cudnn | math: the scaled-dot-product kernel (DVD)
+    fp32_decoder_head: bool = False  # DVD: the VAE decoder's last layer in float32 (no bf16 output steps)
 
 
 @dataclass(frozen=True)

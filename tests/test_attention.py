@@ -96,3 +96,38 @@ def test_the_fold_follows_weights_changed_in_place():
             t.blocks[1].attn2.to_out[0].bias.add_(0.25)
     with torch.inference_mode():
         assert torch.equal(run_transformer(nets.transformer, z), run_transformer(stock.transformer, z))
+
+
+def test_the_vae_memory_plan_is_said_and_warns_when_it_will_not_fit():
+    from dvd_vfx.model.predictor import memory_plan
+
+    msg, fits = memory_plan(81, 720, 1280, torch.bfloat16, False, False, free_bytes=12 * 2**30)
+    # 141 B a pixel-frame (the meta-device replay's 9.79 GiB) + 2.85 GiB of weights: over 12 GiB
+    assert not fits and "about 12.7 GiB" in msg and "12.0 GiB are free" in msg and "--vae-tiling" in msg
+    msg, fits = memory_plan(81, 480, 848, torch.bfloat16, False, True, free_bytes=12 * 2**30)
+    assert fits and msg == ("VAE tiling off for 81x848x480 windows (automatic: on above 1280x720); "
+                            "the decode needs about 7.2 GiB with the weights")
+    assert memory_plan(81, 720, 1280, torch.float32, False, False, free_bytes=24 * 2**30)[1] is False
+    assert memory_plan(81, 1088, 1920, torch.bfloat16, True, True) == (
+        "VAE tiling on for 81x1920x1088 windows (automatic: on above 1280x720)", True)
+    assert memory_plan(81, 720, 1280, torch.bfloat16, False, False, free_bytes=11 * 2**30, offload=True)[1]
+
+
+def test_fp32_decoder_head_is_closer_to_the_fp32_reference_and_recorded():
+    """Issue 21, item 6: bf16 with the decoder's last layer in float32, measured against fp32."""
+    frames = _windows(1, t=5)[0]
+    ref = DVDPredictor(networks=_nets(), device="cpu", dtype="fp32").predict(frames)
+    bf16_nets = _nets(torch.bfloat16)
+    stock = DVDPredictor(networks=bf16_nets, device="cpu", dtype="bf16")
+    head = DVDPredictor(networks=bf16_nets, device="cpu", dtype="bf16", fp32_decoder_head=True)
+    a, b = stock.predict(frames), head.predict(frames)
+    err_stock, err_head = np.abs(a - ref), np.abs(b - ref)
+    print(f"max |error| bf16 {err_stock.max():.2e} -> fp32 head {err_head.max():.2e}; rms "
+          f"{np.sqrt((err_stock ** 2).mean()):.2e} -> {np.sqrt((err_head ** 2).mean()):.2e}; distinct values "
+          f"{np.unique(a).size} -> {np.unique(b).size} (fp32 {np.unique(ref).size})")
+    assert np.sqrt((err_head ** 2).mean()) < np.sqrt((err_stock ** 2).mean())
+    assert np.unique(b).size > np.unique(a).size
+    assert np.array_equal(stock.predict(frames), a)  # the shared networks got their stock layer back
+    assert head.identity()["decoder_head"] == "fp32" and "decoder_head" not in stock.identity()
+    assert "decoder_head" not in DVDPredictor(networks=_nets(), device="cpu", dtype="fp32",
+                                              fp32_decoder_head=True).identity()  # fp32 already

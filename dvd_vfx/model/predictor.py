@@ -102,6 +102,45 @@ def run_transformer(transformer: torch.nn.Module, z: torch.Tensor, *, text_dim: 
     return transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
+# Peak bytes of the untiled full-size Wan VAE per output pixel and frame in bf16, replayed on the
+# meta device (benchmarks/bench_vram.py: 4.33 GiB at 81x480x848, 9.79 GiB at 81x720x1280, both
+# 141 B): decode 141, encode 104. Weights in bf16: DiT 2.6 GiB + VAE 0.24 GiB.
+_DECODE_BYTES_PER_PIXEL_BF16 = 141
+_WEIGHTS_BYTES_BF16 = int(2.85 * 2**30)
+
+
+def memory_plan(t: int, h: int, w: int, dtype: torch.dtype, tiling: bool, automatic: bool, *,
+                free_bytes: int | None = None, offload: bool = False) -> tuple[str, bool]:
+    """What the VAE does for a window of t frames h x w, in words, and whether it fits `free_bytes`
+    (None: unknown, assumed to fit). The untiled estimate is linear in pixels; tiled decodes stay
+    near one tile's memory (0.85 GiB at 640x480), so they are not estimated here. The plan is said,
+    not changed: tiling changes the output (and the cache key), so free memory must not pick it."""
+    scale = 2 if dtype == torch.float32 else 1
+    how = ("automatic: on above 1280x720" if automatic else "--vae-tiling" if tiling else "--no-vae-tiling")
+    if tiling:
+        return f"VAE tiling on for {t}x{w}x{h} windows ({how})", True
+    need = _DECODE_BYTES_PER_PIXEL_BF16 * scale * t * h * w + (0 if offload else _WEIGHTS_BYTES_BF16 * scale)
+    message = (f"VAE tiling off for {t}x{w}x{h} windows ({how}); the decode needs about "
+               f"{need / 2**30:.1f} GiB with the weights{' offloaded' if offload else ''}")
+    if free_bytes is None or need <= free_bytes:
+        return message, True
+    return (message + f", {free_bytes / 2**30:.1f} GiB are free on the GPU: if it runs out of memory use "
+            "--vae-tiling, --offload or a smaller --resolution or --window"), False
+
+
+class _FP32Head(torch.nn.Module):
+    """A causal convolution computed in float32 from its (bf16) input and cache: float32 output."""
+
+    def __init__(self, conv: torch.nn.Module):
+        super().__init__()
+        import copy
+
+        self.conv = copy.deepcopy(conv).float()
+
+    def forward(self, x, cache_x=None):
+        return self.conv(x.float(), None if cache_x is None else cache_x.float())
+
+
 # Loaded networks are shared across predictors, windows and shots of one process.
 _LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
 _LOAD_LOCK = threading.Lock()
@@ -114,7 +153,7 @@ class DVDPredictor:
 
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
                  vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
-                 attention: str = "auto", fold_cross_attention: bool = True):
+                 attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False):
         from dvd_vfx.model.attention import check_attention
 
         self.device = resolve_device(device)
@@ -122,6 +161,10 @@ class DVDPredictor:
         check_attention(attention, self.device)
         self.attention = attention
         self.fold_cross_attention = fold_cross_attention  # bit-identical (dvd_vfx.model.attention)
+        # the VAE decoder's last convolution in float32 (its output unrounded to bf16: no 1/512 steps
+        # near the ends of the range); departs from the official numerics on purpose, so it is recorded
+        self.fp32_decoder_head = fp32_decoder_head and self.dtype != torch.float32
+        self._heads: dict[int, torch.nn.Module] = {}
         self.vae_tiling = vae_tiling
         self.offload = offload and self.device.type != "cpu"
         self._networks = networks
@@ -145,6 +188,7 @@ class DVDPredictor:
             "vae_tiling": {None: "auto", True: "on", False: "off"}[self.vae_tiling],
             # a chosen kernel rounds its own way; "auto" is not recorded (cache keys from before stay valid)
             **({"attention": self.attention} if self.attention != "auto" else {}),
+            **({"decoder_head": "fp32"} if self.fp32_decoder_head else {}),
         }
 
     # -- loading ------------------------------------------------------------------------------
@@ -202,6 +246,7 @@ class DVDPredictor:
         dev, dtype = self.device, self.dtype
         t, h, w, _ = frames.shape
         tiling = self.vae_tiling if self.vae_tiling is not None else (h * w > 720 * 1280)
+        self._say_memory_plan(t, h, w, tiling)
         if tiling:
             nets.vae.enable_tiling()
         else:
@@ -222,11 +267,44 @@ class DVDPredictor:
 
         # 4. Decode: de-normalise, VAE decode, clamp, [0,1], mean of RGB   [T,H,W]
         latents = (out.float() * std + mean).to(dtype)
-        with self._on_device(nets.vae):
+        with self._on_device(nets.vae), self._decoder_head(nets.vae):
             video = nets.vae.decode(latents, return_dict=False)[0]
         video = (video.float().clamp(-1.0, 1.0) + 1.0) / 2.0
         disparity = video.mean(dim=1)[0]
         return disparity.cpu().numpy().astype(np.float32, copy=False)
+
+    def _say_memory_plan(self, t: int, h: int, w: int, tiling: bool) -> None:
+        """On CUDA, say the VAE's plan for this window size once (tiling, estimated memory) and warn when it
+        will not fit the free memory (the choice itself is unchanged: it changes the output, see memory_plan)."""
+        said = self.__dict__.setdefault("_plans_said", set())
+        if (t, h, w, tiling) in said:
+            return
+        said.add((t, h, w, tiling))
+        if self.device.type != "cuda":  # (the estimate is the full-size model's GPU memory)
+            log.debug("VAE tiling %s for %dx%dx%d windows", "on" if tiling else "off", t, w, h)
+            return
+        free, _ = torch.cuda.mem_get_info(self.device)
+        message, fits = memory_plan(t, h, w, self.dtype, tiling, self.vae_tiling is None, free_bytes=free,
+                                    offload=self.offload)
+        (log.info if fits else log.warning)(message)
+
+    @contextlib.contextmanager
+    def _decoder_head(self, vae: torch.nn.Module):
+        """With fp32_decoder_head: the decoder's conv_out swapped for a float32 copy while decoding
+        (the networks are shared by predictors of one process, so the stock layer goes back after)."""
+        if not self.fp32_decoder_head:
+            yield
+            return
+        stock = vae.decoder.conv_out
+        head = self._heads.get(id(vae))
+        if head is None:
+            head = self._heads[id(vae)] = _FP32Head(stock)
+        head.to(next(stock.parameters()).device)
+        vae.decoder.conv_out = head
+        try:
+            yield
+        finally:
+            vae.decoder.conv_out = stock
 
     @contextlib.contextmanager
     def _on_device(self, module: torch.nn.Module):
