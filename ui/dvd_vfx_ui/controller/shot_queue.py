@@ -89,9 +89,7 @@ class ShotQueue:
                 added.append(shot)
         for item in skipped:
             self.ctx.message("warning", f"skipped {item}")
-        if duplicates:
-            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
-                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
+        self._warn_duplicates(duplicates)
         if added:
             self.emit_queue()
             first = Path(sources[0])
@@ -125,13 +123,17 @@ class ShotQueue:
                 added.append(shot)
         for reason in failed:
             self.ctx.message("warning", f"not added: {reason}")
-        if duplicates:
-            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
-                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
+        self._warn_duplicates(duplicates)
         if added:
             self.emit_queue()
             self.probe([s.id for s in added], probe_async)
         return [s.id for s in added]
+
+    def _warn_duplicates(self, names: list[str]) -> None:
+        """One warning naming (up to five of) the rows that were already queued and so not added again."""
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(names[:5])}{more}")
 
     def remove(self, shot_ids) -> None:
         """Drop rows (no event: the caller emits "queue.changed" once it is done); undo_remove() brings them back."""
