@@ -298,7 +298,7 @@ class ShotQueue:
         shot.on_disk = find_pass(shot.out_dir, shot.shot_name)
         if shot.on_disk:
             shot.pattern = shot.on_disk["pattern"]
-            first = int(values["frames"].split("-")[0]) if values.get("frames") else shot.info.first_frame
+            first = S.parse_frames(values["frames"])[0] if values.get("frames") else shot.info.first_frame
             shot.differences = differences(shot.on_disk, values, first_frame=first)
             if shot.status in (S.DONE, S.OUTDATED) or shot.differences or shot.status in (S.QUEUED, S.CACHED):
                 shot.status = S.OUTDATED if shot.differences else S.DONE
