@@ -319,7 +319,8 @@ class BatchRunner:
         total, and the ids of the failed rows; failed_before_start: queued rows outside the batch that had
         already failed when it started (a probe that failed) and still have, so the outcome never hides them."""
         with self.ctx.lock:
-            failed_before = sum(1 for s in self.queue.rows() if s.id in self._failed_before and s.status == S.FAILED)
+            failed_before = sum(1 for s in self.queue.rows() if s.id in self._failed_before and s.status == S.FAILED
+                                and s.id not in self._batch_ids)  # a retried row that joined counts once
             rows = [s for s in self.queue.rows() if s.id in self._batch_ids]
             return {"done": sum(1 for s in rows if s.status == S.DONE),
                     "from_cache": sum(1 for s in rows if s.status == S.DONE and s.cache == "hit"),
