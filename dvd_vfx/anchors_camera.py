@@ -524,9 +524,9 @@ def select_frames(camera: Camera, frames: tuple[int, int] | None = None, every: 
         wanted = np.arange(frames[0], frames[1] + 1)
         missing = np.setdiff1d(wanted, numbers)
         if missing.size:
-            from dvd_vfx.footage.base import group_frames
+            from dvd_vfx.footage.base import format_frame_list
 
-            runs = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in group_frames(missing.tolist())[:6])
+            runs = format_frame_list(missing.tolist(), limit=6)
             raise InputError(f"--camera {camera.source}: frames {runs} of --frames {frames[0]}-{frames[1]} are "
                              f"not in the camera (it has {numbers[0]}-{numbers[-1]}); narrow --frames or "
                              "export those frames")

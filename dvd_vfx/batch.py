@@ -514,15 +514,7 @@ def _open(spec: ShotSpec, options):
 
 def shot_frames(spec: ShotSpec, options) -> tuple[tuple[int, int] | None, str]:
     """The shot's source frames (handles included) from its probed footage, and a clamp note."""
-    if spec.error:
-        raise InputError(spec.error)
-    footage = _open(spec, options)
-    try:
-        return resolve_frames(spec, footage.info)
-    finally:
-        close = getattr(footage, "close", None)
-        if close is not None:
-            close()
+    return probe_shot(spec, lambda _source: _open(spec, options))
 
 
 def run_batch(args) -> int:

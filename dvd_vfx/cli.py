@@ -179,6 +179,8 @@ def _add_farm_parser(sub) -> None:
                             "the output folder may then hold {shot}, {source_dir}, {source_name}, {preset}")
         g.add_argument("--handles", type=int, default=0, metavar="N",
                        help="with --batch: frames added before and after each clip's range (default 0)")
+        g.add_argument("--edit-rate", metavar="FPS",
+                       help="with --batch: frame rate of an EDL's timecodes (default 24), as `dvd-vfx batch` takes it")
         cli_args.add_model_args(p)
         cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")

@@ -294,3 +294,16 @@ def test_errors_name_the_file_and_line_and_write_nothing(tmp_path, capsys, point
     fails("--points", pts, "--camera", cam, "--film-back", "wide", match="--film-back 'wide'")
     code, _, err = run_cli(capsys, "anchors", "from-camera", "--points", pts, "--camera", cam, "-o", out)
     assert code == 2 and "needs the plate size" in err
+
+
+def test_frames_missing_from_the_camera_are_all_counted():
+    """More than six gaps: the error lists six runs and counts the rest, instead of dropping them silently."""
+    from dvd_vfx.anchors_camera import Camera, select_frames
+    from dvd_vfx.errors import InputError
+
+    numbers = np.arange(1001, 1030, 2)  # every other frame: 1002, 1004, ... are missing
+    camera = Camera("cam.chan", numbers, np.repeat(np.eye(3)[None], numbers.size, 0), np.zeros((numbers.size, 3)),
+                    [None] * numbers.size, (64, 48))
+    with pytest.raises(InputError, match=r"frames 1002, 1004, 1006, 1008, 1010, 1012, \.\.\. \(8 more frames\) of "
+                                         r"--frames 1001-1029 are not in the camera"):
+        select_frames(camera, (1001, 1029))

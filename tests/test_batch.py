@@ -340,3 +340,9 @@ def test_farm_openjd_takes_the_batch_shots(tmp_path, media, capsys, monkeypatch)
     code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", media["a"], "--batch", edit, "--output-dir",
                            tmp_path / "x", "-o", tmp_path / "job2.yaml")
     assert code == 2 and "drop the SOURCEs" in err
+    # an EDL's timecode rate reaches the farm's plan as it reaches `dvd-vfx batch`
+    (tmp_path / "cut.edl").write_text(EDL.format(a=media["a"].as_uri(), b=media["b"].as_uri()))
+    code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", "--batch", tmp_path / "cut.edl", "--edit-rate", "fast",
+                           "--output-dir", tmp_path / "x", *flags, "-o", tmp_path / "job3.yaml")
+    assert code == 2 and "--edit-rate 'fast'" in err
+    assert not (tmp_path / "job3.yaml").exists()

@@ -23,7 +23,7 @@ from footage_helpers import make_testsrc, write_exr_sequence as write_sequence  
 from plugin_helpers import LUMA_PLUGIN, write_plugin  # noqa: E402
 from dvd_vfx.cache import ShotCache  # noqa: E402
 from dvd_vfx_ui.controller import BatchController  # noqa: E402
-from dvd_vfx_ui.main_window import LogDialog, MainWindow  # noqa: E402
+from dvd_vfx_ui.main_window import LogDialog, MainWindow, batch_summary  # noqa: E402
 from dvd_vfx_ui.queue_model import PROGRESS, STATUS, TIME  # noqa: E402
 from PyQt6.QtWidgets import QApplication  # noqa: E402
 from dvd_vfx_ui.settings import Settings  # noqa: E402
@@ -122,7 +122,7 @@ def test_batch_of_three_shots_renders_with_the_tiny_model_and_never_blocks_the_u
     probe.stop()
 
     assert finished == [{"done": 3, "from_cache": 0, "failed": 0, "cancelled": 0, "left": 0, "total": 3,
-                         "failed_ids": []}]
+                         "failed_ids": [], "failed_before_start": 0}]
     assert status_texts(window) == ["done"] * 3
     assert window.overall.value() == 1000
     expected = {"sh010": [f"sh010.depth.{n:04d}.exr" for n in range(1, 10)],
@@ -288,6 +288,17 @@ def column_visible(window, col) -> bool:
     return left >= 0 and left + header.sectionSize(col) <= window.table.viewport().width()
 
 
+def test_batch_summary_never_hides_a_shot_that_failed_before_start():
+    """Every batch shot rendered, but a 4th queued shot failed its probe before Start: the outcome says so in
+    words and in red, not "3 of 3 done" in green."""
+    counts = {"done": 3, "from_cache": 0, "failed": 0, "cancelled": 0, "left": 0, "total": 3, "failed_ids": []}
+    assert batch_summary({**counts, "state": "idle"}) == ("3 of 3 done", "ok")
+    assert batch_summary({**counts, "failed_before_start": 1, "state": "idle"}) == \
+        ("3 of 3 done \u00b7 1 failed before Start", "failed")
+    assert batch_summary({**counts, "done": 1, "left": 2, "failed_before_start": 1, "state": "running"}) == \
+        ("1 of 3 done \u00b7 1 failed before Start", "failed")
+
+
 def test_small_window_keeps_status_visible_and_a_failed_batch_says_so(qtbot, tmp_path):
     """1280x720: Status and Progress on screen without scrolling; 2 of 3 shots fail -> the batch says so in
     colour and words, and the failures are one click away."""
@@ -308,7 +319,9 @@ def test_small_window_keeps_status_visible_and_a_failed_batch_says_so(qtbot, tmp
     window.start_action.trigger()
     wait_idle(qtbot, controller)
     assert window.summary_label.isVisible()
-    assert window.summary_label.text() == "Batch finished with failures: 1 of 2 done \u00b7 1 failed"
+    # the corrupt movie failed its probe, so it was never in the batch: the outcome still counts it
+    assert window.summary_label.text() == ("Batch finished with failures: 1 of 2 done \u00b7 1 failed \u00b7 "
+                                           "1 failed before Start")
     assert "#b83b32" in window.summary_label.styleSheet()  # red
     assert window.overall.value() == round(1000 * 5 / 11)  # 5 of the batch's 11 frames were rendered, not "100%"
     assert window.show_failed_button.isVisible() and window.show_failed_button.text() == "Show failed (1)"

@@ -309,3 +309,16 @@ def test_add_edit_makes_one_row_per_clip_with_its_frames_and_name(luma_controlle
         names = sorted(p.name for p in Path(done["out_dir"]).glob("*.exr"))
         assert done["status"] == "done" and names == [f"{r['overrides']['shot']}.depth.{n:04d}.exr"
                                                        for n in range(first, last + 1)]
+
+
+def test_frame_ranges_read_as_the_cli_reads_them():
+    """A frames value in the panel (batch value, shot override, queue file, an edit's clip) takes what
+    `dvd-vfx render --frames` takes: one frame, A:B, negative frame numbers; it is stored as A-B."""
+    assert shots.validate_options({"frames": "1001:1003"}, "shot override") == {"frames": "1001-1003"}
+    assert shots.validate_options({"frames": "12"}, "shot override") == {"frames": "12-12"}
+    assert shots.validate_options({"frames": "-2-3"}, "shot override") == {"frames": "-2-3"}
+    assert shots.parse_frames("-5--3") == (-5, -3)
+    with pytest.raises(InputError, match=r"shot override: frames: frame range '10-5' is empty"):
+        shots.validate_options({"frames": "10-5"}, "shot override")
+    with pytest.raises(InputError, match=r"queue\.json: frames: frame range 'ten' is not understood"):
+        shots.parse_frames("ten", "queue.json: frames")

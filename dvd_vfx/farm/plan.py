@@ -76,7 +76,7 @@ def plan_batch(args, prepare, *, windows_per_task: int = 1, frames_per_task: int
     from dvd_vfx.errors import DvdError
 
     shots = []
-    for spec in batch.load_shots(args.batch, handles=args.handles):
+    for spec in batch.load_shots(args.batch, handles=args.handles, rate=args.edit_rate):
         try:
             options, _ = batch.shot_options(args, spec, args.output)
             frames, _ = batch.shot_frames(spec, options)

@@ -22,7 +22,8 @@ TOPICS = {
     "job.log": "shot_id, level, message",
     "batch.state.changed": "state: idle | running | pausing | cancelling",
     "batch.progress.changed": "fraction (0..1 really done), eta_s (float or None), state, and batch.finished's counts",
-    "batch.finished": "done, from_cache, failed, cancelled, left, total (shot counts of the batch), failed_ids",
+    "batch.finished": "done, from_cache, failed, cancelled, left, total (shot counts of the batch), failed_ids, "
+                      "failed_before_start (rows outside the batch that had failed before Start)",
     "preview.changed": "shot_id, frame, images: dict of numpy arrays, info: dict",
     "preview.comp.changed": "shot_id, frame, image (float32 [h,w,3] or None), note",
     "settings.changed": "settings: dict",

@@ -50,10 +50,13 @@ def batch_summary(p: dict) -> tuple[str, str]:
         parts.append(f"{p['cancelled']} cancelled")
     if p.get("left") and p.get("state", "idle") == "idle":
         parts.append(f"{p['left']} not started")
-    key = "failed" if p.get("failed") else "partial" if (p.get("cancelled") or (p.get("left") and
-                                                                                 p.get("state") == "idle")) else "ok"
+    if p.get("failed_before_start"):
+        parts.append(f"{p['failed_before_start']} failed before Start")
+    failed = p.get("failed") or p.get("failed_before_start")
+    stopped = p.get("cancelled") or (p.get("left") and p.get("state") == "idle")
+    key = "failed" if failed else "partial" if stopped else "ok"
     if p.get("state", "idle") != "idle":
-        key = "failed" if p.get("failed") else "running"
+        key = "failed" if failed else "running"
     return " \u00b7 ".join(parts), key
 
 

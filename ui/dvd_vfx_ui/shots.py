@@ -45,17 +45,14 @@ EXTRA_OVERRIDES = ("preset", "output", "shot", *OPTION_KEYS)
 
 
 def parse_frames(text: str, where: str = "frames") -> tuple[int, int]:
-    """"1001-1100" -> (1001, 1100); InputError naming the value otherwise."""
-    parts = str(text).strip().split("-")
+    """"1001-1100" -> (1001, 1100), as `dvd-vfx render --frames` reads it (one frame, negative frames and
+    A:B too: dvd_vfx.footage.parse_frame_range); InputError naming `where` and the value otherwise."""
+    from dvd_vfx.footage import parse_frame_range
+
     try:
-        if len(parts) != 2:
-            raise ValueError
-        first, last = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise InputError(f"{where} {text!r}: write the first and last frame as A-B, e.g. 1001-1100") from None
-    if last < first:
-        raise InputError(f"{where} {text!r}: the last frame is before the first")
-    return first, last
+        return parse_frame_range(text)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def validate_options(values: dict, where: str) -> dict:

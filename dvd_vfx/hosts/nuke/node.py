@@ -516,6 +516,14 @@ def add_anchor(node) -> None:
     set_status(node, f"anchor added: {line}")
 
 
+def _run_engine(args: list, command: str, *, timeout: float, cwd) -> None:
+    """Run a `dvd-vfx COMMAND` in the engine's Python; InputError with its last error line when it fails."""
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise InputError(lines[-1] if lines else f"dvd-vfx {command} exited with {proc.returncode}")
+
+
 def anchors_from_camera(node) -> bool:
     """Anchors from a CameraTracker export (.chan + points): `dvd-vfx anchors from-camera` in the engine's Python,
     written next to the script; the file goes on the 'anchors file' knob."""
@@ -531,10 +539,7 @@ def anchors_from_camera(node) -> bool:
         args = [request.engine_python, "-m", "dvd_vfx.cli", "anchors", "from-camera", "--points", points,
                 "--camera", chan, "--plate", request.source.engine_source, "-o", out]
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=nuke.script_directory() or None)
-        if proc.returncode != 0:
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            raise InputError(lines[-1] if lines else f"dvd-vfx anchors from-camera exited with {proc.returncode}")
+        _run_engine(args, "anchors from-camera", timeout=300, cwd=nuke.script_directory() or None)
     except (DvdError, OSError, subprocess.SubprocessError) as exc:
         set_status(node, f"no anchors: {first_line(exc)}")
         nuke.message(f"{NODE_LABEL} {node.name()}: {first_line(exc)}")
@@ -568,13 +573,13 @@ def submit_farm(node):
         folder = os.path.dirname(template)
         made = not os.path.isdir(folder)
         os.makedirs(folder, exist_ok=True)
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(script))
-        if proc.returncode != 0:
+        try:
+            _run_engine(args, "farm openjd", timeout=600, cwd=os.path.dirname(script))
+        except InputError:
             if made:
                 with contextlib.suppress(OSError):
                     os.rmdir(folder)  # nothing left behind (only if the engine wrote nothing there)
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            raise InputError(lines[-1] if lines else f"dvd-vfx farm openjd exited with {proc.returncode}")
+            raise
     except (DvdError, OSError, subprocess.SubprocessError) as exc:
         set_status(node, f"not submitted: {first_line(exc)}")
         nuke.message(f"{NODE_LABEL} {node.name()}: {first_line(exc)}")

@@ -109,6 +109,7 @@ class BatchRunner:
         self._current_shot: str | None = None
         self._predictors: dict = {}
         self._batch_ids: list[str] = []
+        self._failed_before: list[str] = []  # rows that had failed (a probe, an earlier batch) at Start
         self._batch_started = 0.0
         self._skip_jobs: set[str] = set()  # jobs cancelled by "skip this shot" (the batch goes on)
         self._resumable = False  # the last batch was paused or cancelled with shots left
@@ -190,6 +191,7 @@ class BatchRunner:
     def _begin(self, ids: list[str]) -> bool:
         with self.ctx.lock:
             self._batch_ids = list(ids)
+            self._failed_before = [s.id for s in self.queue.rows() if s.status == S.FAILED and s.id not in ids]
             self._batch_started = time.monotonic()
             self._pause_requested = self._stop_requested = False
             self._set_state(RUNNING)
@@ -314,15 +316,19 @@ class BatchRunner:
 
     def batch_counts(self) -> dict:
         """The batch's rows by outcome: done (of which from_cache ran no model), failed, cancelled, left,
-        total, and the ids of the failed rows."""
+        total, and the ids of the failed rows; failed_before_start: queued rows outside the batch that had
+        already failed when it started (a probe that failed) and still have, so the outcome never hides them."""
         with self.ctx.lock:
+            failed_before = sum(1 for s in self.queue.rows() if s.id in self._failed_before and s.status == S.FAILED
+                                and s.id not in self._batch_ids)  # a retried row that joined counts once
             rows = [s for s in self.queue.rows() if s.id in self._batch_ids]
             return {"done": sum(1 for s in rows if s.status == S.DONE),
                     "from_cache": sum(1 for s in rows if s.status == S.DONE and s.cache == "hit"),
                     "failed": sum(1 for s in rows if s.status == S.FAILED),
                     "cancelled": sum(1 for s in rows if s.status == S.CANCELLED),
                     "left": sum(1 for s in rows if s.status in S.RUNNABLE or s.status == S.RENDERING),
-                    "total": len(rows), "failed_ids": [s.id for s in rows if s.status == S.FAILED]}
+                    "total": len(rows), "failed_ids": [s.id for s in rows if s.status == S.FAILED],
+                    "failed_before_start": failed_before}
 
     def _render_one(self, shot_id: str) -> None:
         from dvd_vfx.plugins import ModelSettings

@@ -89,9 +89,7 @@ class ShotQueue:
                 added.append(shot)
         for item in skipped:
             self.ctx.message("warning", f"skipped {item}")
-        if duplicates:
-            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
-                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
+        self._warn_duplicates(duplicates)
         if added:
             self.emit_queue()
             first = Path(sources[0])
@@ -125,13 +123,17 @@ class ShotQueue:
                 added.append(shot)
         for reason in failed:
             self.ctx.message("warning", f"not added: {reason}")
-        if duplicates:
-            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(duplicates[:5])}"
-                             + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
+        self._warn_duplicates(duplicates)
         if added:
             self.emit_queue()
             self.probe([s.id for s in added], probe_async)
         return [s.id for s in added]
+
+    def _warn_duplicates(self, names: list[str]) -> None:
+        """One warning naming (up to five of) the rows that were already queued and so not added again."""
+        if names:
+            more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+            self.ctx.message("warning", f"already in the queue, not added again: {', '.join(names[:5])}{more}")
 
     def remove(self, shot_ids) -> None:
         """Drop rows (no event: the caller emits "queue.changed" once it is done); undo_remove() brings them back."""
@@ -296,7 +298,7 @@ class ShotQueue:
         shot.on_disk = find_pass(shot.out_dir, shot.shot_name)
         if shot.on_disk:
             shot.pattern = shot.on_disk["pattern"]
-            first = int(values["frames"].split("-")[0]) if values.get("frames") else shot.info.first_frame
+            first = S.parse_frames(values["frames"])[0] if values.get("frames") else shot.info.first_frame
             shot.differences = differences(shot.on_disk, values, first_frame=first)
             if shot.status in (S.DONE, S.OUTDATED) or shot.differences or shot.status in (S.QUEUED, S.CACHED):
                 shot.status = S.OUTDATED if shot.differences else S.DONE
