@@ -322,3 +322,20 @@ def test_frame_ranges_read_as_the_cli_reads_them():
         shots.validate_options({"frames": "10-5"}, "shot override")
     with pytest.raises(InputError, match=r"queue\.json: frames: frame range 'ten' is not understood"):
         shots.parse_frames("ten", "queue.json: frames")
+
+
+def test_add_edit_reads_an_edl_at_its_frame_rate(luma_controller, tmp_path):
+    """A CMX 3600 EDL's timecodes carry no rate: the same cut read at 25 fps (Add edit asks) starts on
+    another frame than at the default 24."""
+    pytest.importorskip("opentimelineio")
+    c = luma_controller
+    plate = movie(tmp_path / "media" / "a.mp4", frames=40)
+    edl = tmp_path / "cut.edl"
+    edl.write_text("TITLE: cut\nFCM: NON-DROP FRAME\n\n"
+                   "001  AX       V     C        00:00:01:00 00:00:01:05 01:00:00:00 01:00:00:05\n"
+                   f"* FROM CLIP NAME: sh010\n* FROM CLIP: {plate.as_uri()}\n")
+    [at24] = c.add_edit(edl, probe_async=False)
+    assert c.shot(at24)["overrides"]["frames"] == "25-29"  # 00:00:01:00 at 24 fps = frame 24 (0-based)
+    c.clear()
+    [at25] = c.add_edit(edl, rate=25, probe_async=False)
+    assert c.shot(at25)["overrides"]["frames"] == "26-30"  # at 25 fps = frame 25

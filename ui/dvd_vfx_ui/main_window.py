@@ -809,17 +809,22 @@ class MainWindow(QMainWindow):
                                               "Edits and shot lists (*.otio *.edl *.xml *.csv);;All files (*)")
         if not path:
             return
-        handles = 0
+        handles, rate = 0, None
         if not no_dialogs():
             handles, ok = QInputDialog.getInt(self, "Add edit", "Handles (frames before and after each clip):",
                                               0, 0, 1000)
             if not ok:
                 return
-        self.add_edit_file(path, handles=handles)
+            if path.lower().endswith(".edl"):  # CMX 3600 timecodes carry no frame rate
+                rate, ok = QInputDialog.getDouble(self, "Add edit", "Frame rate of the EDL's timecodes:",
+                                                  24.0, 1.0, 240.0, 3)
+                if not ok:
+                    return
+        self.add_edit_file(path, handles=handles, rate=rate)
 
-    def add_edit_file(self, path, *, handles: int = 0) -> list[str]:
+    def add_edit_file(self, path, *, handles: int = 0, rate=None) -> list[str]:
         try:
-            ids = self.controller.add_edit(path, handles=handles)
+            ids = self.controller.add_edit(path, handles=handles, rate=rate)
         except DvdError as exc:
             self.show_error(str(exc))
             return []

@@ -136,13 +136,14 @@ class BatchController:
             ids += self.queue.add_sources(rest, overrides=overrides, probe_async=probe_async)
         return ids
 
-    def add_edit(self, path, *, handles: int = 0, probe_async: bool = True) -> list[str]:
+    def add_edit(self, path, *, handles: int = 0, rate=None, probe_async: bool = True) -> list[str]:
         """One row per clip of an edit (OpenTimelineIO: .otio, CMX 3600 .edl, FCP 7 .xml) or per row of a
         shot list (.csv; .json lists): its media, its source frames plus `handles` (clamped to the media) and
-        its name, as `dvd-vfx batch` renders them. Clips that cannot be placed are reported, not added."""
+        its name, as `dvd-vfx batch` renders them. Clips that cannot be placed are reported, not added.
+        rate: an EDL's timecode frame rate (`--edit-rate`; None = 24)."""
         from dvd_vfx import batch
 
-        specs = batch.resolved(batch.load_shots(path, handles=handles))
+        specs = batch.resolved(batch.load_shots(path, handles=handles, rate=rate))
         return self.queue.add_shots(specs, probe_async=probe_async)
 
     def wait_probed(self, timeout: float = 30.0) -> bool:
