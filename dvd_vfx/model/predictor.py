@@ -102,24 +102,47 @@ def run_transformer(transformer: torch.nn.Module, z: torch.Tensor, *, text_dim: 
     return transformer(hidden_states=z, timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
-# Peak bytes of the untiled full-size Wan VAE per output pixel and frame in bf16, replayed on the
-# meta device (benchmarks/bench_vram.py: 4.33 GiB at 81x480x848, 9.79 GiB at 81x720x1280, both
-# 141 B): decode 141, encode 104. Weights in bf16: DiT 2.6 GiB + VAE 0.24 GiB.
-_DECODE_BYTES_PER_PIXEL_BF16 = 141
+# Peak live bytes of the untiled full-size Wan VAE in bf16, replayed on the meta device
+# (dvd_vfx.model.memory; tests/test_memory_plan.py checks these against replays): the causal decode
+# holds a per-frame working set and cache that scale with the pixels of one frame, plus the growing
+# output that scales with pixels x frames. Fitted exactly from replays (decode 10906 + 6.25 t B a
+# pixel, encode 7449 + 12.25 t, input included), rounded up: 81x480x848 decodes in 4.34 GiB,
+# 81x720x1280 in 9.82 GiB. float32 doubles every term. Weights in bf16: DiT 2.6 GiB + VAE 0.24 GiB.
+_DECODE_BYTES_PER_PIXEL, _DECODE_BYTES_PER_PIXEL_FRAME = 10912, 6.5
+_ENCODE_BYTES_PER_PIXEL, _ENCODE_BYTES_PER_PIXEL_FRAME = 7456, 12.5
 _WEIGHTS_BYTES_BF16 = int(2.85 * 2**30)
+
+
+def _scale(dtype: torch.dtype) -> int:
+    return 2 if dtype == torch.float32 else 1
+
+
+def vae_decode_bytes(t: int, h: int, w: int, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Estimated peak activation bytes of the untiled VAE decode of a t-frame h x w window."""
+    return int(_scale(dtype) * h * w * (_DECODE_BYTES_PER_PIXEL + _DECODE_BYTES_PER_PIXEL_FRAME * t))
+
+
+def vae_encode_bytes(t: int, h: int, w: int, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Estimated peak activation bytes of the untiled VAE encode of a t-frame h x w window (input included)."""
+    return int(_scale(dtype) * h * w * (_ENCODE_BYTES_PER_PIXEL + _ENCODE_BYTES_PER_PIXEL_FRAME * t))
+
+
+def untiled_bytes(t: int, h: int, w: int, dtype: torch.dtype = torch.bfloat16, *, offload: bool = False) -> int:
+    """GPU memory an untiled window needs: the larger of encode and decode, plus the weights unless offloaded."""
+    return (max(vae_decode_bytes(t, h, w, dtype), vae_encode_bytes(t, h, w, dtype))
+            + (0 if offload else _WEIGHTS_BYTES_BF16 * _scale(dtype)))
 
 
 def memory_plan(t: int, h: int, w: int, dtype: torch.dtype, tiling: bool, automatic: bool, *,
                 free_bytes: int | None = None, offload: bool = False) -> tuple[str, bool]:
     """What the VAE does for a window of t frames h x w, in words, and whether it fits `free_bytes`
-    (None: unknown, assumed to fit). The untiled estimate is linear in pixels; tiled decodes stay
+    (None: unknown, assumed to fit). The untiled estimate is `untiled_bytes`; tiled decodes stay
     near one tile's memory (0.85 GiB at 640x480), so they are not estimated here. The plan is said,
     not changed: tiling changes the output (and the cache key), so free memory must not pick it."""
-    scale = 2 if dtype == torch.float32 else 1
     how = ("automatic: on above 1280x720" if automatic else "--vae-tiling" if tiling else "--no-vae-tiling")
     if tiling:
         return f"VAE tiling on for {t}x{w}x{h} windows ({how})", True
-    need = _DECODE_BYTES_PER_PIXEL_BF16 * scale * t * h * w + (0 if offload else _WEIGHTS_BYTES_BF16 * scale)
+    need = untiled_bytes(t, h, w, dtype, offload=offload)
     message = (f"VAE tiling off for {t}x{w}x{h} windows ({how}); the decode needs about "
                f"{need / 2**30:.1f} GiB with the weights{' offloaded' if offload else ''}")
     if free_bytes is None or need <= free_bytes:
