@@ -34,6 +34,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
     g.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                    help="tile the VAE for large frames (default: automatic above 1280x720 working size)")
+    g.add_argument("--vae-tiling-auto", action="store_true", default=None,
+                   help="decide VAE tiling at render start from the GPU's free memory and the window size "
+                        "(off on a CPU; recorded as on/off; not for split/farm renders)")
     g.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
                    help="keep networks on the GPU only while they run (small GPUs)")
     g.add_argument("--attention", choices=("auto", "flash", "cudnn", "math"),
@@ -179,7 +182,8 @@ def model_settings(args) -> ModelSettings:
     return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
                          vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
                          attention=getattr(args, "attention", None) or "auto",
-                         fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)))
+                         fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)),
+                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)))
 
 
 def split_options(args) -> dict:
@@ -248,6 +252,8 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags += ["--attention", model.attention]
     if model.fp32_decoder_head:
         flags.append("--fp32-decoder-head")
+    if model.vae_tiling_auto:
+        flags.append("--vae-tiling-auto")
     return flags
 
 

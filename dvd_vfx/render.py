@@ -353,6 +353,9 @@ def render_shot(source, options: RenderOptions, predictor, *, progress: Progress
         anchors = anchors_mod.read_anchors(options.anchors)
         anchors_mod.check_placement(anchors, layout.numbers, (footage.info.width, footage.info.height),
                                     str(options.anchors))
+    if hasattr(predictor, "plan_window"):  # choices made from the window size enter the identity (cache key)
+        predictor.plan_window(max(w.stop - w.start for w in layout.windows), layout.working_size[1],
+                              layout.working_size[0], split=only_windows is not None or assemble)
     identity = predictor.identity()
     r = _Render(options=options, footage=footage, layout=layout, predictor=predictor, identity=identity,
                 attributes=_pass_attributes(footage.info, options, layout, identity, predictor),

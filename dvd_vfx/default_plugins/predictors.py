@@ -12,7 +12,8 @@ def create_dvd(settings: ModelSettings):
     return DVDPredictor(settings.weights, device=settings.device, dtype=settings.dtype,
                         vae_tiling=settings.vae_tiling, offload=settings.offload,
                         attention=getattr(settings, "attention", "auto"),
-                        fp32_decoder_head=getattr(settings, "fp32_decoder_head", False))
+                        fp32_decoder_head=getattr(settings, "fp32_decoder_head", False),
+                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False))
 
 
 @hookimpl(trylast=True)

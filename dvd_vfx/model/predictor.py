@@ -151,6 +151,24 @@ def memory_plan(t: int, h: int, w: int, dtype: torch.dtype, tiling: bool, automa
             "--vae-tiling, --offload or a smaller --resolution or --window"), False
 
 
+# What the CUDA context and the caching allocator's slack take on top of the replayed peak.
+_SLACK_BYTES = 1 << 30
+
+
+def choose_vae_tiling(t: int, h: int, w: int, dtype: torch.dtype, device_type: str, free_bytes: int | None, *,
+                      offload: bool = False) -> tuple[bool, str]:
+    """--vae-tiling-auto: tile when the untiled window (estimate + 1 GiB of context and slack) would not
+    fit the GPU's free memory. On a CPU (or an unknown free amount) tiling stays off. Returns the choice
+    and the line the render prints."""
+    need = untiled_bytes(t, h, w, dtype, offload=offload)
+    if device_type != "cuda" or free_bytes is None:
+        return False, (f"VAE tiling: off (--vae-tiling-auto on {device_type}: no GPU memory to fit; "
+                       f"{t}x{w}x{h} windows)")
+    tiling = need + _SLACK_BYTES > free_bytes
+    return tiling, (f"VAE tiling: {'on' if tiling else 'off'} (estimate {need / 2**30:.1f} GiB + 1 GiB slack, "
+                    f"free {free_bytes / 2**30:.1f} GiB; {t}x{w}x{h} windows)")
+
+
 class _FP32Head(torch.nn.Module):
     """A causal convolution computed in float32 from its (bf16) input and cache: float32 output."""
 
@@ -176,7 +194,8 @@ class DVDPredictor:
 
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
                  vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
-                 attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False):
+                 attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False,
+                 vae_tiling_auto: bool = False):
         from dvd_vfx.model.attention import check_attention
 
         self.device = resolve_device(device)
@@ -188,7 +207,11 @@ class DVDPredictor:
         # near the ends of the range); departs from the official numerics on purpose, so it is recorded
         self.fp32_decoder_head = fp32_decoder_head and self.dtype != torch.float32
         self._heads: dict[int, torch.nn.Module] = {}
+        if vae_tiling_auto and vae_tiling is not None:
+            raise InputError("--vae-tiling-auto decides tiling itself; pass it without --vae-tiling/--no-vae-tiling")
         self.vae_tiling = vae_tiling
+        # --vae-tiling-auto: vae_tiling is resolved per working size by plan_window (from free GPU memory)
+        self.vae_tiling_auto = vae_tiling_auto
         self.offload = offload and self.device.type != "cpu"
         self._networks = networks
         self._files: WeightFiles | None = None
@@ -202,17 +225,36 @@ class DVDPredictor:
         return self._files.model_id if self._files else "in-memory"
 
     def identity(self) -> dict:
+        tiling = {None: "auto", True: "on", False: "off"}[self.vae_tiling]
+        if self.vae_tiling_auto and self.vae_tiling is None:  # (render_shot resolves it first: plan_window)
+            tiling = "auto-memory"
         return {
             "predictor": self.name,
             "model_id": self.model_id,
             "weights_sha256": weights_sha256(self._files) if self._files else "in-memory",
             "dtype": str(self.dtype).removeprefix("torch."),
             "device_class": self.device.type,
-            "vae_tiling": {None: "auto", True: "on", False: "off"}[self.vae_tiling],
+            "vae_tiling": tiling,
             # a chosen kernel rounds its own way; "auto" is not recorded (cache keys from before stay valid)
             **({"attention": self.attention} if self.attention != "auto" else {}),
             **({"decoder_head": "fp32"} if self.fp32_decoder_head else {}),
         }
+
+    def plan_window(self, t: int, h: int, w: int, *, split: bool = False) -> None:
+        """Called by render_shot with the shot's window size before identity(): --vae-tiling-auto resolves
+        to on/off here (from the GPU's free memory), said in one line and recorded in the identity as
+        "on"/"off" like --vae-tiling/--no-vae-tiling (the same output, so the same cache entries).
+        `split`: a part of a split render (farm task), refused: parts on other GPUs could decide otherwise."""
+        if not self.vae_tiling_auto:
+            return
+        if split:
+            raise InputError("--vae-tiling-auto: the parts of a split render (farm tasks) run on GPUs with "
+                             "different free memory and could decide differently (their windows would not "
+                             "assemble); pass --vae-tiling or --no-vae-tiling")
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        self.vae_tiling, message = choose_vae_tiling(t, h, w, self.dtype, self.device.type, free,
+                                                     offload=self.offload)
+        log.info(message)
 
     # -- loading ------------------------------------------------------------------------------
     def load(self) -> DVDNetworks:
@@ -268,6 +310,8 @@ class DVDPredictor:
         nets = self.load()
         dev, dtype = self.device, self.dtype
         t, h, w, _ = frames.shape
+        if self.vae_tiling_auto and self.vae_tiling is None:  # (predict without render_shot)
+            self.plan_window(t, h, w)
         tiling = self.vae_tiling if self.vae_tiling is not None else (h * w > 720 * 1280)
         self._say_memory_plan(t, h, w, tiling)
         if tiling:
