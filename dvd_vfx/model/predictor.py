@@ -259,11 +259,13 @@ class DVDPredictor:
     # -- loading ------------------------------------------------------------------------------
     def load(self) -> DVDNetworks:
         from dvd_vfx.model.attention import fold_cross_attention
+        from dvd_vfx.model.vae_ops import native_upsample
 
         if self._networks is None:
             self._networks = self._load()
         if self.fold_cross_attention:  # (once per network; inference only, bit-identical)
             fold_cross_attention(self._networks.transformer)
+        native_upsample(self._networks.vae)  # bit-identical, no float32 copies (dvd_vfx.model.vae_ops)
         return self._networks
 
     def _load(self) -> DVDNetworks:
