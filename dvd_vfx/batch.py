@@ -474,14 +474,22 @@ def _one_line(exc) -> str:
 # -- `dvd-vfx batch` -------------------------------------------------------------------------------
 
 
-def add_arguments(p) -> None:
-    """The batch command's own flags (the render, model and preset flags are added by the CLI)."""
+def add_arguments(p, *, farm: bool = False) -> None:
+    """The batch flags (the render, model and preset flags are added by the CLI): `dvd-vfx batch`'s,
+    or with `farm` the farm commands' (``--batch FILE`` instead of the positional file, no --plan)."""
     g = p.add_argument_group("batch")
+    when = "with --batch: " if farm else ""
+    if farm:
+        g.add_argument("--batch", metavar="EDIT|SHOTS",
+                       help="the shots of an edit or shot list, as `dvd-vfx batch` takes them (instead of SOURCEs); "
+                            "the output folder may then hold {shot}, {source_dir}, {source_name}, {preset}")
     g.add_argument("--handles", type=int, default=0, metavar="N",
-                   help="frames added before and after each clip's (or row's) range, clamped to the media (default 0)")
-    g.add_argument("--plan", action="store_true", help="print the shot list (frames with handles, source, output) "
-                                                       "and render nothing")
-    g.add_argument("--edit-rate", metavar="FPS", help="frame rate of an EDL's timecodes (default 24)")
+                   help=f"{when}frames added before and after each clip's (or row's) range, clamped to the media "
+                        "(default 0)")
+    if not farm:
+        g.add_argument("--plan", action="store_true", help="print the shot list (frames with handles, source, "
+                                                           "output) and render nothing")
+    g.add_argument("--edit-rate", metavar="FPS", help=f"{when}frame rate of an EDL's timecodes (default 24)")
 
 
 def shot_options(args, spec: ShotSpec, out_pattern: str | None):

@@ -166,6 +166,8 @@ def _cmd_anchors(args) -> int:
 
 
 def _add_farm_parser(sub) -> None:
+    from dvd_vfx import batch
+
     fa = sub.add_parser("farm", help="render shots as farm tasks: on a Ray cluster, or as an Open Job Description job")
     fsub = fa.add_subparsers(dest="farm_command", required=True, parser_class=_Parser)
     fr = fsub.add_parser("ray", help="run window-chunk tasks and an assemble task per shot on a Ray cluster")
@@ -173,14 +175,7 @@ def _add_farm_parser(sub) -> None:
     for p, output_flags in ((fr, ("-o", "--output")), (fo, ("--output-dir",))):
         p.add_argument("sources", nargs="*", metavar="SOURCE", help="shots: movie files, sequences or folders")
         cli_args.add_render_args(p, output_flags=output_flags, split=False)
-        g = p.add_argument_group("batch")
-        g.add_argument("--batch", metavar="EDIT|SHOTS",
-                       help="the shots of an edit or shot list, as `dvd-vfx batch` takes them (instead of SOURCEs); "
-                            "the output folder may then hold {shot}, {source_dir}, {source_name}, {preset}")
-        g.add_argument("--handles", type=int, default=0, metavar="N",
-                       help="with --batch: frames added before and after each clip's range (default 0)")
-        g.add_argument("--edit-rate", metavar="FPS",
-                       help="with --batch: frame rate of an EDL's timecodes (default 24), as `dvd-vfx batch` takes it")
+        batch.add_arguments(p, farm=True)
         cli_args.add_model_args(p)
         cli_args.add_preset_arg(p)
         g = p.add_argument_group("tasks")
