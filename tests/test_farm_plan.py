@@ -11,7 +11,7 @@ import pytest
 from dvd_vfx import cli, cli_args
 from dvd_vfx.render import RenderOptions
 from dvd_vfx.errors import InputError
-from dvd_vfx.farm.plan import chunks, plan_shot, task_model
+from dvd_vfx.farm.plan import chunks, plan_shot, task_model, warm_tasks
 from dvd_vfx.plugins import ModelSettings
 from dvd_vfx.windows import plan_windows
 from footage_helpers import make_testsrc
@@ -79,15 +79,37 @@ def test_auto_device_is_made_explicit_for_every_task():
 
 
 def test_ray_keeps_the_model_warm_one_window_task_per_slot():
-    from dvd_vfx.farm.ray_runner import FarmSettings, model_loads, task_slots, warm_chunks
+    from dvd_vfx.farm.ray_runner import FarmSettings, model_loads, task_slots
 
     nodes = [{"Resources": {"CPU": 16, "GPU": 2}}, {"Resources": {"CPU": 8, "GPU": 1}}, {"Resources": {"CPU": 4}}]
     assert task_slots(nodes, FarmSettings(None, gpus_per_task=1, cpus_per_task=4)) == 3  # GPUs bound the GPU nodes
     assert task_slots(nodes, FarmSettings(None, gpus_per_task=0, cpus_per_task=4)) == 4 + 2 + 1
-    assert warm_chunks(17, 3) == [(0, 5), (6, 11), (12, 16)]  # 17 windows, 3 workers: 3 loads, not 17
-    assert warm_chunks(2, 8) == [(0, 0), (1, 1)]
-    parts = [SimpleNamespace(kind="windows", attempts=1, result={"result": {"predictor_calls": 6}}),
-             SimpleNamespace(kind="windows", attempts=2, result={"result": {"predictor_calls": 5}}),  # retried once
-             SimpleNamespace(kind="windows", attempts=1, result={"result": {"predictor_calls": 0}}),  # all cached
-             SimpleNamespace(kind="assemble", attempts=1, result={"result": {"predictor_calls": 0}})]
-    assert model_loads(parts) == 3
+    assert warm_tasks([("m", 17)], 3) == [[(0, 0, 5)], [(0, 6, 11)], [(0, 12, 16)]]  # 3 workers: 3 loads, not 17
+    assert warm_tasks([("m", 2)], 8) == [[(0, 0, 0)], [(0, 1, 1)]]
+    parts = [SimpleNamespace(kind="windows", attempts=1, loads=None, result={"result": {"predictor_calls": 6}}),
+             SimpleNamespace(kind="windows", attempts=2, loads=None, result={"result": {"predictor_calls": 5}}),  # retried
+             SimpleNamespace(kind="windows", attempts=1, loads=None, result={"result": {"predictor_calls": 0}}),  # cached
+             SimpleNamespace(kind="windows", attempts=1, loads=0, result={"result": {"predictor_calls": 3}}),  # warm process
+             SimpleNamespace(kind="windows", attempts=1, loads=1, result={"result": {"predictor_calls": 3}}),  # its 1st
+             SimpleNamespace(kind="assemble", attempts=1, loads=None, result={"result": {"predictor_calls": 0}})]
+    assert model_loads(parts) == 4
+
+
+def test_warm_tasks_spread_a_batch_over_the_slots_one_load_each_per_model():
+    """A batch's windows, in shot order, cut into at most `slots` even runs split at shot boundaries:
+    model loads for the batch = tasks = slots per distinct model, not shots x slots."""
+    three = warm_tasks([("m", 4), ("m", 4), ("m", 4)], 2)
+    assert three == [[(0, 0, 3), (1, 0, 1)], [(1, 2, 3), (2, 0, 3)]]
+    for slots in (1, 2, 3, 5, 40):
+        tasks = warm_tasks([("m", 5), ("m", 1), ("m", 7)], slots)
+        assert len(tasks) == min(slots, 13)
+        covered = sorted((i, k) for items in tasks for i, a, b in items for k in range(a, b + 1))
+        assert covered == [(0, k) for k in range(5)] + [(1, 0)] + [(2, k) for k in range(7)]  # each window once
+        sizes = [sum(b - a + 1 for _, a, b in items) for items in tasks]
+        assert sizes[:-1] == [-(-13 // slots)] * (len(sizes) - 1) and 0 < sizes[-1] <= sizes[0]
+    # two model settings never share a task: each gets its own slots' worth of tasks (a load per task)
+    mixed = warm_tasks([("fp16", 3), ("bf16", 2), ("fp16", 3)], 2)
+    assert mixed == [[(0, 0, 2)], [(2, 0, 2)], [(1, 0, 0)], [(1, 1, 1)]]
+    assert warm_tasks([("m", 0), ("m", 2)], 2) == [[(1, 0, 0)], [(1, 1, 1)]]
+    with pytest.raises(InputError):
+        warm_tasks([("m", 2)], 0)

@@ -219,39 +219,64 @@ def test_a_task_killed_mid_run_is_retried_and_the_pass_is_identical(cluster, tmp
 
 
 def test_predictions_through_the_object_store_give_the_same_pass(cluster, tmp_path):
-    plate = make_plate(tmp_path / "sh010.mp4", 13)
+    plates = [make_plate(tmp_path / "sh010.mp4", 13), make_plate(tmp_path / "sh020.mp4", 5)]
     plugins, _ = killonce_dir(tmp_path, None)
-    proc, _ = farm(cluster, [plate], tmp_path / "farm", "--predictor", "killonce", "--windows-per-task", 2,
-                   "--frames-per-task", 5, "--object-store", "always", "--cache-dir", tmp_path / "cache",
-                   "--scratch-dir", tmp_path / "scratch", plugins_dir=plugins)
+    proc, _ = farm(cluster, plates, tmp_path / "farm", "--predictor", "killonce", "--frames-per-task", 5,
+                   "--object-store", "always", "--cache-dir", tmp_path / "cache", "--scratch-dir", tmp_path / "scratch",
+                   plugins_dir=plugins)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # 2 window tasks, the shot's stitch task, 3 assemble tasks
-    assert "through Ray's object store" in proc.stdout and "6 tasks" in proc.stdout, proc.stdout
+    # 5 windows in 2 warm tasks (sh010 0-2 | sh010 3, sh020 0): sh010 2 window parts, its stitch task and 3
+    # assemble tasks; sh020 1 window part and 1 assemble task
+    assert "through Ray's object store" in proc.stdout and "; 8 tasks" in proc.stdout, proc.stdout
+    assert "model loads: 2 for 2 shots (warm tasks: 2 over 2 task slots" in proc.stdout, proc.stdout
     assert not (tmp_path / "cache").exists()  # the submitter's cache was never used
     assert (tmp_path / "scratch").is_dir() and not list((tmp_path / "scratch").iterdir())  # used, then emptied
-    assert exr_bytes(tmp_path / "farm") == reference(tmp_path, plate, plugins, tmp_path / "single")
+    farmed = exr_bytes(tmp_path / "farm")
+    assert len(farmed) == 13 + 5
+    for plate in plates:
+        single = reference(tmp_path, plate, plugins, tmp_path / "single" / plate.stem)
+        assert single == {k: v for k, v in farmed.items() if k.startswith(plate.stem + ".")}
 
 
 def test_a_batch_of_shots_gets_its_own_folders_and_frames(cluster, tmp_path):
     """`farm ray --batch SHOTS`: each row's shot in its folder from the -o pattern, with its frames and
-    handles, byte-identical to `dvd-vfx batch` of the same list on one machine."""
-    plates = [make_plate(tmp_path / "plates" / "a.mp4", 13), make_plate(tmp_path / "plates" / "b.mp4", 9)]
+    handles, byte-identical to `dvd-vfx batch` of the same list on one machine. The batch's windows
+    run in warm tasks: the model is loaded once per worker used (2), not once per shot and worker;
+    a shot whose predictions fail fails alone, naming itself, and leaves nothing."""
+    plates = [make_plate(tmp_path / "plates" / "a.mp4", 13), make_plate(tmp_path / "plates" / "b.mp4", 9),
+              make_plate(tmp_path / "plates" / "c.mp4", 11), make_plate(tmp_path / "plates" / "wide.mp4", 5, "96x48")]
+    rows = [f"{plates[0]},4-9,hero", f"{plates[1]},,", f"{plates[3]},,", f"{plates[2]},,"]
     shots = tmp_path / "shots.csv"
-    shots.write_text(f"source,frames,shot\n{plates[0]},4-9,hero\n{plates[1]},,\n")
-    plugins, _ = killonce_dir(tmp_path, None)
+    shots.write_text("source,frames,shot\n" + "\n".join(rows) + "\n")
+    loads = tmp_path / "loads.txt"
+    write_plugin(tmp_path / "plugins", "loadcount", LOADS_PLUGIN.format(loads=str(loads)))
     proc, _ = farm(cluster, [], tmp_path / "farm" / "{shot}", "--batch", shots, "--handles", 2, "--predictor",
-                   "killonce", "--cache-dir", tmp_path / "cache", plugins_dir=plugins)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 of 2 shots" in proc.stdout, proc.stdout
-    done = subprocess.run([sys.executable, "-m", "dvd_vfx.cli", f"--plugins-dir={plugins}", "batch", str(shots),
-                           "--handles", "2", "-o", str(tmp_path / "single" / "{shot}"), "--no-cache", "--predictor",
-                           "killonce", "--threads", "1", *FAST], env={**os.environ, **REFERENCE_ENV},
+                   "loadcount", "--max-retries", 0, "--cache-dir", tmp_path / "cache", plugins_dir=tmp_path / "plugins")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert "3 of 4 shots" in proc.stdout and "wide             FAILED after" in proc.stdout, proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dvd-vfx: error:")]
+    assert len(errors) == 1 and re.match(r"dvd-vfx: error: 1 of 4 shots failed; first: shot wide: windows 0-0: plugin "
+                                         r".*loadcount.py failed in the render: ValueError: loadcount takes frames at "
+                                         r"most 64 pixels wide \(after 1 attempt\)$", errors[0]), proc.stderr
+    # hero 10 frames (3 windows), b 9 (3), wide 5 (1), c 11 (3): 10 windows in 2 warm tasks, 1 load each
+    assert "model loads: 2 for 4 shots (warm tasks: 2 over 2 task slots, 1 model setting)" in proc.stdout, proc.stdout
+    pids = loads.read_text().split()
+    assert len(pids) == len(set(pids)) == 2  # 2 processes, one load each, for all four shots
+    assert not (tmp_path / "farm" / "wide").exists()  # the failed shot left nothing, not even its folder
+
+    good = tmp_path / "good.csv"
+    good.write_text("source,frames,shot\n" + "\n".join(rows[:2] + rows[3:]) + "\n")
+    done = subprocess.run([sys.executable, "-m", "dvd_vfx.cli", f"--plugins-dir={tmp_path / 'plugins'}", "batch",
+                           str(good), "--handles", "2", "-o", str(tmp_path / "single" / "{shot}"), "--no-cache",
+                           "--predictor", "loadcount", "--threads", "1", *FAST], env={**os.environ, **REFERENCE_ENV},
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stdout + done.stderr
-    hero, b = exr_bytes(tmp_path / "farm" / "hero"), exr_bytes(tmp_path / "farm" / "b")
+    hero, b, c = (exr_bytes(tmp_path / "farm" / name) for name in ("hero", "b", "c"))
     assert sorted(hero) == [f"hero.depth.{n:04d}.exr" for n in range(2, 12)]  # 4-9 and 2 handles each side
     assert sorted(b) == [f"b.depth.{n:04d}.exr" for n in range(1, 10)]  # no frames: the whole plate
+    assert len(c) == 11
     assert hero == exr_bytes(tmp_path / "single" / "hero") and b == exr_bytes(tmp_path / "single" / "b")
+    assert c == exr_bytes(tmp_path / "single" / "c")
     assert not (tmp_path / "farm" / "{shot}").exists()
 
 
@@ -515,7 +540,8 @@ def test_farm_without_cache_and_without_object_store_is_refused(tmp_path, capsys
 
 
 # A luma predictor that "loads its model" on its first predict, as DVDPredictor does (building a
-# predictor for its identity, e.g. in an assemble task, loads nothing), recording each load in LOADS.
+# predictor for its identity, e.g. in an assemble task, loads nothing), recording each load in LOADS;
+# it refuses frames wider than 64 pixels (a wide plate's shot fails).
 LOADS_PLUGIN = '''
 import os
 
@@ -537,6 +563,8 @@ class Luma:
             self.loaded = True
             with open(LOADS, "a") as fh:
                 fh.write(f"{{os.getpid()}}\\n")
+        if frames.shape[2] > 64:  # a wide plate: a shot that fails on its own
+            raise ValueError("loadcount takes frames at most 64 pixels wide")
         return (frames.mean(axis=-1) * 0.8 + 0.1).astype("float32")
 
 
@@ -568,3 +596,42 @@ def test_model_loads_per_shot_equal_the_workers_used_not_the_windows(cluster, tm
                            "--threads", "1", *FAST], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr
     assert exr_bytes(tmp_path / "farm") == exr_bytes(tmp_path / "single")
+
+
+def test_a_warm_task_process_loads_the_model_once_and_a_bad_shot_fails_alone(tmp_path):
+    """The process of a warm task (dvd_vfx.farm.ray_worker) renders window parts of several shots with
+    one predictor: one model load; a part that fails (a missing plate, a predictor error) reports its
+    own job_failed and the next part still runs; the windows land in each part's cache."""
+    import pickle
+
+    from dvd_vfx.cache import ShotCache
+    from dvd_vfx.jobs import parse_event
+    from dvd_vfx.plugins import ModelSettings
+    from dvd_vfx.render import RenderOptions
+
+    loads = tmp_path / "loads.txt"
+    write_plugin(tmp_path / "plugins", "loadcount", LOADS_PLUGIN.format(loads=str(loads)))
+    plates = [make_plate(tmp_path / "a.mp4", 9), make_plate(tmp_path / "wide.mp4", 5, size="128x48"),
+              tmp_path / "missing.mp4", make_plate(tmp_path / "b.mp4", 5)]
+    items = [{"source": str(p), "options": RenderOptions(out_dir=tmp_path / "out", resolution=48, window=5, overlap=2,
+                                                         threads=1),
+              "windows": w, "predictor": "loadcount", "model": ModelSettings(device="cpu"),
+              "cache_dir": str(tmp_path / "cache"), "cache_max_gb": None}
+             for p, w in zip(plates, [(1, 2), (0, 0), (0, 0), (0, 0)])]
+    spec = tmp_path / "items.pickle"
+    spec.write_bytes(pickle.dumps({"plugins_dirs": (str(tmp_path / "plugins"),), "items": items}))
+    done = subprocess.run([sys.executable, "-m", "dvd_vfx.farm.ray_worker", str(spec)], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, env={**os.environ, **REFERENCE_ENV})
+    assert done.returncode == 0, done.stderr
+    events = [e for e in map(parse_event, done.stdout.splitlines()) if e is not None]
+    ends = {e["job_id"]: e for e in events if e["event"] in ("job_finished", "job_failed")}
+    assert sorted(ends) == ["item-0", "item-1", "item-2", "item-3"]
+    assert ends["item-0"]["event"] == ends["item-3"]["event"] == "job_finished"
+    assert ends["item-0"]["result"]["predictor_calls"] == 2 and ends["item-3"]["result"]["predictor_calls"] == 1
+    assert ends["item-1"]["error"]["message"].endswith("loadcount takes frames at most 64 pixels wide")
+    assert ends["item-2"]["error"]["type"] == "InputError" and "missing.mp4" in ends["item-2"]["error"]["message"]
+    assert [e["event"] for e in events if e["job_id"] == "item-2"][0] == "job_started"  # each part is a job
+    assert loads.read_text().split() == [str(loads.read_text().split()[0])]  # one load for all four parts
+    windows = sorted(p.name for p in ShotCache(tmp_path / "cache").root.glob("*/*/window.*.npy"))
+    assert windows == ["window.00000.npy", "window.00001.npy", "window.00002.npy"]  # a: 1-2, b: 0
+    assert not (tmp_path / "out").exists()  # window parts write no pass

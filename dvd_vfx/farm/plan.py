@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from dvd_vfx.cli_args import model_flags, render_flags
+from dvd_vfx.cli_args import model_flags, model_settings, render_flags
 from dvd_vfx.render import RenderOptions, shot_layout
 from dvd_vfx.errors import InputError
 
@@ -26,6 +26,8 @@ class ShotTasks:
     window_chunks: list[tuple[int, int]]  # inclusive window indices, one predict task each
     frame_chunks: list[tuple[int, int]]  # inclusive source frames, one assemble task each
     options: RenderOptions | None = None  # the shot's own options (a batch's shot); None: the command's
+    model: object = None  # a batch's shot: its ModelSettings (its row's preset may change them); None: the command's
+    predictor: str | None = None  # a batch's shot: its --predictor; None: the command's
 
 
 def chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
@@ -78,7 +80,7 @@ def plan_batch(args, prepare, *, windows_per_task: int = 1, frames_per_task: int
     shots = []
     for spec in batch.load_shots(args.batch, handles=args.handles, rate=args.edit_rate):
         try:
-            options, _ = batch.shot_options(args, spec, args.output)
+            options, flags = batch.shot_options(args, spec, args.output)
             frames, _ = batch.shot_frames(spec, options)
             options = prepare(dataclasses.replace(options, frames=frames))
             tasks = plan_shot(spec.source, options, windows_per_task=windows_per_task,
@@ -86,8 +88,46 @@ def plan_batch(args, prepare, *, windows_per_task: int = 1, frames_per_task: int
         except DvdError as exc:
             raise InputError(f"{args.batch}: {spec.origin} ({spec.shot}): {exc}; fix it or take the shot out "
                              "(`dvd-vfx batch --plan` lists the shots)") from None
-        shots.append(dataclasses.replace(tasks, options=options))
+        shots.append(dataclasses.replace(tasks, options=options, model=model_settings(flags),
+                                         predictor=getattr(flags, "predictor", None)))
     return shots
+
+
+def warm_tasks(shots: list[tuple[object, int]], slots: int) -> list[list[tuple[int, int, int]]]:
+    """Windows of several shots spread over at most `slots` tasks that each load the model once.
+
+    shots: (model key, windows) per shot; shots with the same key (the same predictor and model
+    settings) may share a task, others never do. Per key, the shots' windows, in shot order, are
+    cut into at most `slots` runs of nearly equal length, each run split at shot boundaries into
+    items (shot index, first window, last window); one list of items per task:
+    warm_tasks([("m", 4), ("m", 4), ("m", 4)], 2) -> [[(0, 0, 3), (1, 0, 1)], [(1, 2, 3), (2, 0, 3)]].
+    Model loads for the batch = tasks = min(slots, windows) per distinct model key.
+    """
+    if slots < 1:
+        raise InputError(f"{slots} task slots: at least 1 is needed")
+    groups: dict = {}
+    for index, (key, n) in enumerate(shots):
+        groups.setdefault(repr(key), []).append((index, n))
+    tasks = []
+    for members in groups.values():
+        total = sum(n for _, n in members)
+        if total == 0:
+            continue
+        size = -(-total // slots)  # ceil: at most `slots` tasks
+        current: list[tuple[int, int, int]] = []
+        room = size
+        for index, n in members:
+            first = 0
+            while first < n:
+                take = min(room, n - first)
+                current.append((index, first, first + take - 1))
+                first, room = first + take, room - take
+                if room == 0:
+                    tasks.append(current)
+                    current, room = [], size
+        if current:
+            tasks.append(current)
+    return tasks
 
 
 def task_threads(options: RenderOptions, cpus: float) -> RenderOptions:

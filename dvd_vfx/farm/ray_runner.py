@@ -114,7 +114,9 @@ def run(args, options) -> int:
         shots = plan_batch(args, lambda o: task_threads(dataclasses.replace(o, out_dir=Path(absolute(o.out_dir))),
                                                         settings.cpus_per_task),
                            windows_per_task=args.windows_per_task or 1, frames_per_task=args.frames_per_task)
-        shots = [dataclasses.replace(s, source=absolute(s.source)) for s in shots]
+        shots = [dataclasses.replace(s, source=absolute(s.source),
+                                     model=task_model(s.model, settings.gpus_per_task) if s.model else None)
+                 for s in shots]
     else:
         shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task or 1,
                            frames_per_task=args.frames_per_task) for s in args.sources]
@@ -210,17 +212,10 @@ def task_slots(nodes: list[dict], settings: FarmSettings) -> int:
     return max(1, total)
 
 
-def warm_chunks(n_windows: int, slots: int) -> list[tuple[int, int]]:
-    """A shot's windows in at most `slots` even chunks: each window task loads the model once, so
-    model loads per shot = the workers it runs on, not its windows."""
-    from dvd_vfx.farm.plan import chunks
-
-    return chunks(0, n_windows - 1, -(-n_windows // max(1, slots)))
-
-
 def model_loads(parts) -> int:
-    """Model loads of a shot: its window tasks that predicted (each attempt is a new process)."""
-    return sum(max(1, p.attempts) for p in parts if p.kind == "windows"
+    """Model loads of a shot: a part of a warm task counts when it was the first to predict in its
+    process (part.loads); a window task of its own, when it predicted (each attempt is a new process)."""
+    return sum(p.loads if p.loads is not None else max(1, p.attempts) for p in parts if p.kind == "windows"
                and int(((p.result or {}).get("result") or {}).get("predictor_calls", 0)) > 0)
 
 
@@ -342,6 +337,22 @@ class _Part:
     finished: bool = False
     result: dict | None = None  # the task's receipt: the render's result, timings, node
     payload: list = field(default_factory=list)  # object store: ObjectRefs of the windows, stitch or EXR files
+    windows: tuple[int, int] | None = None  # a window part: its first and last window
+    loads: int | None = None  # a part of a warm task: model loads it caused (0 or 1); None: its own task
+
+
+@dataclass
+class _Warm:
+    """A warm window task: window parts of one or more shots rendered by one process (one model load)."""
+
+    name: str
+    items: list  # (shot, part) per part, in the task's order
+    ref: object = None  # the receipt
+    kind: str = "windows"  # (NodeWatch: what the task asks Ray for)
+
+    @property
+    def closed(self) -> bool:
+        return all(shot.closed for shot, _ in self.items)
 
 
 @dataclass
@@ -360,7 +371,9 @@ class _Shot:
     result: object = None  # dvd_vfx.jobs.JobResult
     progress: ShotProgress = field(default_factory=ShotProgress)
     logged: set = field(default_factory=set)
-    model_loads: int = 0  # window tasks that ran the predictor (one process, one model load each)
+    model_loads: int = 0  # model loads of the shot's window parts (model_loads)
+    common: dict = field(default_factory=dict)  # the PartSpec fields of every task of the shot
+    assembling: bool = False  # its stitch/assemble tasks are submitted
 
     @property
     def name(self) -> str:
@@ -374,7 +387,9 @@ class RayFarm:
                  plugins_dirs=(), cache_root: str | None = None, cache_max_gb: float | None = None,
                  frames_per_task: int | None = None, windows_per_task: int | None = None):
         self.ray, self.engine, self.options, self.settings = ray, engine, options, settings
-        self.windows_per_task = windows_per_task  # None: split each shot over the cluster's task slots
+        self.windows_per_task = windows_per_task  # None: warm tasks, the batch's windows over the task slots
+        self.warm = windows_per_task is None
+        self.warm_tasks: list[_Warm] = []
         self.model, self.predictor, self.plugins_dirs = model, predictor, tuple(plugins_dirs)
         self.cache_root, self.cache_max_gb = cache_root, cache_max_gb
         self.frames_per_task = frames_per_task  # None: the planned chunks (object store: bounded)
@@ -398,6 +413,11 @@ class RayFarm:
         """A shot's RenderOptions: its own (a batch's shot), else the command's."""
         return tasks.options if tasks.options is not None else self.options
 
+    def _model(self, tasks):
+        """A shot's model settings and predictor: its own (a batch's row), else the command's."""
+        return (getattr(tasks, "model", None) or self.model,
+                getattr(tasks, "predictor", None) or self.predictor)
+
     def _out_dirs(self) -> list[str]:
         return list(dict.fromkeys(str(self._options(t).out_dir) for t in self.planned))
 
@@ -416,10 +436,8 @@ class RayFarm:
                 # a farm manager's kill unwinds like Ctrl-C
                 handlers.enter_context(sigterm_as_interrupt())
                 nodes = check_resources(ray, self.settings, self.where)
-                if self.windows_per_task is None:  # keep the model warm: one window task per slot and shot
+                if self.warm:  # keep the model warm: the batch's windows in one task per slot (and model)
                     self.slots = task_slots(nodes, self.settings)
-                    self.planned = [dataclasses.replace(t, window_chunks=warm_chunks(t.n_windows, self.slots))
-                                    for t in self.planned]
                 total = ray.cluster_resources()
                 alive = [n for n in ray.nodes() if n.get("Alive")]
                 self.cluster = (f"{len(alive)} node{'s' if len(alive) != 1 else ''}, {total.get('CPU', 0):g} CPUs, "
@@ -438,8 +456,7 @@ class RayFarm:
                 raise
             finally:
                 self.seconds = time.perf_counter() - t0
-                if not any(s.paths for s in self.shots):
-                    remove_created(self._created)
+                remove_created(self._created)  # the empty ones: those of failed shots (or of every shot)
                 ray.shutdown()
 
     def _choose_storage(self, nodes: list[dict]) -> None:
@@ -470,33 +487,20 @@ class RayFarm:
 
     def _submit_all(self) -> None:
         from dvd_vfx.farm.plan import chunks
-        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, payload_count, run_part
         from dvd_vfx.jobs import Job, new_job_id
         from dvd_vfx.jsonvalues import jsonable
 
-        ray, s = self.ray, self.settings
-        remote = ray.remote(run_part)
+        s = self.settings
         env = {k: v for k, v in os.environ.items() if k.startswith("DVD_VFX_") or k in FORWARDED_ENV}
-        assemble_gpus = task_needs(s)["assemble"][1]
         run_id = secrets.token_hex(4)
-        def submit(shot: _Shot, part: _Part, spec: PartSpec, gpus: float, *after, **kwargs) -> None:
-            """Returns: the payload objects (ray_tasks.payload_count), then the receipt."""
-            n = payload_count(spec)
-            refs = remote.options(
-                num_cpus=s.cpus_per_task, num_gpus=gpus, max_retries=s.max_retries, num_returns=n + 1,
-                retry_exceptions=[PartCrashed], name=f"dvd-vfx {spec.shot} {part.name}").remote(
-                spec, self._relay, *after, **kwargs)
-            refs = list(refs) if n else [refs]
-            part.payload = refs[:-1]
-            self._track(shot, part, refs[-1])
-
         for index, tasks in enumerate(self.planned):
             options = self._options(tasks)
             if not self.shared and self.frames_per_task is None:  # bounded: a task's files wait in the store
                 tasks = dataclasses.replace(tasks, frame_chunks=chunks(*tasks.frame_range,
                                                                        OBJECT_STORE_FRAMES_PER_TASK))
+            model, predictor = self._model(tasks)
             job = Job(id=new_job_id(), source=tasks.source, out_dir=str(options.out_dir), shot=options.shot,
-                      predictor=str(self.predictor or "dvd"), options=jsonable(dataclasses.asdict(options)))
+                      predictor=str(predictor or "dvd"), options=jsonable(dataclasses.asdict(options)))
             staging = Path(options.out_dir) / f".dvd-vfx-ray-{tasks.shot}-{run_id}"
             try:
                 staging.mkdir()
@@ -506,30 +510,145 @@ class RayFarm:
             shot = _Shot(index=index, tasks=tasks, job=job, staging=staging, t0=time.perf_counter(),
                          progress=ShotProgress(tasks.n_windows))
             self.shots.append(shot)
-            common = dict(shot_index=index, shot=tasks.shot, source=tasks.source,
-                          options=dataclasses.replace(options, out_dir=staging),
-                          cache_dir=self.cache_root if self.shared else None, predictor=self.predictor,
-                          model=self.model, plugins_dirs=self.plugins_dirs, env=env, cache_max_gb=self.cache_max_gb,
-                          scratch_dir=s.scratch_dir)
+            shot.common = dict(shot_index=index, shot=tasks.shot, source=tasks.source,
+                               options=dataclasses.replace(options, out_dir=staging),
+                               cache_dir=self.cache_root if self.shared else None, predictor=predictor,
+                               model=model, plugins_dirs=self.plugins_dirs, env=env,
+                               cache_max_gb=self.cache_max_gb, scratch_dir=s.scratch_dir)
+            if self.warm:
+                continue  # below: its windows go into the batch's warm tasks, its assembly once they are done
             receipts, windows = [], []
             for a, b in tasks.window_chunks:
-                part = _Part(name=f"windows {a}-{b}", kind="windows", size=b - a + 1)
-                submit(shot, part, PartSpec(part=part.name, windows=(a, b), **common), s.gpus_per_task)
+                part = _Part(name=f"windows {a}-{b}", kind="windows", size=b - a + 1, windows=(a, b))
+                self._submit_windows(shot, part)
                 receipts.append(shot.refs[-1])
                 windows.append(part.payload)
-            # The assemble tasks wait for the window tasks' receipts (returned last: every window exists
-            # then); through the object store they get the windows' refs nested in a list, fetched one at a time
-            inputs = {} if self.shared else {"windows": windows}
-            if not self.shared and len(tasks.frame_chunks) > 1:  # the stitch, solved once for the shot
-                first = tasks.frame_range[0]
-                part = _Part(name="stitch", kind="stitch", size=0)
-                submit(shot, part, PartSpec(part=part.name, frames=(first, first), solve_stitch=True, **common),
-                       assemble_gpus, *receipts, **inputs)
-                inputs["stitch"] = part.payload[0]
-            for x, y in tasks.frame_chunks:
-                part = _Part(name=f"frames {x}-{y}", kind="assemble", size=y - x + 1)
-                submit(shot, part, PartSpec(part=part.name, frames=(x, y), **common), assemble_gpus, *receipts,
-                       **inputs)
+            # The assemble tasks wait for the window tasks' receipts (returned last: every window exists then)
+            self._submit_assembly(shot, receipts, windows)
+        if self.warm:
+            self._submit_warm()
+
+    def _submit(self, shot: _Shot, part: _Part, spec, gpus: float, *after, max_retries: int | None = None,
+                **kwargs) -> None:
+        """One task of one shot; returns: the payload objects (ray_tasks.payload_count), then the receipt."""
+        from dvd_vfx.farm.ray_tasks import PartCrashed, payload_count, run_part
+
+        s = self.settings
+        n = payload_count(spec)
+        refs = self.ray.remote(run_part).options(
+            num_cpus=s.cpus_per_task, num_gpus=gpus, max_retries=s.max_retries if max_retries is None else max_retries,
+            num_returns=n + 1, retry_exceptions=[PartCrashed], name=f"dvd-vfx {spec.shot} {part.name}").remote(
+            spec, self._relay, *after, **kwargs)
+        refs = list(refs) if n else [refs]
+        part.payload = refs[:-1]
+        self._track(shot, part, refs[-1])
+
+    def _submit_windows(self, shot: _Shot, part: _Part, *, max_retries: int | None = None) -> None:
+        from dvd_vfx.farm.ray_tasks import PartSpec
+
+        self._submit(shot, part, PartSpec(part=part.name, windows=part.windows, **shot.common),
+                     self.settings.gpus_per_task, max_retries=max_retries)
+
+    def _submit_assembly(self, shot: _Shot, receipts: list, windows: list) -> None:
+        """The shot's assemble tasks (and its stitch task through the object store). receipts: the window
+        tasks they wait for; windows: per window part, its payload refs (the object store: nested in a
+        list, so Ray does not fetch them all into the task before it starts: they are fetched one at a time)."""
+        from dvd_vfx.farm.ray_tasks import PartSpec
+
+        shot.assembling = True
+        tasks, common = shot.tasks, shot.common
+        assemble_gpus = task_needs(self.settings)["assemble"][1]
+        inputs = {} if self.shared else {"windows": windows}
+        if not self.shared and len(tasks.frame_chunks) > 1:  # the stitch, solved once for the shot
+            first = tasks.frame_range[0]
+            part = _Part(name="stitch", kind="stitch", size=0)
+            self._submit(shot, part, PartSpec(part=part.name, frames=(first, first), solve_stitch=True, **common),
+                         assemble_gpus, *receipts, **inputs)
+            inputs["stitch"] = part.payload[0]
+        for x, y in tasks.frame_chunks:
+            part = _Part(name=f"frames {x}-{y}", kind="assemble", size=y - x + 1)
+            self._submit(shot, part, PartSpec(part=part.name, frames=(x, y), **common), assemble_gpus, *receipts,
+                         **inputs)
+
+    def _submit_warm(self) -> None:
+        """The batch's windows in warm tasks: per model (predictor and settings), at most one task per
+        task slot, each rendering windows of one or more shots in one process (plan.warm_tasks)."""
+        from dvd_vfx.farm.plan import warm_tasks
+        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, WarmSpec, payload_count, run_warm
+
+        s = self.settings
+        plan = warm_tasks([(self._model(shot.tasks), shot.tasks.n_windows) for shot in self.shots], self.slots)
+        remote = self.ray.remote(run_warm)
+        for n, items in enumerate(plan, 1):
+            warm = _Warm(name=f"warm task {n}/{len(plan)}", items=[])
+            specs = []
+            for index, a, b in items:
+                shot = self.shots[index]
+                part = _Part(name=f"windows {a}-{b}", kind="windows", size=b - a + 1, windows=(a, b))
+                shot.parts[part.name] = part
+                shot.progress.add(part.name, part.kind, part.size)
+                specs.append(PartSpec(part=part.name, windows=(a, b), **shot.common))
+                warm.items.append((shot, part))
+            spec = WarmSpec(name=warm.name, parts=specs)
+            count = payload_count(spec)
+            refs = remote.options(num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task, max_retries=s.max_retries,
+                                  num_returns=count + 1, retry_exceptions=[PartCrashed],
+                                  name=f"dvd-vfx {warm.name}").remote(spec, self._relay)
+            refs = list(refs) if count else [refs]
+            at = 0
+            for (shot, part), part_spec in zip(warm.items, specs):
+                k = payload_count(part_spec)
+                part.payload, at = refs[at:at + k], at + k
+            warm.ref = refs[-1]
+            self.warm_tasks.append(warm)
+            self.pending[warm.ref] = (warm, warm)
+
+    def _windows_done(self, shot: _Shot) -> None:
+        """Warm tasks: once every window part of the shot is done, its stitch/assemble tasks go in."""
+        if not self.warm or shot.closed or shot.assembling:
+            return
+        parts = sorted((p for p in shot.parts.values() if p.kind == "windows"), key=lambda p: p.windows)
+        if all(p.finished for p in parts):
+            self._submit_assembly(shot, [], [p.payload for p in parts])
+
+    def _warm_finished(self, warm: _Warm, ref) -> None:
+        """A warm task's receipt: each part's outcome goes to its own shot. A part that failed fails its
+        shot when a retry cannot help (bad input, weights, predictions) or no retry is left; otherwise
+        it runs again as its own window task, with the retries left."""
+        from dvd_vfx.errors import PERMANENT_EXIT_CODES
+        from dvd_vfx.jobs import error_from_dict
+
+        try:
+            out = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - the whole task failed: each of its shots fails
+            for shot, part in warm.items:
+                if not shot.closed:
+                    self._fail(shot, self._task_error(shot, part, exc))
+            return
+        for (shot, part), item in zip(warm.items, out["items"]):
+            if shot.closed:
+                continue
+            part.attempts = max(part.attempts, 1)
+            error = item.get("error")
+            if error is None:
+                part.finished, part.loads = True, int(item.get("loads", 0))
+                part.result = {"result": item.get("result"), "node": out.get("node")}
+                self._report(shot, shot.progress.finished(part.name))
+                self._windows_done(shot)
+                continue
+            code = error.get("exit_code") if isinstance(error.get("exit_code"), int) else 1
+            left = self.settings.max_retries - 1
+            if code in PERMANENT_EXIT_CODES or left < 0:
+                n = self.settings.max_retries + 1
+                tries = "" if code in PERMANENT_EXIT_CODES else f" (after {n} attempt{'s' if n != 1 else ''})"
+                self._fail(shot, error_from_dict({**error, "message": f"{part.name}: {error.get('message')}{tries}",
+                                                  "exit_code": code}))
+                continue
+            retry = _Part(name=part.name, kind="windows", size=part.size, windows=part.windows,
+                          attempts=part.attempts)
+            log.info("farm ray: shot %s %s failed in %s (%s); running it again as its own task", shot.name,
+                     part.name, warm.name, error.get("message"))
+            self._submit_windows(shot, retry, max_retries=left)
 
     def _track(self, shot: _Shot, part: _Part, receipt) -> None:
         """The submitter waits on receipts (small); windows go from task to task without passing through it."""
@@ -559,7 +678,8 @@ class RayFarm:
                     if cancel:
                         self._fail(shot, Cancelled("render cancelled; finished windows are kept"))
             for shot in self.shots:
-                if shot.closed and shot.refs and not any(r in self.pending for r in shot.refs):
+                if (shot.closed and (shot.refs or shot.staging is not None)
+                        and not any(r in self.pending for r in shot.refs)):
                     shot.refs = []  # every task of the shot has ended
                     for part in shot.parts.values():
                         part.payload = []  # lets Ray free the shot's windows and files
@@ -599,6 +719,9 @@ class RayFarm:
 
     def _finished(self, ref) -> None:
         shot, part = self.pending.pop(ref)
+        if isinstance(shot, _Warm):
+            self._warm_finished(shot, ref)
+            return
         if shot.closed:
             return
         try:
@@ -610,6 +733,7 @@ class RayFarm:
         part.attempts = max(part.attempts, 1)
         if part.kind == "windows":
             self._report(shot, shot.progress.finished(part.name))
+            self._windows_done(shot)
             return
         if part.kind == "assemble" and part.payload:  # the EXR files, through the object store
             try:
@@ -691,6 +815,13 @@ class RayFarm:
                     self._cancelled.setdefault(ref, time.monotonic())
                 except Exception:  # noqa: BLE001 - already finished
                     pass
+        for warm in self.warm_tasks:  # a warm task shared with shots still running goes on
+            if warm.ref in self.pending and warm.closed and warm.ref not in self._cancelled:
+                try:
+                    self.ray.cancel(warm.ref)
+                    self._cancelled[warm.ref] = time.monotonic()
+                except Exception:  # noqa: BLE001 - already finished
+                    pass
         try:
             self.engine.call("dvd_vfx_job_failed", job=shot.job, error=error)
         except DvdError as exc:
@@ -739,9 +870,10 @@ class RayFarm:
     def _check_nodes(self, now: float | None = None) -> None:
         """Fail the shots whose pending tasks no live node has fitted for NODE_LOSS_GRACE_S (NodeWatch)."""
         waiting = [(shot, part) for shot, part in self.pending.values() if not shot.closed]
-        for shot, error in self._nodes.lost(self.ray, waiting, self.where, now):
-            if not shot.closed:
-                self._fail(shot, error)
+        for owner, error in self._nodes.lost(self.ray, waiting, self.where, now):
+            for shot in ([s for s, _ in owner.items] if isinstance(owner, _Warm) else [owner]):
+                if not shot.closed:
+                    self._fail(shot, error)
 
     # -- hooks -----------------------------------------------------------------------------------
     def _hook(self, shot: _Shot, hook_name: str, **kwargs) -> None:
@@ -780,7 +912,21 @@ class RayFarm:
         lines.append(f"farm ray: {ok} of {len(self.shots)} shots in {self.seconds:.1f} s; {tasks} tasks"
                      f"{f' ({retried} retried)' if retried else ''} on {self.where} ({self.cluster}); predictions "
                      f"through {self.storage}")
+        lines.append(self.loads_line())
         return "\n".join(lines)
+
+    def loads_line(self) -> str:
+        """The batch's model loads: with warm tasks, one per task that predicted (at most the task slots
+        per distinct predictor and model settings), whatever the number of shots and windows."""
+        loads = sum(model_loads(s.parts.values()) for s in self.shots)
+        models = len({repr(self._model(s.tasks)) for s in self.shots})
+        line = f"model loads: {loads} for {len(self.shots)} shot{'s' if len(self.shots) != 1 else ''}"
+        if self.warm:
+            line += (f" (warm tasks: {len(self.warm_tasks)} over {self.slots} task slot{'s' if self.slots != 1 else ''}"
+                     f", {models} model setting{'s' if models != 1 else ''})")
+        else:
+            line += " (--windows-per-task: one load per window task)"
+        return line
 
 
 def _relay_class():

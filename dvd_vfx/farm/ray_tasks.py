@@ -93,6 +93,16 @@ class PartSpec:
     cache_max_gb: float | None = None
 
 
+@dataclass
+class WarmSpec:
+    """A warm window task: window parts of one or more shots with the same predictor and model
+    settings, rendered one after the other by ONE process (dvd_vfx.farm.ray_worker), which loads the
+    model once for all of them."""
+
+    name: str  # "warm task 1/2": names the task in Ray and in errors
+    parts: list  # PartSpec window parts, in the order they render
+
+
 class Relay:
     """A Ray actor (wrapped by the submitter) that queues the parts' job events for the submitter."""
 
@@ -122,8 +132,11 @@ def probe_paths(files: dict[str, str]) -> tuple[str, dict[str, bool]]:
     return socket.gethostname(), seen
 
 
-def payload_count(spec: PartSpec) -> int:
-    """How many objects a task returns before its receipt (num_returns = this + 1)."""
+def payload_count(spec: PartSpec | WarmSpec) -> int:
+    """How many objects a task returns before its receipt (num_returns = this + 1); a warm task
+    returns its parts' objects one part after the other."""
+    if isinstance(spec, WarmSpec):
+        return sum(payload_count(part) for part in spec.parts)
     if spec.cache_dir is not None:
         return 0
     if spec.windows is not None:
@@ -181,6 +194,83 @@ def run_part(spec: PartSpec, relay, *after, windows=(), stitch: dict | None = No
             shutil.rmtree(work, ignore_errors=True)
         raise
     return _returns(payload, receipt, work, t0)
+
+
+def run_warm(spec: WarmSpec, relay):
+    """A warm window task on a worker: its parts rendered by one process that loads the model once.
+    Returns the generator of every part's payload objects (payload_count), then the receipt.
+
+    Each part keeps its own outcome: receipt["items"][i] is {"result": ..., "loads": 0|1} or
+    {"error": {"type", "message", "exit_code"}}; a failed part does not fail the task (its shot
+    fails alone, or the submitter runs it again as its own task) and its payload objects are None.
+    Only a crash of the whole process (killed, out of memory) fails the task, which Ray retries;
+    finished windows are in the shared cache then.
+    """
+    import pickle
+
+    import ray
+
+    from dvd_vfx.farm.ray_worker import item_job_id, predictor_key
+
+    t0 = time.perf_counter()
+    first = spec.parts[0]
+    objects = first.cache_dir is None
+    work = _scratch(first) if objects else Path(tempfile.mkdtemp(prefix="dvd-vfx-warm-"))
+    try:
+        items = [{"source": p.source, "options": p.options, "windows": p.windows, "predictor": p.predictor,
+                  "model": p.model, "cache_max_gb": p.cache_max_gb,
+                  "cache_dir": str(work / f"cache-{i}") if objects else p.cache_dir}  # a private entry per part
+                 for i, p in enumerate(spec.parts)]
+        items_file = work / "items.pickle"
+        items_file.write_bytes(pickle.dumps({"plugins_dirs": first.plugins_dirs, "items": items}))
+        env = {**os.environ, **first.env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+        parts = {item_job_id(i): p for i, p in enumerate(spec.parts)}
+        outcomes: dict[str, tuple[str, dict | None]] = {}
+
+        def forward(event: dict) -> None:
+            part = parts.get(str(event.get("job_id")))
+            if part is None:
+                return
+            if event["event"] == "job_finished":
+                outcomes[event["job_id"]] = ("result", event.get("result") or {})
+            elif event["event"] == "job_failed":
+                outcomes[event["job_id"]] = ("error", event.get("error") or {})
+            relay.push.remote(part.shot_index, part.part, event)
+
+        code, _, _, tail = _run_child([sys.executable, "-m", "dvd_vfx.farm.ray_worker", str(items_file)], env,
+                                      forward)
+        child_s = time.perf_counter() - t0
+        try:
+            ray.get(relay.flush.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - progress is best effort
+            pass
+        if code != 0:
+            raise PartCrashed(_part_error(first, code, None, tail).message, code if code > 0 else 128 - code)
+        results, payloads, predicted = [], [], set()
+        for i, part in enumerate(spec.parts):
+            kind, value = outcomes.get(item_job_id(i), ("error", None))
+            if kind == "result" and objects:
+                try:
+                    payloads.append(_pack_windows(Path(items[i]["cache_dir"]), *part.windows))
+                except PartCrashed as exc:
+                    kind, value = "error", {"type": "DvdError", "message": exc.message, "exit_code": 1}
+            if kind == "error":
+                results.append({"error": value or {"type": "DvdError", "exit_code": 1,
+                                                   "message": "the render ended without a result"}})
+                payloads.append(iter([None] * payload_count(part)))
+                continue
+            calls = int(value.get("predictor_calls", 0))
+            key = predictor_key(items[i])
+            results.append({"result": value, "loads": int(calls > 0 and key not in predicted)})  # the process's first
+            if calls > 0:
+                predicted.add(key)
+            if not objects:
+                payloads.append(iter(()))
+        receipt = {"items": results, "child_s": round(child_s, 3), "node": socket.gethostname()}
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return _returns((obj for payload in payloads for obj in payload), receipt, work, t0)
 
 
 def _returns(payload, receipt: dict, work: Path | None, t0: float):
