@@ -1,14 +1,16 @@
 """Farm benchmark: a batch of shots in one process vs `dvd-vfx farm ray` on a local 2-node Ray cluster.
 
-    python benchmarks/bench_farm.py [--shots 6] [--frames 17] [--windows-per-task 1 3]
+    python benchmarks/bench_farm.py [--shots 6] [--frames 17] [--windows-per-task 0 1 3]
 
 Tiny official-format model (CPU), 96x64 clips at working short side 64, window 9 / overlap 4
 (3 windows per 17-frame shot). The cluster is two `ray start` nodes of one CPU each on loopback
 (tests/ray_cluster.py), so each task's torch runs one thread (Ray sets OMP_NUM_THREADS to the
 task's CPUs). The one-process baseline runs twice: with this machine's default threads, and
 with one thread (what one Ray node gets). The Ray runs use dvd_vfx.farm.ray_runner.RayFarm in
-this process, so every task's receipt (task time, render-process time, render time) is read
-back; plus the round trip of an empty Ray task on the same cluster. Prints JSON lines.
+this process, so every task's receipt (task time, render-process time, render time) and the
+batch's model loads are read back; plus the round trip of an empty Ray task on the same cluster.
+`--windows-per-task 0` is farm ray's default: warm tasks (the batch's windows over the cluster's
+task slots, one model load per slot). Prints JSON lines.
 """
 
 from __future__ import annotations
@@ -70,25 +72,29 @@ def farm_run(cluster: LocalRayCluster, weights: Path, plates: list[Path], out: P
     from dvd_vfx.render import RenderOptions
     from dvd_vfx.farm.plan import plan_shot
     from dvd_vfx.farm.plan import task_model
-    from dvd_vfx.farm.ray_runner import FarmSettings, RayFarm, import_ray
+    from dvd_vfx.farm.ray_runner import FarmSettings, RayFarm, import_ray, model_loads
     from dvd_vfx.engine import Engine
     from dvd_vfx.plugins import ModelSettings
 
     os.environ.update(RAY_ENV)
     options = RenderOptions(out_dir=out, **OPTS)
-    shots = [plan_shot(str(p), options, windows_per_task=k) for p in plates]
+    shots = [plan_shot(str(p), options, windows_per_task=k or 1) for p in plates]
     farm = RayFarm(import_ray(), Engine(), shots, options, FarmSettings(address=cluster.address),
-                   model=task_model(ModelSettings(weights=str(weights)), 0), cache_root=str(cache))
+                   model=task_model(ModelSettings(weights=str(weights)), 0), cache_root=str(cache),
+                   windows_per_task=k or None)
     t0 = time.perf_counter()
     farm.run()
     wall = time.perf_counter() - t0
     assert all(s.error is None for s in farm.shots), [str(s.error) for s in farm.shots]
-    receipts = [p.result for s in farm.shots for p in s.parts.values()]
+    receipts = [p.result for s in farm.shots for p in s.parts.values() if not (farm.warm and p.kind == "windows")]
+    receipts += [{**w.result, "result": {"seconds": sum(float(i["result"]["seconds"]) for i in w.result["items"])}}
+                 for w in farm.warm_tasks]  # a warm task: one process for its parts of several shots
     task_s = [r["task_s"] for r in receipts]
     child_s = [r["child_s"] for r in receipts]
     render_s = [float(r["result"]["seconds"]) for r in receipts]
     outside = [c - r for c, r in zip(child_s, render_s)]  # interpreter, imports, plugins, predictor build
-    return {"windows_per_task": k, "tasks": len(receipts), "wall_s": round(wall, 1),
+    return {"windows_per_task": k or "warm", "tasks": len(receipts), "wall_s": round(wall, 1),
+            "model_loads": sum(model_loads(s.parts.values()) for s in farm.shots),
             "sum_task_s": round(sum(task_s), 1), "sum_render_s": round(sum(render_s), 1),
             "median_process_outside_render_s": round(statistics.median(outside), 2),
             "median_task_minus_process_s": round(statistics.median(t - c for t, c in zip(task_s, child_s)), 3),
@@ -99,7 +105,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shots", type=int, default=6)
     ap.add_argument("--frames", type=int, default=17)
-    ap.add_argument("--windows-per-task", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--windows-per-task", type=int, nargs="+", default=[0, 1, 3],
+                    help="one Ray run per value; 0: warm tasks (farm ray's default)")
+    ap.add_argument("--no-one-process", action="store_true", help="skip the one-process baselines")
     args = ap.parse_args()
     from dvd_vfx.model.tiny import write_tiny_weights
 
@@ -109,7 +117,7 @@ def main() -> None:
               for i in range(1, args.shots + 1)]
     print(json.dumps({"shots": args.shots, "frames_per_shot": args.frames, "plate": "96x64", **OPTS,
                       "cpus": os.cpu_count()}), flush=True)
-    for threads in (None, 1):
+    for threads in () if args.no_one_process else (None, 1):
         seconds = one_process(work / "tiny", plates, work / f"one-{threads or 'default'}", threads)
         print(json.dumps({"one_process_threads": threads or "default", "wall_s": round(seconds, 1)}), flush=True)
     with LocalRayCluster(nodes=2, cpus_per_node=1, object_store_mb=300) as cluster:

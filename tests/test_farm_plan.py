@@ -113,3 +113,21 @@ def test_warm_tasks_spread_a_batch_over_the_slots_one_load_each_per_model():
     assert warm_tasks([("m", 0), ("m", 2)], 2) == [[(1, 0, 0)], [(1, 1, 1)]]
     with pytest.raises(InputError):
         warm_tasks([("m", 2)], 0)
+
+
+def test_a_batch_rows_model_settings_keep_their_own_warm_tasks(tmp_path):
+    """`farm ray --batch`: a row whose preset or columns change the model settings (as in `dvd-vfx batch`)
+    gets them on its tasks, and never shares a warm task (one loaded model) with rows of other settings."""
+    from dvd_vfx.farm.plan import plan_batch
+
+    plates = [make_testsrc(tmp_path / f"{name}.mp4", frames=9) for name in ("a", "b", "c")]
+    shots = tmp_path / "shots.csv"
+    shots.write_text(f"source,dtype\n{plates[0]},\n{plates[1]},fp32\n{plates[2]},\n")
+    args = cli.build_parser().parse_args(["farm", "ray", "--batch", str(shots), "-o", str(tmp_path / "{shot}"),
+                                          "--resolution", "48", "--window", "5", "--overlap", "2", "--dtype", "bf16"])
+    cli_args.apply_preset(args)
+    planned = plan_batch(args, lambda o: o)
+    assert [s.model.dtype for s in planned] == ["bf16", "fp32", "bf16"]
+    assert [s.n_windows for s in planned] == [3, 3, 3]
+    tasks = warm_tasks([((s.predictor, s.model), s.n_windows) for s in planned], 2)
+    assert tasks == [[(0, 0, 2)], [(2, 0, 2)], [(1, 0, 1)], [(1, 2, 2)]]  # 2 loads per model setting

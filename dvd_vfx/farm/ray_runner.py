@@ -1,9 +1,13 @@
 """`dvd-vfx farm ray`: a batch of shots as Ray tasks, on a Ray cluster or a local Ray.
 
-Per shot: one task per window chunk (``render --only-windows A-B``) and one per frame chunk
-(``render --assemble --write-frames X-Y``), which Ray starts once the shot's window tasks are
-done (their receipts are its arguments); through the object store, a shot with several frame
-chunks also gets one stitch task between them. What a task does on its worker:
+By default the batch's windows go into warm tasks (plan.warm_tasks): at most one per task slot
+and model setting, each one process that renders window parts of one or more shots with one
+predictor (ray_tasks.run_warm, ray_worker), so the model is loaded once per slot for the whole
+batch; a shot's assemble tasks (``render --assemble --write-frames X-Y``, one per frame chunk)
+are submitted once all its window parts are done. With --windows-per-task K each shot gets its
+own window tasks (``render --only-windows A-B``) and its assemble tasks at once, which Ray
+starts when those are done (their receipts are its arguments). Through the object store, a shot
+with several frame chunks also gets one stitch task before them. What a task does on its worker:
 dvd_vfx/farm/ray_tasks.py; how a shot's progress is summed over its tasks: dvd_vfx/farm/ray_progress.py.
 
 Before anything is submitted, every shot is probed and planned, the resources a task asks for
@@ -114,9 +118,7 @@ def run(args, options) -> int:
         shots = plan_batch(args, lambda o: task_threads(dataclasses.replace(o, out_dir=Path(absolute(o.out_dir))),
                                                         settings.cpus_per_task),
                            windows_per_task=args.windows_per_task or 1, frames_per_task=args.frames_per_task)
-        shots = [dataclasses.replace(s, source=absolute(s.source),
-                                     model=task_model(s.model, settings.gpus_per_task) if s.model else None)
-                 for s in shots]
+        shots = [dataclasses.replace(s, source=absolute(s.source), model=_row_model(s, settings)) for s in shots]
     else:
         shots = [plan_shot(absolute(s), options, windows_per_task=args.windows_per_task or 1,
                            frames_per_task=args.frames_per_task) for s in args.sources]
@@ -148,6 +150,16 @@ def run(args, options) -> int:
         error.exit_code = first.exit_code
         raise error
     return 0
+
+
+def _row_model(shot, settings: FarmSettings):
+    """A batch shot's own model settings (its row's preset or columns) as its tasks get them."""
+    from dvd_vfx.farm.plan import task_model
+
+    try:
+        return task_model(shot.model, settings.gpus_per_task) if shot.model else None
+    except InputError as exc:
+        raise InputError(f"shot {shot.shot}: {exc}") from None
 
 
 def import_ray():
@@ -348,6 +360,7 @@ class _Warm:
     name: str
     items: list  # (shot, part) per part, in the task's order
     ref: object = None  # the receipt
+    result: dict | None = None  # the receipt once done: each part's outcome, timings, node
     kind: str = "windows"  # (NodeWatch: what the task asks Ray for)
 
     @property
@@ -625,6 +638,7 @@ class RayFarm:
                 if not shot.closed:
                     self._fail(shot, self._task_error(shot, part, exc))
             return
+        warm.result = out
         for (shot, part), item in zip(warm.items, out["items"]):
             if shot.closed:
                 continue

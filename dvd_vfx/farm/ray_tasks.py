@@ -1,4 +1,5 @@
-"""Worker side of `dvd-vfx farm ray`: one Ray task = one part of a split render, in a child process.
+"""Worker side of `dvd-vfx farm ray`: one Ray task = one part of a split render, in a child process
+(a warm task, run_warm: window parts of several shots in one child process, dvd_vfx.farm.ray_worker).
 
 A part runs ``python -m dvd_vfx.cli render ... --json-progress`` (``--only-windows A-B`` or
 ``--assemble --write-frames X-Y``) with the worker's Python. The child process is what makes a
