@@ -156,16 +156,20 @@ _SLACK_BYTES = 1 << 30
 
 
 def choose_vae_tiling(t: int, h: int, w: int, dtype: torch.dtype, device_type: str, free_bytes: int | None, *,
-                      offload: bool = False) -> tuple[bool, str]:
+                      offload: bool = False, staged: bool = False) -> tuple[bool, str]:
     """--vae-tiling-auto: tile when the untiled window (estimate + 1 GiB of context and slack) would not
     fit the GPU's free memory. On a CPU (or an unknown free amount) tiling stays off. Returns the choice
-    and the line the render prints."""
-    need = untiled_bytes(t, h, w, dtype, offload=offload)
+    and the line the render prints. `staged`: the next window's input is held on the GPU meanwhile
+    (DVDPredictor.stage, dvd_vfx.model.staging): counted in the estimate."""
+    from dvd_vfx.model.staging import staged_bytes
+
+    need = untiled_bytes(t, h, w, dtype, offload=offload) + (staged_bytes(t, h, w, dtype) if staged else 0)
     if device_type != "cuda" or free_bytes is None:
         return False, (f"VAE tiling: off (--vae-tiling-auto on {device_type}: no GPU memory to fit; "
                        f"{t}x{w}x{h} windows)")
     tiling = need + _SLACK_BYTES > free_bytes
-    return tiling, (f"VAE tiling: {'on' if tiling else 'off'} (estimate {need / 2**30:.1f} GiB + 1 GiB slack, "
+    what = f"estimate {need / 2**30:.1f} GiB" + (" with the next window staged" if staged else "")
+    return tiling, (f"VAE tiling: {'on' if tiling else 'off'} ({what} + 1 GiB slack, "
                     f"free {free_bytes / 2**30:.1f} GiB; {t}x{w}x{h} windows)")
 
 
@@ -253,7 +257,7 @@ class DVDPredictor:
                              "assemble); pass --vae-tiling or --no-vae-tiling")
         free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
         self.vae_tiling, message = choose_vae_tiling(t, h, w, self.dtype, self.device.type, free,
-                                                     offload=self.offload)
+                                                     offload=self.offload, staged=self.device.type == "cuda")
         log.info(message)
 
     # -- loading ------------------------------------------------------------------------------
@@ -286,10 +290,37 @@ class DVDPredictor:
         return nets
 
     # -- inference ----------------------------------------------------------------------------
-    def predict(self, frames: np.ndarray) -> np.ndarray:
+    def stage(self, frames: np.ndarray):
+        """Called by the render's prefetch thread for the NEXT window while predict runs the current one
+        (docs/hooks.md, the predictor contract); predict takes what it returns. On CUDA: the model's input
+        made in a reused pinned host buffer and uploaded non-blocking on a side stream
+        (dvd_vfx.model.staging); elsewhere (CPU, MPS) the frames themselves: the plain path."""
+        check_window(frames)
+        stager = self._stager()
+        return frames if stager is None else stager.stage(frames)
+
+    def _stager(self):
+        """The CUDA stager, made on first use; None on CPU/MPS (tests may set self.__dict__["_staging"])."""
+        if "_staging" not in self.__dict__:
+            stager = None
+            if self.device.type == "cuda":
+                from dvd_vfx.model.staging import Stager
+
+                stager = Stager(self.device, self.dtype)
+            self.__dict__["_staging"] = stager
+        return self.__dict__["_staging"]
+
+    def predict(self, frames) -> np.ndarray:
+        """frames: float32 [T,H,W,3] in [0,1], or what stage() returned for them."""
         from dvd_vfx.model.attention import attention_backend
 
-        check_window(frames)
+        from dvd_vfx.model.staging import StagedWindow
+
+        if not isinstance(frames, StagedWindow):  # (a staged window was checked by stage)
+            check_window(frames)
+        elif self._stager() is None or frames.tensor.device.type != self.device.type or frames.tensor.dtype != self.dtype:
+            raise InputError(f"predict got a window staged for {frames.tensor.device} {frames.tensor.dtype}; this "
+                             f"predictor runs on {self.device} in {self.dtype}: stage it with this predictor")
         try:
             with attention_backend(self.attention):
                 return self._predict(frames)
@@ -323,8 +354,11 @@ class DVDPredictor:
         mean, std = nets.latents_mean.to(dev), nets.latents_std.to(dev)
 
         # 1. Frames -> [-1, 1]                                      [1,3,T,H,W]
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
-        x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
+        if isinstance(frames, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
+            x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
+        else:  # staged (stage): 2*frames-1 in dtype, uploaded on the side stream; wait for it
+            x = self._stager().take(frames).permute(3, 0, 1, 2).unsqueeze(0)
 
         # 2. Encode: posterior mean, Wan latent normalisation       [1,16,t,h/8,w/8]
         with self._on_device(nets.vae):
