@@ -192,3 +192,45 @@ def test_auto_tiling_counts_the_staged_window():
     assert choose_vae_tiling(81, 720, 1280, torch.bfloat16, "cuda", free)[0] is False
     tiling, line = choose_vae_tiling(81, 720, 1280, torch.bfloat16, "cuda", free, staged=True)
     assert tiling and line.startswith("VAE tiling: on (estimate 13.1 GiB with the next window staged + 1 GiB slack")
+
+
+def test_auto_tiling_counts_the_memory_this_process_holds_already(tiny_weights_master, monkeypatch, caplog):
+    """plan_window's arithmetic with torch.cuda's memory queries replaced (there is no GPU here): the blocks
+    PyTorch's allocator caches (a warm-up, an earlier shot of a batch) and weights already on the GPU are
+    usable by the window, so they do not push a render into tiling."""
+    from dvd_vfx.model.predictor import untiled_bytes
+
+    predictor = DVDPredictor(str(tiny_weights_master), device="cpu", dtype="bf16", vae_tiling_auto=True)
+    predictor.device = torch.device("cuda")  # (only the plan's arithmetic runs; no tensor is made)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * GiB, 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 6 * GiB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 3 * GiB)
+    staged = staged_bytes(81, 480, 848, torch.bfloat16)
+    with caplog.at_level("INFO", logger="dvd_vfx"):
+        predictor.plan_window(81, 480, 848)  # 6 free + 3 cached = 9 GiB; 7.2 + 0.2 staged + 1 slack fits
+        assert predictor.vae_tiling is False
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * GiB)
+        predictor.plan_window(81, 480, 848)  # 6 GiB usable: tiles
+        assert predictor.vae_tiling is True
+        monkeypatch.setattr(predictor, "_weights_on_device", lambda: True)
+        predictor.plan_window(81, 480, 848)  # weights loaded already: the window needs 4.5 GiB + 1: fits
+        assert predictor.vae_tiling is False
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("VAE tiling:")]
+    need = untiled_bytes(81, 480, 848) + staged
+    assert f"estimate {need / GiB:.1f} GiB with the next window staged" in lines[0] and "free 9.0 GiB" in lines[0]
+    assert "free 6.0 GiB" in lines[1]
+    assert f"estimate {(untiled_bytes(81, 480, 848, offload=True) + staged) / GiB:.1f} GiB" in lines[2]
+
+
+def test_out_of_memory_while_staging_is_exit_75(tiny_weights_master):
+    from dvd_vfx.errors import DeviceMemoryError
+
+    class Full:
+        def stage(self, frames):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 198.00 MiB")
+
+    predictor = DVDPredictor(str(tiny_weights_master), device="cpu")
+    predictor.__dict__["_staging"] = Full()
+    with pytest.raises(DeviceMemoryError, match="staging the next 5-frame 64x48 window") as caught:
+        predictor.stage(frames_of(5))
+    assert caught.value.exit_code == 75

@@ -255,9 +255,16 @@ class DVDPredictor:
             raise InputError("--vae-tiling-auto: the parts of a split render (farm tasks) run on GPUs with "
                              "different free memory and could decide differently (their windows would not "
                              "assemble); pass --vae-tiling or --no-vae-tiling")
-        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        free, resident = None, False
+        if self.device.type == "cuda":
+            # what this process can use: the driver's free memory, the blocks PyTorch's allocator holds unused
+            # (a warm-up window, an earlier shot of a batch), and the weights when they are on the GPU already
+            free = (torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
+                    - torch.cuda.memory_allocated(self.device))
+            resident = not self.offload and self._weights_on_device()
         self.vae_tiling, message = choose_vae_tiling(t, h, w, self.dtype, self.device.type, free,
-                                                     offload=self.offload, staged=self.device.type == "cuda")
+                                                     offload=self.offload or resident,
+                                                     staged=self.device.type == "cuda")
         log.info(message)
 
     # -- loading ------------------------------------------------------------------------------
@@ -272,9 +279,21 @@ class DVDPredictor:
         native_upsample(self._networks.vae)  # bit-identical, no float32 copies (dvd_vfx.model.vae_ops)
         return self._networks
 
-    def _load(self) -> DVDNetworks:
+    def _load_key(self) -> tuple:
         stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files.files())
-        key = (stats, self.dtype, str(self.device), self.offload)
+        return (stats, self.dtype, str(self.device), self.offload)
+
+    def _weights_on_device(self) -> bool:
+        """Whether this predictor's networks are loaded on its GPU already (in-memory, or loaded by this process)."""
+        nets = self._networks
+        if nets is None and self._files is not None:
+            with _LOAD_LOCK:
+                nets = _LOADED.get(self._load_key(), (None, None))[0]
+        param = None if nets is None else next(nets.transformer.parameters(), None)
+        return param is not None and param.device.type == self.device.type != "cpu"
+
+    def _load(self) -> DVDNetworks:
+        key = self._load_key()
         with _LOAD_LOCK:
             if key not in _LOADED:
                 from dvd_vfx.model.loader import load_transformer, load_vae
@@ -297,7 +316,17 @@ class DVDPredictor:
         (dvd_vfx.model.staging); elsewhere (CPU, MPS) the frames themselves: the plain path."""
         check_window(frames)
         stager = self._stager()
-        return frames if stager is None else stager.stage(frames)
+        if stager is None:
+            return frames
+        try:
+            return stager.stage(frames)
+        except torch.OutOfMemoryError:  # (raised again on the render's thread: the same exit code as predict's)
+            torch.cuda.empty_cache()
+            t, h, w, _ = frames.shape
+            raise DeviceMemoryError(
+                f"out of {self.device.type.upper()} memory staging the next {t}-frame {w}x{h} window (exit code 75: "
+                "a farm retries it); if it keeps happening use --vae-tiling, a smaller --resolution or --window, "
+                "or --preset low-vram") from None
 
     def _stager(self):
         """The CUDA stager, made on first use; None on CPU/MPS (tests may set self.__dict__["_staging"])."""
