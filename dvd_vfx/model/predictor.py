@@ -163,7 +163,7 @@ def choose_vae_tiling(t: int, h: int, w: int, dtype: torch.dtype, device_type: s
     (DVDPredictor.stage, dvd_vfx.model.staging): counted in the estimate."""
     from dvd_vfx.model.staging import staged_bytes
 
-    need = untiled_bytes(t, h, w, dtype, offload=offload) + (staged_bytes(t, h, w, dtype) if staged else 0)
+    need = untiled_bytes(t, h, w, dtype, offload=offload) + (staged_bytes(t, h, w) if staged else 0)
     if device_type != "cuda" or free_bytes is None:
         return False, (f"VAE tiling: off (--vae-tiling-auto on {device_type}: no GPU memory to fit; "
                        f"{t}x{w}x{h} windows)")
@@ -335,7 +335,7 @@ class DVDPredictor:
             if self.device.type == "cuda":
                 from dvd_vfx.model.staging import Stager
 
-                stager = Stager(self.device, self.dtype)
+                stager = Stager(self.device)
             self.__dict__["_staging"] = stager
         return self.__dict__["_staging"]
 
@@ -347,9 +347,11 @@ class DVDPredictor:
 
         if not isinstance(frames, StagedWindow):  # (a staged window was checked by stage)
             check_window(frames)
-        elif self._stager() is None or frames.tensor.device.type != self.device.type or frames.tensor.dtype != self.dtype:
-            raise InputError(f"predict got a window staged for {frames.tensor.device} {frames.tensor.dtype}; this "
-                             f"predictor runs on {self.device} in {self.dtype}: stage it with this predictor")
+        elif frames.tensor is None:
+            raise InputError("predict got a staged window it has predicted already; stage the frames again")
+        elif self._stager() is None or frames.tensor.device.type != self.device.type:
+            raise InputError(f"predict got a window staged on {frames.tensor.device} but this predictor runs on "
+                             f"{self.device} without staging: pass it the frames, or what its own stage() returned")
         try:
             with attention_backend(self.attention):
                 return self._predict(frames)
@@ -385,9 +387,9 @@ class DVDPredictor:
         # 1. Frames -> [-1, 1]                                      [1,3,T,H,W]
         if isinstance(frames, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
-            x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
-        else:  # staged (stage): 2*frames-1 in dtype, uploaded on the side stream; wait for it
-            x = self._stager().take(frames).permute(3, 0, 1, 2).unsqueeze(0)
+        else:  # staged (stage): the frames, uploaded on the side stream; wait for the copy
+            x = self._stager().take(frames)
+        x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
 
         # 2. Encode: posterior mean, Wan latent normalisation       [1,16,t,h/8,w/8]
         with self._on_device(nets.vae):
