@@ -16,10 +16,12 @@ and prints one JSON object (also written to --json): fps end to end, the render'
 (predict_s = host + model, stitch_s, write_s), the model's split per window, the host time not
 hidden behind the model, peak VRAM (allocated and reserved), the card, torch and the settings.
 `--compare-inline` renders the shot a second time with the host overlap off (render.OVERLAP).
-Staging (DVDPredictor.stage: the next window made in a pinned host buffer and uploaded non-blocking
-on a side CUDA stream by the prefetch thread) is on; `--no-stage` renders without it and
+Staging (DVDPredictor.stage: the next window's frames copied into a pinned host buffer and uploaded
+non-blocking on a side CUDA stream by the prefetch thread) is on; `--no-stage` renders without it and
 `--compare-no-stage` renders the shot a second time without it. On CUDA the result also says whether
-one window predicted from its staged input has the same bytes as from its frames ("stage_identical").
+one window predicted from its staged frames has the same bytes as from the frames ("stage_identical").
+The per-stage timings synchronise the whole device, so an upload in flight on the side stream
+(tens of ms) lands in the stage that waits for it.
 `--vae-tiling-auto` lets the render decide VAE tiling from free memory; each render records the
 resolved choice ("vae_tiling_resolved").
 """
@@ -161,7 +163,7 @@ def main() -> None:
     window = np.random.default_rng(0).random((args.window, h, w, 3), dtype=np.float32)
     plain = predictor.predict(window)
     warmup_s = time.perf_counter() - t0
-    # the staged input must give the same bytes (the host makes 2x-1 in the model's dtype): checked here
+    # a staged window must give the same bytes (the same frames, the same ops on the GPU): checked here
     stage_identical = None
     if device.type == "cuda":
         stage_identical = bool(predictor.predict(predictor.stage(window)).tobytes() == plain.tobytes())
