@@ -496,7 +496,7 @@ def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[s
     wanted_plan = [w for w in plan[missing[0]:] if w.index <= missing[-1]]  # nothing after this part's last
     items = _window_frames(frames, wanted_plan)
     stage = getattr(r.predictor, "stage", None) if STAGE else None
-    if stage is not None:  # optional: the predictor readies the next window on the prefetch thread
+    if callable(stage):  # optional: the predictor readies the next window on the prefetch thread
         items = _staged(items, stage, set(missing))
     if OVERLAP:  # the next window decodes and the last one is stored while the model runs (dvd_vfx.pipeline)
         windows = Prefetcher(items, depth=1)
