@@ -311,8 +311,8 @@ class DVDPredictor:
     # -- inference ----------------------------------------------------------------------------
     def stage(self, frames: np.ndarray):
         """Called by the render's prefetch thread for the NEXT window while predict runs the current one
-        (docs/hooks.md, the predictor contract); predict takes what it returns. On CUDA: the model's input
-        made in a reused pinned host buffer and uploaded non-blocking on a side stream
+        (docs/hooks.md, the predictor contract); predict takes what it returns. On CUDA: the frames copied
+        into a reused pinned host buffer and uploaded non-blocking on a side stream
         (dvd_vfx.model.staging); elsewhere (CPU, MPS) the frames themselves: the plain path."""
         check_window(frames)
         stager = self._stager()
