@@ -16,6 +16,14 @@ and prints one JSON object (also written to --json): fps end to end, the render'
 (predict_s = host + model, stitch_s, write_s), the model's split per window, the host time not
 hidden behind the model, peak VRAM (allocated and reserved), the card, torch and the settings.
 `--compare-inline` renders the shot a second time with the host overlap off (render.OVERLAP).
+Staging (DVDPredictor.stage: the next window's frames copied into a pinned host buffer and uploaded
+non-blocking on a side CUDA stream by the prefetch thread) is on; `--no-stage` renders without it and
+`--compare-no-stage` renders the shot a second time without it. On CUDA the result also says whether
+one window predicted from its staged frames has the same bytes as from the frames ("stage_identical").
+The per-stage timings synchronise the whole device, so an upload in flight on the side stream
+(tens of ms) lands in the stage that waits for it.
+`--vae-tiling-auto` lets the render decide VAE tiling from free memory; each render records the
+resolved choice ("vae_tiling_resolved").
 """
 
 from __future__ import annotations
@@ -60,14 +68,15 @@ def build_predictor(args, device: torch.device) -> DVDPredictor:
         write_tiny_weights(folder)
         return DVDPredictor(folder, device=str(device), dtype=args.dtype, attention=args.attention,
                             vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
-                            fp32_decoder_head=args.fp32_decoder_head)
+                            fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto)
     dtype = resolve_dtype(args.dtype, device)
     return DVDPredictor(networks=full_networks(dtype, device), device=str(device), dtype=args.dtype,
                         attention=args.attention, vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
-                        fp32_decoder_head=args.fp32_decoder_head)
+                        fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto)
 
 
-def one_render(clip: Path, args, predictor, stages: dict, device: torch.device, work: Path, overlap: bool) -> dict:
+def one_render(clip: Path, args, predictor, stages: dict, device: torch.device, work: Path, overlap: bool,
+               stage: bool = True) -> dict:
     out, cache = work / "out", work / "cache"
     for d in (out, cache):
         shutil.rmtree(d, ignore_errors=True)
@@ -75,17 +84,20 @@ def one_render(clip: Path, args, predictor, stages: dict, device: torch.device, 
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    render_mod.OVERLAP = overlap
+    if args.vae_tiling_auto:  # decided again by this render (plan_window), from the memory free now
+        predictor.vae_tiling = None
+    render_mod.OVERLAP, render_mod.STAGE = overlap, stage
     try:
         t0 = time.perf_counter()
         result = render_shot(clip, RenderOptions(out_dir=out, resolution=args.resolution, window=args.window,
                                                  overlap=args.overlap), predictor, cache=ShotCache(cache))
         seconds = time.perf_counter() - t0
     finally:
-        render_mod.OVERLAP = True
+        render_mod.OVERLAP, render_mod.STAGE = True, True
     model_s = sum(sum(v) for v in stages.values())
     row = {
-        "overlap": overlap, "frames": result.frame_count, "windows": result.windows,
+        "overlap": overlap, "staged": stage and device.type == "cuda", "frames": result.frame_count,
+        "vae_tiling_resolved": {None: "auto", True: "on", False: "off"}[predictor.vae_tiling], "windows": result.windows,
         "working_size": "x".join(map(str, result.working_size)), "seconds": round(seconds, 2),
         "fps": round(result.frame_count / seconds, 2),
         "stages_s": {k: round(v, 2) for k, v in result.timings.items()},
@@ -115,6 +127,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--attention", default="auto", choices=("auto", "flash", "cudnn", "math"))
     ap.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--vae-tiling-auto", action="store_true",
+                    help="decide VAE tiling at render start from the GPU's free memory (dvd-vfx --vae-tiling-auto)")
+    ap.add_argument("--no-stage", action="store_true",
+                    help="render without staging (the window's upload happens inside predict, as before)")
+    ap.add_argument("--compare-no-stage", action="store_true", help="also render with staging off")
     ap.add_argument("--no-fold", action="store_true", help="run the stock cross-attention (no fold)")
     ap.add_argument("--fp32-decoder-head", action="store_true", help="the decoder's last layer in float32")
     ap.add_argument("--compare-inline", action="store_true", help="also render with the host overlap off")
@@ -143,21 +160,31 @@ def main() -> None:
     import numpy as np
 
     t0 = time.perf_counter()
-    predictor.predict(np.random.default_rng(0).random((args.window, h, w, 3), dtype=np.float32))
+    window = np.random.default_rng(0).random((args.window, h, w, 3), dtype=np.float32)
+    plain = predictor.predict(window)
     warmup_s = time.perf_counter() - t0
+    # a staged window must give the same bytes (the same frames, the same ops on the GPU): checked here
+    stage_identical = None
+    if device.type == "cuda":
+        stage_identical = bool(predictor.predict(predictor.stage(window)).tobytes() == plain.tobytes())
+    del plain
 
     result = {
         "size": args.size, "device": str(device), "dtype": str(predictor.dtype).removeprefix("torch."),
         "attention": args.attention, "cross_attention_fold": not args.no_fold,
         "fp32_decoder_head": args.fp32_decoder_head,
-        "vae_tiling": {None: "auto", True: "on", False: "off"}[args.vae_tiling],
+        "vae_tiling": "auto-memory" if args.vae_tiling_auto else {None: "auto", True: "on", False: "off"}[args.vae_tiling],
+        "stage_identical": stage_identical,
         "clip": f"{args.frames} frames {args.source_size} H.264" if not args.clip else str(clip),
         "build_s": round(build_s, 1), "warmup_window_s": round(warmup_s, 2),
         "torch": torch.__version__, "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
-        "renders": [one_render(clip, args, predictor, stages, device, work, overlap=True)],
+        "renders": [one_render(clip, args, predictor, stages, device, work, overlap=True, stage=not args.no_stage)],
     }
     if args.compare_inline:
-        result["renders"].append(one_render(clip, args, predictor, stages, device, work, overlap=False))
+        result["renders"].append(one_render(clip, args, predictor, stages, device, work, overlap=False,
+                                            stage=not args.no_stage))
+    if args.compare_no_stage and not args.no_stage:
+        result["renders"].append(one_render(clip, args, predictor, stages, device, work, overlap=True, stage=False))
     if device.type == "cuda":
         result["card"] = torch.cuda.get_device_name()
         result["cuda"] = torch.version.cuda

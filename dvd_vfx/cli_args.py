@@ -34,9 +34,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
     g.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
                    help="tile the VAE for large frames (default: automatic above 1280x720 working size)")
-    g.add_argument("--vae-tiling-auto", action="store_true", default=None,
+    g.add_argument("--vae-tiling-auto", action=argparse.BooleanOptionalAction, default=None,
                    help="decide VAE tiling at render start from the GPU's free memory and the window size "
-                        "(off on a CPU; recorded as on/off; not for split/farm renders)")
+                        "(off on a CPU; recorded as on/off; not for split/farm renders); --no-vae-tiling-auto "
+                        "turns a preset's off")
     g.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
                    help="keep networks on the GPU only while they run (small GPUs)")
     g.add_argument("--attention", choices=("auto", "flash", "cudnn", "math"),
@@ -151,7 +152,9 @@ def apply_preset(args) -> None:
 
     preset = presets.get(engine_for(args), args.preset) if getattr(args, "preset", None) else None
     explicit = {key: getattr(args, key, None) for key in presets.DEFAULTS}
-    for key, value in presets.merge(preset, explicit).items():
+    split = bool(getattr(args, "only_windows", None) or getattr(args, "assemble", False)
+                 or getattr(args, "farm_command", None))  # (a preset's vae_tiling_auto gives way to its vae_tiling)
+    for key, value in presets.merge(preset, explicit, split=split).items():
         setattr(args, key, value)
 
 

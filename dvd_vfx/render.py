@@ -494,11 +494,15 @@ def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[s
     r.streams.append(frames)
     name = r.attributes["predictor"]
     wanted_plan = [w for w in plan[missing[0]:] if w.index <= missing[-1]]  # nothing after this part's last
+    items = _window_frames(frames, wanted_plan)
+    stage = getattr(r.predictor, "stage", None) if STAGE else None
+    if callable(stage):  # optional: the predictor readies the next window on the prefetch thread
+        items = _staged(items, stage, set(missing))
     if OVERLAP:  # the next window decodes and the last one is stored while the model runs (dvd_vfx.pipeline)
-        windows = Prefetcher(_window_frames(frames, wanted_plan), depth=1)
+        windows = Prefetcher(items, depth=1)
         writer = BackgroundWriter(r.store.put, depth=1)
     else:
-        windows, writer = _Inline(_window_frames(frames, wanted_plan)), _Inline(r.store.put)
+        windows, writer = _Inline(items), _Inline(r.store.put)
     try:
         with threads.pinned(r.options.threads) as n_threads:
             for w, window_frames in windows:  # [T,h,w,3] in [0,1]
@@ -520,6 +524,7 @@ def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[s
                 del pred
                 r.progress("predict", len(cached) + calls, len(plan))
     except BaseException:
+        window_frames = pred = None  # (a traceback kept by the caller must not keep a staged window alive)
         windows.close()
         try:
             writer.close()  # the windows already predicted are stored (a cancelled render keeps them)
@@ -534,6 +539,19 @@ def _predict_windows(r: _Render, only_windows, assemble: bool, cache) -> tuple[s
 # The host (decoding the next window, storing the last) runs while the model predicts; False runs
 # them one after the other on the render's thread (the same bytes; benchmarks/bench_overlap.py).
 OVERLAP = True
+
+
+# Predictors with a stage() method get it called for each window they will predict, on the
+# prefetch thread, and predict() gets what it returned; False leaves stage() uncalled
+# (benchmarks/gpu_run.py --no-stage).
+STAGE = True
+
+
+def _staged(items, stage, wanted: set):
+    """(window, frames) -> (window, stage(frames)) for the windows that will be predicted."""
+    for w, block in items:
+        yield w, (stage(block) if w.index in wanted else block)
+        del block
 
 
 class _Inline:

@@ -3,9 +3,11 @@ errors, cancel, progress and warnings as the inline render. No torch."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -197,3 +199,105 @@ def test_warnings_of_the_prefetch_thread_reach_the_jobs_log_hook(tmp_path, monke
     logs = [a["message"] for a in recorder.of("job_log")]
     assert any("1011" in m and "NaN" in m for m in logs), logs
     assert len(recorder.threads) == 1  # every hook on the job's thread
+
+
+# -- predictors with stage(): the next window readied on the prefetch thread ----------------------
+
+class Ready:
+    """What Staging.stage returns: the window's frames with the thread that made them."""
+
+    def __init__(self, frames, thread):
+        self.frames, self.thread = frames.copy(), thread
+        self.shape = frames.shape
+
+
+class Staging(Affine):
+    """Affine with the optional stage(): predict takes what stage returned (docs/hooks.md)."""
+
+    def __init__(self, fail_stage_at=None, **kw):
+        super().__init__(**kw)
+        self.staged, self.stage_threads, self.predict_threads, self.fail_stage_at = [], [], [], fail_stage_at
+
+    def stage(self, frames):
+        if len(self.staged) == self.fail_stage_at:
+            raise OSError("staging window failed")
+        ready = Ready(frames, threading.current_thread().name)
+        self.staged.append(weakref.ref(ready))
+        self.stage_threads.append(ready.thread)
+        return ready
+
+    def predict(self, frames):
+        assert isinstance(frames, Ready), type(frames)
+        self.predict_threads.append(threading.current_thread().name)
+        return super().predict(frames.frames)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_staging_writes_the_same_bytes_and_runs_on_the_prefetch_thread(plate, tmp_path, monkeypatch, overlap):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setattr(render_mod, "OVERLAP", overlap)
+    runs = {}
+    for name, predictor in (("plain", Affine()), ("staged", Staging())):
+        events = []
+        result = render_shot(plate, RenderOptions(out_dir=tmp_path / name, resolution=32, window=5, overlap=2),
+                             predictor, cache=ShotCache(tmp_path / f"c-{name}"), progress=lambda *e: events.append(e))
+        windows = sorted((tmp_path / f"c-{name}").rglob("window.*.npy"))
+        runs[name] = ([p.read_bytes() for p in result.paths], [p.read_bytes() for p in windows], events)
+    assert runs["plain"] == runs["staged"] and len(runs["staged"][1]) == 7
+    render_thread = threading.current_thread().name
+    assert len(predictor.stage_threads) == 7 and predictor.predict_threads == [render_thread] * 7
+    if overlap:  # staged by the prefetch thread, never by the render's own
+        assert set(predictor.stage_threads) == {"dvd-vfx-prefetch"}
+    else:
+        assert set(predictor.stage_threads) == {render_thread}
+
+
+def test_staging_only_the_windows_a_resumed_render_predicts(plate, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_mod, "OVERLAP", True)
+    cache = ShotCache(tmp_path / "c")
+    with pytest.raises(Cancelled):
+        first = Staging()
+        render_shot(plate, RenderOptions(out_dir=tmp_path / "o", resolution=32, window=5, overlap=2), first,
+                    cache=cache, should_cancel=lambda: first.calls >= 3)
+    again = Staging()
+    result = render_shot(plate, RenderOptions(out_dir=tmp_path / "o", resolution=32, window=5, overlap=2), again,
+                         cache=cache)
+    assert result.cache == "partial" and again.calls == 4 and len(again.staged) == 4  # cached windows: not staged
+
+
+def test_cancelled_staged_render_keeps_its_windows_and_leaks_no_staged_window(plate, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_mod, "OVERLAP", True)
+    predictor = Staging(sleep=0.01)
+    events = []
+    with pytest.raises(Cancelled) as caught:
+        render_shot(plate, RenderOptions(out_dir=tmp_path / "o", resolution=32, window=5, overlap=2), predictor,
+                    cache=ShotCache(tmp_path / "c"), should_cancel=lambda: predictor.calls >= 3,
+                    progress=lambda *e: events.append(e))
+    assert predictor.calls == 3 and events[-1] == ("predict", 3, 7)
+    assert len(list((tmp_path / "c").rglob("window.*.npy"))) == 3 and not (tmp_path / "o").exists()
+    # the window staged for the 4th call (and one prefetched after it) is freed, though the caller
+    # still holds the exception and its traceback (a job's error kept by a host)
+    gc.collect()
+    assert caught.value is not None and len(predictor.staged) >= 4
+    assert [ref() for ref in predictor.staged] == [None] * len(predictor.staged)
+
+
+def test_a_failing_stage_is_raised_on_the_render_thread_after_the_windows_before_it(plate, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_mod, "OVERLAP", True)
+    predictor = Staging(fail_stage_at=4)
+    with pytest.raises(OSError, match="staging window failed"):
+        render_shot(plate, RenderOptions(out_dir=tmp_path / "o", resolution=32, window=5, overlap=2), predictor,
+                    cache=ShotCache(tmp_path / "c"))
+    assert predictor.calls == 4 and len(list((tmp_path / "c").rglob("window.*.npy"))) == 4
+    assert not (tmp_path / "o").exists()
+
+
+def test_stage_is_left_uncalled_when_switched_off(plate, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_mod, "STAGE", False)
+
+    class StageOnly(Affine):
+        def stage(self, frames):
+            raise AssertionError("stage called with render.STAGE = False")
+
+    result = render_shot(plate, RenderOptions(out_dir=tmp_path / "o", resolution=32, window=5, overlap=2), StageOnly())
+    assert result.predictor_calls == 7

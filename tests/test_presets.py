@@ -39,6 +39,10 @@ def test_shipped_presets(user_dir):
     assert (v["standard"]["resolution"], v["standard"]["window"], v["standard"]["overlap"]) == (480, 81, 21)
     assert v["final"]["resolution"] > 480 and v["final"]["overlap"] > 21
     assert v["low-vram"]["vae_tiling"] and v["low-vram"]["offload"] and v["low-vram"]["dtype"] == "bf16"
+    # small GPUs decide tiling from free memory (tiled where a split render cannot decide); delivery
+    # and the 480p/320p presets do not: their passes must not depend on the GPU's free memory
+    assert v["low-vram"]["vae_tiling_auto"] is True
+    assert not any(v[name].get("vae_tiling_auto") for name in ("standard", "final", "long-shot", "preview"))
     for p in found.values():  # every shipped preset is a valid render
         merged = presets.merge(p, {})
         assert (merged["window"] - 1) % 4 == 0 and merged["overlap"] < merged["window"]
@@ -65,6 +69,39 @@ def test_merge_order_shipped_then_user_then_cli_flag(user_dir):
     assert cli_args.model_settings(args).vae_tiling is False
 
 
+def test_vae_tiling_auto_from_a_preset_and_flags(user_dir):
+    def tiling(*argv):
+        args = parsed(*argv)
+        model = cli_args.model_settings(args)
+        assert (args.vae_tiling, args.vae_tiling_auto) == (model.vae_tiling, model.vae_tiling_auto)
+        return model.vae_tiling, model.vae_tiling_auto
+
+    assert tiling() == (None, False)  # the default: unchanged
+    assert tiling("--preset", "low-vram") == (None, True)  # decided at render start
+    assert tiling("--preset", "low-vram", "--no-vae-tiling") == (False, False)  # a fixed choice wins
+    assert tiling("--preset", "low-vram", "--vae-tiling") == (True, False)
+    assert tiling("--preset", "low-vram", "--no-vae-tiling-auto") == (True, False)  # the preset's fixed one
+    assert tiling("--preset", "final") == (True, False)
+    assert tiling("--preset", "final", "--vae-tiling-auto") == (None, True)  # auto wins over the preset's
+    assert tiling("--vae-tiling-auto", "--vae-tiling") == (True, True)  # both asked: the predictor refuses it
+    # a split render cannot decide per GPU: a preset's auto gives way to its vae_tiling (or the default)
+    assert tiling("--preset", "low-vram", "--only-windows", "0-1") == (True, False)
+    assert tiling("--preset", "low-vram", "--assemble") == (True, False)
+    assert presets.merge(presets.Preset("mine", {"vae_tiling_auto": True}), {}, split=True)["vae_tiling"] is None
+    # ... but an explicit --vae-tiling-auto stays, so the render says why it cannot
+    assert tiling("--vae-tiling-auto", "--only-windows", "0-1") == (None, True)
+    assert cli_args.model_flags(cli_args.model_settings(parsed("--preset", "low-vram")))[-1] == "--vae-tiling-auto"
+
+
+def test_farm_submission_uses_a_presets_fixed_tiling(user_dir):
+    args = cli.build_parser().parse_args(["farm", "openjd", "plate.mov", "-o", "job.yaml", "--output-dir", "out",
+                                          "--preset", "low-vram"])
+    cli_args.apply_preset(args)
+    model = cli_args.model_settings(args)
+    assert (model.vae_tiling, model.vae_tiling_auto) == (True, False)
+    assert "--vae-tiling" in cli_args.model_flags(model) and "--vae-tiling-auto" not in cli_args.model_flags(model)
+
+
 def test_preset_drives_a_render(user_dir, tmp_path, capsys):
     (user_dir / "tiny.toml").write_text('resolution = 32\nwindow = 9\noverlap = 4\npredictor = "luma"\n'
                                         'mode = "disparity"\n')
@@ -83,6 +120,7 @@ def test_preset_drives_a_render(user_dir, tmp_path, capsys):
     ('window = "33"\n', "window must be an integer, got '33'"),
     ("window = 33.0\n", "window must be an integer, got 33.0"),
     ("offload = 1\n", "offload must be true or false, got 1"),
+    ('vae_tiling_auto = "yes"\n', "vae_tiling_auto must be true or false, got 'yes'"),
     ("near = true\n", "near must be a number, got True"),
     ("window = 32\n", "window = 32 is not 4n+1"),
     ("window = 9\noverlap = 9\n", "overlap = 9 must be smaller than window = 9"),

@@ -156,16 +156,20 @@ _SLACK_BYTES = 1 << 30
 
 
 def choose_vae_tiling(t: int, h: int, w: int, dtype: torch.dtype, device_type: str, free_bytes: int | None, *,
-                      offload: bool = False) -> tuple[bool, str]:
+                      offload: bool = False, staged: bool = False) -> tuple[bool, str]:
     """--vae-tiling-auto: tile when the untiled window (estimate + 1 GiB of context and slack) would not
     fit the GPU's free memory. On a CPU (or an unknown free amount) tiling stays off. Returns the choice
-    and the line the render prints."""
-    need = untiled_bytes(t, h, w, dtype, offload=offload)
+    and the line the render prints. `staged`: the next window's input is held on the GPU meanwhile
+    (DVDPredictor.stage, dvd_vfx.model.staging): counted in the estimate."""
+    from dvd_vfx.model.staging import staged_bytes
+
+    need = untiled_bytes(t, h, w, dtype, offload=offload) + (staged_bytes(t, h, w) if staged else 0)
     if device_type != "cuda" or free_bytes is None:
         return False, (f"VAE tiling: off (--vae-tiling-auto on {device_type}: no GPU memory to fit; "
                        f"{t}x{w}x{h} windows)")
     tiling = need + _SLACK_BYTES > free_bytes
-    return tiling, (f"VAE tiling: {'on' if tiling else 'off'} (estimate {need / 2**30:.1f} GiB + 1 GiB slack, "
+    what = f"estimate {need / 2**30:.1f} GiB" + (" with the next window staged" if staged else "")
+    return tiling, (f"VAE tiling: {'on' if tiling else 'off'} ({what} + 1 GiB slack, "
                     f"free {free_bytes / 2**30:.1f} GiB; {t}x{w}x{h} windows)")
 
 
@@ -251,9 +255,16 @@ class DVDPredictor:
             raise InputError("--vae-tiling-auto: the parts of a split render (farm tasks) run on GPUs with "
                              "different free memory and could decide differently (their windows would not "
                              "assemble); pass --vae-tiling or --no-vae-tiling")
-        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        free, resident = None, False
+        if self.device.type == "cuda":
+            # what this process can use: the driver's free memory, the blocks PyTorch's allocator holds unused
+            # (a warm-up window, an earlier shot of a batch), and the weights when they are on the GPU already
+            free = (torch.cuda.mem_get_info(self.device)[0] + torch.cuda.memory_reserved(self.device)
+                    - torch.cuda.memory_allocated(self.device))
+            resident = not self.offload and self._weights_on_device()
         self.vae_tiling, message = choose_vae_tiling(t, h, w, self.dtype, self.device.type, free,
-                                                     offload=self.offload)
+                                                     offload=self.offload or resident,
+                                                     staged=self.device.type == "cuda")
         log.info(message)
 
     # -- loading ------------------------------------------------------------------------------
@@ -268,9 +279,21 @@ class DVDPredictor:
         native_upsample(self._networks.vae)  # bit-identical, no float32 copies (dvd_vfx.model.vae_ops)
         return self._networks
 
-    def _load(self) -> DVDNetworks:
+    def _load_key(self) -> tuple:
         stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files.files())
-        key = (stats, self.dtype, str(self.device), self.offload)
+        return (stats, self.dtype, str(self.device), self.offload)
+
+    def _weights_on_device(self) -> bool:
+        """Whether this predictor's networks are loaded on its GPU already (in-memory, or loaded by this process)."""
+        nets = self._networks
+        if nets is None and self._files is not None:
+            with _LOAD_LOCK:
+                nets = _LOADED.get(self._load_key(), (None, None))[0]
+        param = None if nets is None else next(nets.transformer.parameters(), None)
+        return param is not None and param.device.type == self.device.type != "cpu"
+
+    def _load(self) -> DVDNetworks:
+        key = self._load_key()
         with _LOAD_LOCK:
             if key not in _LOADED:
                 from dvd_vfx.model.loader import load_transformer, load_vae
@@ -286,10 +309,49 @@ class DVDPredictor:
         return nets
 
     # -- inference ----------------------------------------------------------------------------
-    def predict(self, frames: np.ndarray) -> np.ndarray:
+    def stage(self, frames: np.ndarray):
+        """Called by the render's prefetch thread for the NEXT window while predict runs the current one
+        (docs/hooks.md, the predictor contract); predict takes what it returns. On CUDA: the frames copied
+        into a reused pinned host buffer and uploaded non-blocking on a side stream
+        (dvd_vfx.model.staging); elsewhere (CPU, MPS) the frames themselves: the plain path."""
+        check_window(frames)
+        stager = self._stager()
+        if stager is None:
+            return frames
+        try:
+            return stager.stage(frames)
+        except torch.OutOfMemoryError:  # (raised again on the render's thread: the same exit code as predict's)
+            torch.cuda.empty_cache()
+            t, h, w, _ = frames.shape
+            raise DeviceMemoryError(
+                f"out of {self.device.type.upper()} memory staging the next {t}-frame {w}x{h} window (exit code 75: "
+                "a farm retries it); if it keeps happening use --vae-tiling, a smaller --resolution or --window, "
+                "or --preset low-vram") from None
+
+    def _stager(self):
+        """The CUDA stager, made on first use; None on CPU/MPS (tests may set self.__dict__["_staging"])."""
+        if "_staging" not in self.__dict__:
+            stager = None
+            if self.device.type == "cuda":
+                from dvd_vfx.model.staging import Stager
+
+                stager = Stager(self.device)
+            self.__dict__["_staging"] = stager
+        return self.__dict__["_staging"]
+
+    def predict(self, frames) -> np.ndarray:
+        """frames: float32 [T,H,W,3] in [0,1], or what stage() returned for them."""
         from dvd_vfx.model.attention import attention_backend
 
-        check_window(frames)
+        from dvd_vfx.model.staging import StagedWindow
+
+        if not isinstance(frames, StagedWindow):  # (a staged window was checked by stage)
+            check_window(frames)
+        elif frames.tensor is None:
+            raise InputError("predict got a staged window it has predicted already; stage the frames again")
+        elif self._stager() is None or frames.tensor.device.type != self.device.type:
+            raise InputError(f"predict got a window staged on {frames.tensor.device} but this predictor runs on "
+                             f"{self.device} without staging: pass it the frames, or what its own stage() returned")
         try:
             with attention_backend(self.attention):
                 return self._predict(frames)
@@ -323,7 +385,10 @@ class DVDPredictor:
         mean, std = nets.latents_mean.to(dev), nets.latents_std.to(dev)
 
         # 1. Frames -> [-1, 1]                                      [1,3,T,H,W]
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
+        if isinstance(frames, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(dev)
+        else:  # staged (stage): the frames, uploaded on the side stream; wait for the copy
+            x = self._stager().take(frames)
         x = (x.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).to(dtype)
 
         # 2. Encode: posterior mean, Wan latent normalisation       [1,16,t,h/8,w/8]

@@ -43,6 +43,8 @@ KEYS: dict[str, tuple[type, tuple | None, str]] = {
     "device": (str, None, "auto | cuda | cuda:N | cpu | mps"),
     "dtype": (str, ("auto", "bf16", "fp16", "fp32"), "network precision"),
     "vae_tiling": (bool, None, "tile the VAE (large frames, small GPUs)"),
+    "vae_tiling_auto": (bool, None, "decide VAE tiling at render start from the GPU's free memory (whole renders; "
+                                    "split and farm renders use vae_tiling)"),
     "offload": (bool, None, "keep networks on the GPU only while they run"),
 }
 
@@ -50,7 +52,7 @@ KEYS: dict[str, tuple[type, tuple | None, str]] = {
 DEFAULTS: dict[str, object] = {
     "predictor": "dvd", "resolution": 480, "window": 81, "overlap": 21, "mode": "depth", "near": 1.0,
     "far": 100.0, "invert": False, "clamp": True, "upsample": "bilinear", "compression": "zip", "preview": False,
-    "device": "auto", "dtype": "auto", "vae_tiling": None, "offload": False,
+    "device": "auto", "dtype": "auto", "vae_tiling": None, "offload": False, "vae_tiling_auto": False,
 }
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
@@ -152,10 +154,23 @@ def get(engine, name: str) -> Preset:
     return presets[name]
 
 
-def merge(preset: Preset | None, explicit: dict) -> dict:
-    """DEFAULTS < preset values < explicit (non-None) values; checks a preset's window/overlap against flags."""
-    values = {**DEFAULTS, **(preset.values if preset else {}),
-              **{k: v for k, v in explicit.items() if v is not None}}
+def merge(preset: Preset | None, explicit: dict, *, split: bool = False) -> dict:
+    """DEFAULTS < preset values < explicit (non-None) values; checks a preset's window/overlap against flags.
+
+    VAE tiling is one choice made by two keys: an explicit ``vae_tiling`` (--vae-tiling/--no-vae-tiling)
+    turns a preset's ``vae_tiling_auto`` off, an explicit ``vae_tiling_auto`` drops a preset's
+    ``vae_tiling``. A preset's own ``vae_tiling`` beside ``vae_tiling_auto = true`` is the choice for
+    `split` renders (farm tasks, --only-windows/--assemble), which cannot decide per GPU.
+    """
+    given = {k: v for k, v in explicit.items() if v is not None}
+    values = {**DEFAULTS, **(preset.values if preset else {}), **given}
+    if "vae_tiling" in given and "vae_tiling_auto" not in given:
+        values["vae_tiling_auto"] = False
+    elif values.get("vae_tiling_auto") and "vae_tiling" not in given:
+        if split and "vae_tiling_auto" not in given:
+            values["vae_tiling_auto"] = False  # the preset's vae_tiling (or the default) for every part
+        else:
+            values["vae_tiling"] = None
     if preset is not None and ("window" in preset.values or "overlap" in preset.values) \
             and values["overlap"] >= values["window"]:  # flags alone: RenderOptions.validate says it
         raise InputError(f"preset {preset.name!r} ({preset.source}) with your flags: overlap {values['overlap']} "

@@ -357,7 +357,8 @@ class BatchRunner:
             options = render_options(Path(out_dir), name, values)
             model = ModelSettings(weights=self.ctx.settings.weights or None, device=values["device"],
                                   dtype=values["dtype"], vae_tiling=values["vae_tiling"],
-                                  offload=bool(values["offload"]))
+                                  offload=bool(values["offload"]),
+                                  vae_tiling_auto=bool(values.get("vae_tiling_auto")))
             if self._subprocess_python():
                 self._render_subprocess(job_id, source, options, values, model)
             else:
