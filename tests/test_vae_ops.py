@@ -300,3 +300,26 @@ def test_the_predictor_options_on_cpu():
     cl._networks = default._networks
     assert cl.identity() == {**default.identity(), "vae_memory_format": "channels_last_3d"}
     assert abs(cl.predict(frames) - reference).max() <= 1e-5
+
+
+# -- memory: the lean ops hold fewer bytes at the peak (replayed on the meta device) ----------------
+
+
+def test_in_place_results_are_counted_once_by_the_replay():
+    from dvd_vfx.model.memory import LiveBytes
+
+    with LiveBytes() as live:
+        x = torch.empty(1000, device="meta")
+        x.mul_(2.0)
+        torch.nn.functional.silu(x, inplace=True)
+    assert live.peak == 4000
+
+
+def test_the_lean_vae_peaks_lower_than_the_stock():
+    from dvd_vfx.model.memory import meta_vae, replay_vae
+
+    stock, lean = meta_vae(torch.bfloat16), meta_vae(torch.bfloat16)
+    vae_ops.lean_vae(lean)
+    a = replay_vae(stock, 5, 64, 96, dtype=torch.bfloat16)
+    b = replay_vae(lean, 5, 64, 96, dtype=torch.bfloat16)
+    assert b["decode_bytes"] < a["decode_bytes"] and b["encode_bytes"] < a["encode_bytes"]
