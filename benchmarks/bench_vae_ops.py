@@ -27,18 +27,27 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, Wa
 from dvd_vfx.model import vae_ops
 
 
-def median_ms(fn, device: torch.device, repeat: int) -> float:
-    fn()
-    times = []
+def median_ms(fns: dict, device: torch.device, repeat: int) -> dict:
+    """Median ms of each function, run in turn (stock, lean, stock, lean, ...) so that a shared box's
+    load swings reach all of them alike."""
+    times: dict = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 2)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: round(statistics.median(t) * 1000, 2) for name, t in times.items()}
+
+
+def lean_cl(lean, x, cache):
+    with vae_ops.channels_last_3d():
+        return lean(x, cache)
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -58,28 +67,26 @@ def bench_dtype(dtype, device, h, w, channels, repeat) -> dict:
         a, b = stock(x, cache), lean(x, cache)
         with vae_ops.channels_last_3d():
             c = lean(x, cache)
-        out["conv"] = {"stock_ms": median_ms(lambda: stock(x, cache), device, repeat),
-                       "lean_ms": median_ms(lambda: lean(x, cache), device, repeat),
-                       "lean": max_diff(a, b), "channels_last_3d": max_diff(a, c)}
-        with vae_ops.channels_last_3d():
-            out["conv"]["channels_last_3d_ms"] = median_ms(lambda: lean(x, cache), device, repeat)
+        ms = median_ms({"stock": lambda: stock(x, cache), "lean": lambda: lean(x, cache),
+                        "channels_last_3d": lambda: lean_cl(lean, x, cache)}, device, repeat)
+        out["conv"] = {**{f"{k}_ms": v for k, v in ms.items()}, "lean": max_diff(a, b),
+                       "channels_last_3d": max_diff(a, c)}
         if device.type == "cuda":
             with vae_ops.cudnn_benchmark(True, device):
                 d = lean(x, cache)
-                out["conv"]["cudnn_benchmark_ms"] = median_ms(lambda: lean(x, cache), device, repeat)
+                out["conv"]["cudnn_benchmark_ms"] = median_ms({"b": lambda: lean(x, cache)}, device, repeat)["b"]
             out["conv"]["cudnn_benchmark"] = max_diff(a, d)
         xc = torch.cat([cache, x], dim=2)
-        out["pad_copy_ms"] = median_ms(lambda: F.pad(xc, (1, 1, 1, 1, 0, 0)), device, repeat)
+        out["pad_copy_ms"] = median_ms({"pad": lambda: F.pad(xc, (1, 1, 1, 1, 0, 0))}, device, repeat)["pad"]
 
         norm = WanRMS_norm(channels, images=False).to(device, dtype)
         norm.gamma.copy_(torch.rand_like(norm.gamma) + 0.5)
         y = x * 3
         a = F.silu(norm(y))
         b = vae_ops.rms_norm_silu(y, norm.gamma, norm.scale, norm.bias)
-        out["norm_silu"] = {"stock_ms": median_ms(lambda: F.silu(norm(y)), device, repeat),
-                            "lean_ms": median_ms(lambda: vae_ops.rms_norm_silu(y, norm.gamma, norm.scale, norm.bias),
-                                                 device, repeat),
-                            "lean": max_diff(a, b)}
+        ms = median_ms({"stock": lambda: F.silu(norm(y)),
+                        "lean": lambda: vae_ops.rms_norm_silu(y, norm.gamma, norm.scale, norm.bias)}, device, repeat)
+        out["norm_silu"] = {**{f"{k}_ms": v for k, v in ms.items()}, "lean": max_diff(a, b)}
     return out
 
 
