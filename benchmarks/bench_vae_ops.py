@@ -99,7 +99,8 @@ def replay_peak(h: int, w: int, frames: int) -> dict:
         if name == "lean":
             vae_ops.lean_vae(vae)
         r = replay_vae(vae, frames, h, w, tiling=False, dtype=torch.bfloat16)
-        out[name] = {"encode_gib": round(r["encode_bytes"] / 2**30, 3), "decode_gib": round(r["decode_bytes"] / 2**30, 3)}
+        out[name] = {"encode_gib": round(r["encode_bytes"] / 2**30, 3),
+                     "decode_gib": round(r["decode_bytes"] / 2**30, 3)}
     return out
 
 
