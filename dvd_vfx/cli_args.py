@@ -27,9 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--weights, --device, --dtype, --vae-tiling, --offload, --attention, ... (read by model_settings)."""
+    """--weights, --device, --dtype, --vae-tiling, --offload, --attention (read by model_settings)."""
     g = p.add_argument_group("model")
-    """--weights, --device, --dtype, --vae-tiling, --offload and the other model flags (model_settings reads them)."""
+    g.add_argument("--weights", metavar="DIR", help="weights folder (default: $DVD_VFX_WEIGHTS, else the user data dir)")
     g.add_argument("--device", help="auto | cuda | cuda:N | cpu | mps (default auto)")
     g.add_argument("--dtype", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
     g.add_argument("--vae-tiling", action=argparse.BooleanOptionalAction, default=None,
