@@ -45,6 +45,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp32-decoder-head", action="store_true", default=None,
                    help="the VAE decoder's last layer in float32 with bf16/fp16 (finer depth steps; not the "
                         "official numerics)")
+    g.add_argument("--vae-channels-last", action="store_true", default=None,
+                   help="the VAE's causal convolutions in channels_last_3d memory format (for GPUs; rounds "
+                        "differently, recorded in the cache key)")
+    g.add_argument("--cudnn-benchmark", action="store_true", default=None,
+                   help="let cuDNN time and pick its convolution algorithms for the shot's shapes (CUDA only; "
+                        "not bit-reproducible between runs; recorded in the cache key)")
 
 
 def add_preset_arg(p) -> None:
@@ -186,7 +192,9 @@ def model_settings(args) -> ModelSettings:
                          vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
                          attention=getattr(args, "attention", None) or "auto",
                          fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)),
-                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)))
+                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)),
+                         vae_channels_last=bool(getattr(args, "vae_channels_last", None)),
+                         cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", None)))
 
 
 def split_options(args) -> dict:
@@ -257,6 +265,10 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags.append("--fp32-decoder-head")
     if model.vae_tiling_auto:
         flags.append("--vae-tiling-auto")
+    if model.vae_channels_last:
+        flags.append("--vae-channels-last")
+    if model.cudnn_benchmark:
+        flags.append("--cudnn-benchmark")
     return flags
 
 

@@ -58,6 +58,8 @@ class ModelSettings:
     attention: str = "auto"  # auto | flash | cudnn | math: the scaled-dot-product kernel (DVD)
     fp32_decoder_head: bool = False  # DVD: the VAE decoder's last layer in float32 (no bf16 output steps)
     vae_tiling_auto: bool = False  # DVD: tiling decided at render start from free GPU memory (recorded on/off)
+    vae_channels_last: bool = False  # DVD: the VAE's causal convolutions in channels_last_3d (recorded)
+    cudnn_benchmark: bool = False  # DVD: torch.backends.cudnn.benchmark while predicting (CUDA; recorded)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ def create_dvd(settings: ModelSettings):
                         vae_tiling=settings.vae_tiling, offload=settings.offload,
                         attention=getattr(settings, "attention", "auto"),
                         fp32_decoder_head=getattr(settings, "fp32_decoder_head", False),
-                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False))
+                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False),
+                        vae_channels_last=getattr(settings, "vae_channels_last", False),
+                        cudnn_benchmark=getattr(settings, "cudnn_benchmark", False))
 
 
 @hookimpl(trylast=True)

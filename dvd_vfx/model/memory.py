@@ -22,6 +22,8 @@ class LiveBytes(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.live = self.peak = 0
+        self._counted: set[int] = set()  # ids of the tensors alive and counted: an in-place op returns its
+        # input (mul_, silu_(inplace), div(out=)), which must not be counted a second time
 
     def _free(self, n: int) -> None:
         self.live -= n
@@ -29,11 +31,13 @@ class LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t._base is None:
+            if isinstance(t, torch.Tensor) and t._base is None and id(t) not in self._counted:
                 n = t.untyped_storage().nbytes()
                 self.live += n
                 self.peak = max(self.peak, self.live)
+                self._counted.add(id(t))
                 weakref.finalize(t, self._free, n)
+                weakref.finalize(t, self._counted.discard, id(t))
         return out
 
 

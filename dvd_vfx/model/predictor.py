@@ -199,7 +199,7 @@ class DVDPredictor:
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
                  vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
                  attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False,
-                 vae_tiling_auto: bool = False):
+                 vae_tiling_auto: bool = False, vae_channels_last: bool = False, cudnn_benchmark: bool = False):
         from dvd_vfx.model.attention import check_attention
 
         self.device = resolve_device(device)
@@ -211,6 +211,13 @@ class DVDPredictor:
         # near the ends of the range); departs from the official numerics on purpose, so it is recorded
         self.fp32_decoder_head = fp32_decoder_head and self.dtype != torch.float32
         self._heads: dict[int, torch.nn.Module] = {}
+        # the VAE's causal convolutions in channels_last_3d: other kernels, other rounding (recorded)
+        self.vae_channels_last = vae_channels_last
+        # cuDNN times its convolution algorithms for the shot's shapes and may pick differently from run
+        # to run (recorded, not bit-reproducible); CUDA only: elsewhere it is dropped (a no-op)
+        self.cudnn_benchmark = cudnn_benchmark and self.device.type == "cuda"
+        if cudnn_benchmark and not self.cudnn_benchmark:
+            log.info("--cudnn-benchmark: no effect on %s (cuDNN is CUDA's)", self.device.type)
         if vae_tiling_auto and vae_tiling is not None:
             raise InputError("--vae-tiling-auto decides tiling itself; pass it without --vae-tiling/--no-vae-tiling")
         self.vae_tiling = vae_tiling
@@ -242,6 +249,8 @@ class DVDPredictor:
             # a chosen kernel rounds its own way; "auto" is not recorded (cache keys from before stay valid)
             **({"attention": self.attention} if self.attention != "auto" else {}),
             **({"decoder_head": "fp32"} if self.fp32_decoder_head else {}),
+            **({"vae_memory_format": "channels_last_3d"} if self.vae_channels_last else {}),
+            **({"cudnn_benchmark": "on"} if self.cudnn_benchmark else {}),
         }
 
     def plan_window(self, t: int, h: int, w: int, *, split: bool = False) -> None:
@@ -270,13 +279,15 @@ class DVDPredictor:
     # -- loading ------------------------------------------------------------------------------
     def load(self) -> DVDNetworks:
         from dvd_vfx.model.attention import fold_cross_attention
-        from dvd_vfx.model.vae_ops import native_upsample
+        from dvd_vfx.model.vae_ops import lean_vae
 
         if self._networks is None:
             self._networks = self._load()
         if self.fold_cross_attention:  # (once per network; inference only, bit-identical)
             fold_cross_attention(self._networks.transformer)
-        native_upsample(self._networks.vae)  # bit-identical, no float32 copies (dvd_vfx.model.vae_ops)
+        # bit-identical: upsample without float32 copies, padding inside the causal convolutions,
+        # RMS norm + SiLU fused (dvd_vfx.model.vae_ops; once per network)
+        lean_vae(self._networks.vae)
         return self._networks
 
     def _load_key(self) -> tuple:
@@ -342,6 +353,7 @@ class DVDPredictor:
     def predict(self, frames) -> np.ndarray:
         """frames: float32 [T,H,W,3] in [0,1], or what stage() returned for them."""
         from dvd_vfx.model.attention import attention_backend
+        from dvd_vfx.model.vae_ops import channels_last_3d, cudnn_benchmark
 
         from dvd_vfx.model.staging import StagedWindow
 
@@ -353,7 +365,8 @@ class DVDPredictor:
             raise InputError(f"predict got a window staged on {frames.tensor.device} but this predictor runs on "
                              f"{self.device} without staging: pass it the frames, or what its own stage() returned")
         try:
-            with attention_backend(self.attention):
+            with attention_backend(self.attention), channels_last_3d(self.vae_channels_last), \
+                    cudnn_benchmark(self.cudnn_benchmark, self.device):
                 return self._predict(frames)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
