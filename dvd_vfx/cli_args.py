@@ -44,6 +44,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fp32-decoder-head", action="store_true", default=None,
                    help="the VAE decoder's last layer in float32 with bf16/fp16 (finer depth steps; not the "
                         "official numerics)")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the DiT blocks and VAE chunks (the first window of each size compiles: "
+                        "minutes on a CPU; needs a C++ compiler on CPU, Triton on CUDA; recorded in the cache key)")
 
 
 def add_preset_arg(p) -> None:
@@ -183,7 +186,8 @@ def model_settings(args) -> ModelSettings:
                          vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
                          attention=getattr(args, "attention", None) or "auto",
                          fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)),
-                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)))
+                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)),
+                         compile=bool(getattr(args, "compile", None)))
 
 
 def split_options(args) -> dict:
@@ -254,6 +258,8 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags.append("--fp32-decoder-head")
     if model.vae_tiling_auto:
         flags.append("--vae-tiling-auto")
+    if model.compile:
+        flags.append("--compile")
     return flags
 
 

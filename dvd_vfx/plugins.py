@@ -58,6 +58,7 @@ class ModelSettings:
     attention: str = "auto"  # auto | flash | cudnn | math: the scaled-dot-product kernel (DVD)
     fp32_decoder_head: bool = False  # DVD: the VAE decoder's last layer in float32 (no bf16 output steps)
     vae_tiling_auto: bool = False  # DVD: tiling decided at render start from free GPU memory (recorded on/off)
+    compile: bool = False  # DVD: torch.compile of the DiT blocks and VAE chunks (recorded: kernels round differently)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ def test_render_options_survive_flags_and_parsing(options):
     ModelSettings(device="cpu", dtype="fp32", vae_tiling=False),
     ModelSettings(device="cuda", attention="cudnn", fp32_decoder_head=True),
     ModelSettings(device="cuda", vae_tiling_auto=True),
+    ModelSettings(device="cpu", compile=True),
 ])
 def test_model_settings_survive_flags_and_parsing(model):
     args = parse(["-o", "out", *cli_args.model_flags(model)])

@@ -13,7 +13,8 @@ def create_dvd(settings: ModelSettings):
                         vae_tiling=settings.vae_tiling, offload=settings.offload,
                         attention=getattr(settings, "attention", "auto"),
                         fp32_decoder_head=getattr(settings, "fp32_decoder_head", False),
-                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False))
+                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False),
+                        compile=getattr(settings, "compile", False))
 
 
 @hookimpl(trylast=True)
