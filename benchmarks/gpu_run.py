@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_run.py                       # 1000-frame 1080p H.264 shot, 480p working size, bf16
     python benchmarks/gpu_run.py --resolution 720      # the 720p memory case
+    python benchmarks/gpu_run.py --compile             # torch.compile: compile_s apart from the steady-state fps
     python benchmarks/gpu_run.py --size tiny --frames 45 --device cpu --resolution 64 --window 9 --overlap 4
                                                        # a CPU check that the script runs (seconds, tiny model)
 
@@ -68,11 +69,13 @@ def build_predictor(args, device: torch.device) -> DVDPredictor:
         write_tiny_weights(folder)
         return DVDPredictor(folder, device=str(device), dtype=args.dtype, attention=args.attention,
                             vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
-                            fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto)
+                            fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto,
+                            compile=args.compile)
     dtype = resolve_dtype(args.dtype, device)
     return DVDPredictor(networks=full_networks(dtype, device), device=str(device), dtype=args.dtype,
                         attention=args.attention, vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
-                        fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto)
+                        fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto,
+                        compile=args.compile)
 
 
 def one_render(clip: Path, args, predictor, stages: dict, device: torch.device, work: Path, overlap: bool,
@@ -134,6 +137,8 @@ def main() -> None:
     ap.add_argument("--compare-no-stage", action="store_true", help="also render with staging off")
     ap.add_argument("--no-fold", action="store_true", help="run the stock cross-attention (no fold)")
     ap.add_argument("--fp32-decoder-head", action="store_true", help="the decoder's last layer in float32")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the DiT blocks and VAE chunks (compile_s: the warm-up window minus a steady one)")
     ap.add_argument("--compare-inline", action="store_true", help="also render with the host overlap off")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dvd-gpu-run"))
     ap.add_argument("--keep", action="store_true", help="keep the pass and the cache in --work")
@@ -168,6 +173,15 @@ def main() -> None:
     if device.type == "cuda":
         stage_identical = bool(predictor.predict(predictor.stage(window)).tobytes() == plain.tobytes())
     del plain
+    compiled = {}
+    if args.compile:  # the warm-up window compiled the graphs: two more windows of the same size, the last steady
+        after = []
+        for seed in (1, 2):
+            t0 = time.perf_counter()
+            predictor.predict(np.random.default_rng(seed).random((args.window, h, w, 3), dtype=np.float32))
+            after.append(time.perf_counter() - t0)
+        compiled = {"compile": True, "next_windows_s": [round(x, 2) for x in after],
+                    "compile_s": round(warmup_s - after[-1], 1)}
 
     result = {
         "size": args.size, "device": str(device), "dtype": str(predictor.dtype).removeprefix("torch."),
@@ -176,7 +190,7 @@ def main() -> None:
         "vae_tiling": "auto-memory" if args.vae_tiling_auto else {None: "auto", True: "on", False: "off"}[args.vae_tiling],
         "stage_identical": stage_identical,
         "clip": f"{args.frames} frames {args.source_size} H.264" if not args.clip else str(clip),
-        "build_s": round(build_s, 1), "warmup_window_s": round(warmup_s, 2),
+        "build_s": round(build_s, 1), "warmup_window_s": round(warmup_s, 2), **compiled,
         "torch": torch.__version__, "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
         "renders": [one_render(clip, args, predictor, stages, device, work, overlap=True, stage=not args.no_stage)],
     }

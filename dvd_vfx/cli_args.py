@@ -51,6 +51,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cudnn-benchmark", action="store_true", default=None,
                    help="let cuDNN time and pick its convolution algorithms for the shot's shapes (CUDA only; "
                         "not bit-reproducible between runs; recorded in the cache key)")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the DiT blocks and VAE chunks (the first window of each size compiles: "
+                        "minutes on a CPU; needs a C++ compiler on CPU, Triton on CUDA; recorded in the cache key)")
 
 
 def add_preset_arg(p) -> None:
@@ -194,7 +197,8 @@ def model_settings(args) -> ModelSettings:
                          fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)),
                          vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)),
                          vae_channels_last=bool(getattr(args, "vae_channels_last", None)),
-                         cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", None)))
+                         cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", None)),
+                         compile=bool(getattr(args, "compile", None)))
 
 
 def split_options(args) -> dict:
@@ -269,6 +273,8 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags.append("--vae-channels-last")
     if model.cudnn_benchmark:
         flags.append("--cudnn-benchmark")
+    if model.compile:
+        flags.append("--compile")
     return flags
 
 

@@ -60,6 +60,7 @@ class ModelSettings:
     vae_tiling_auto: bool = False  # DVD: tiling decided at render start from free GPU memory (recorded on/off)
     vae_channels_last: bool = False  # DVD: the VAE's causal convolutions in channels_last_3d (recorded)
     cudnn_benchmark: bool = False  # DVD: torch.backends.cudnn.benchmark while predicting (CUDA; recorded)
+    compile: bool = False  # DVD: torch.compile of the DiT blocks and VAE chunks (recorded: kernels round differently)
 
 
 @dataclass(frozen=True)

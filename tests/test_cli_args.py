@@ -62,6 +62,7 @@ def test_render_options_survive_flags_and_parsing(options):
     ModelSettings(device="cuda", attention="cudnn", fp32_decoder_head=True),
     ModelSettings(device="cuda", vae_tiling_auto=True),
     ModelSettings(device="cuda", vae_channels_last=True, cudnn_benchmark=True),
+    ModelSettings(device="cpu", compile=True),
 ])
 def test_model_settings_survive_flags_and_parsing(model):
     args = parse(["-o", "out", *cli_args.model_flags(model)])

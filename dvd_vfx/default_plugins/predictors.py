@@ -15,7 +15,8 @@ def create_dvd(settings: ModelSettings):
                         fp32_decoder_head=getattr(settings, "fp32_decoder_head", False),
                         vae_tiling_auto=getattr(settings, "vae_tiling_auto", False),
                         vae_channels_last=getattr(settings, "vae_channels_last", False),
-                        cudnn_benchmark=getattr(settings, "cudnn_benchmark", False))
+                        cudnn_benchmark=getattr(settings, "cudnn_benchmark", False),
+                        compile=getattr(settings, "compile", False))
 
 
 @hookimpl(trylast=True)

@@ -199,13 +199,19 @@ class DVDPredictor:
     def __init__(self, weights: str | None = None, *, device: str = "auto", dtype: str | None = None,
                  vae_tiling: bool | None = None, offload: bool = False, networks: DVDNetworks | None = None,
                  attention: str = "auto", fold_cross_attention: bool = True, fp32_decoder_head: bool = False,
-                 vae_tiling_auto: bool = False, vae_channels_last: bool = False, cudnn_benchmark: bool = False):
+                 vae_tiling_auto: bool = False, vae_channels_last: bool = False, cudnn_benchmark: bool = False,
+                 compile: bool = False):
         from dvd_vfx.model.attention import check_attention
 
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         check_attention(attention, self.device)
         self.attention = attention
+        if compile:  # torch.compile of the DiT blocks and VAE chunks (dvd_vfx.model.compile)
+            from dvd_vfx.model.compile import check_compile
+
+            check_compile(self.device)
+        self.compile = compile
         self.fold_cross_attention = fold_cross_attention  # bit-identical (dvd_vfx.model.attention)
         # the VAE decoder's last convolution in float32 (its output unrounded to bf16: no 1/512 steps
         # near the ends of the range); departs from the official numerics on purpose, so it is recorded
@@ -251,6 +257,8 @@ class DVDPredictor:
             **({"decoder_head": "fp32"} if self.fp32_decoder_head else {}),
             **({"vae_memory_format": "channels_last_3d"} if self.vae_channels_last else {}),
             **({"cudnn_benchmark": "on"} if self.cudnn_benchmark else {}),
+            # compiled kernels round their own way; off is not recorded (earlier cache keys stay valid)
+            **({"compile": "inductor"} if self.compile else {}),
         }
 
     def plan_window(self, t: int, h: int, w: int, *, split: bool = False) -> None:
@@ -366,7 +374,7 @@ class DVDPredictor:
                              f"{self.device} without staging: pass it the frames, or what its own stage() returned")
         try:
             with attention_backend(self.attention), channels_last_3d(self.vae_channels_last), \
-                    cudnn_benchmark(self.cudnn_benchmark, self.device):
+                    cudnn_benchmark(self.cudnn_benchmark, self.device), self._compiled(frames.shape):
                 return self._predict(frames)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
@@ -376,7 +384,17 @@ class DVDPredictor:
                 f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window (exit code 75: a farm "
                 "retries it, another process may have held the memory); if it keeps happening use --offload, "
                 "--vae-tiling, a smaller --resolution or --window, or --preset low-vram") from None
-        except RuntimeError as exc:
+        except Exception as exc:
+            if self.compile:
+                from dvd_vfx.model.compile import compile_failed
+
+                if compile_failed(exc):
+                    detail = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                    raise InputError(f"--compile: torch.compile failed on a {frames.shape[0]}-frame "
+                                     f"{frames.shape[2]}x{frames.shape[1]} window on {self.device.type} ({detail}); "
+                                     "render without --compile") from None
+            if not isinstance(exc, RuntimeError):
+                raise
             if self.attention != "auto" and "No available kernel" in str(exc):
                 raise InputError(f"--attention {self.attention}: PyTorch has no such attention kernel for this "
                                  f"window on {self.device.type} ({self.dtype}); use --attention auto") from None
@@ -419,6 +437,32 @@ class DVDPredictor:
         video = (video.float().clamp(-1.0, 1.0) + 1.0) / 2.0
         disparity = video.mean(dim=1)[0]
         return disparity.cpu().numpy().astype(np.float32, copy=False)
+
+    @contextlib.contextmanager
+    def _compiled(self, shape: tuple):
+        """With --compile: the DiT blocks and VAE chunks compiled around one window (dvd_vfx.model.compile);
+        the first window of a size compiles (said, with the time it took), the next ones reuse the graphs."""
+        if not self.compile:
+            yield
+            return
+        import time
+
+        from dvd_vfx.model.compile import compiled, graphs_compiled
+
+        nets = self.load()
+        said = self.__dict__.setdefault("_compiles_said", set())
+        first = tuple(shape) not in said
+        if first:
+            said.add(tuple(shape))
+            t, h, w = shape[:3]
+            log.info("--compile: compiling the DiT blocks and VAE chunks for %dx%dx%d windows (once per "
+                     "window size; minutes on a CPU)", t, w, h)
+        graphs, start = graphs_compiled(), time.perf_counter()
+        with compiled(nets.transformer, nets.vae):
+            yield
+        if first:
+            log.info("--compile: first window took %.1f s including compiling %d graphs",
+                     time.perf_counter() - start, graphs_compiled() - graphs)
 
     def _say_memory_plan(self, t: int, h: int, w: int, tiling: bool) -> None:
         """On CUDA, say the VAE's plan for this window size once (tiling, estimated memory) and warn when it
