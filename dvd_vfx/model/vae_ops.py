@@ -73,6 +73,16 @@ def native_upsample(vae: torch.nn.Module) -> int:
 # -- causal convolution: spatial padding inside the convolution ------------------------------------
 
 _CHANNELS_LAST = contextvars.ContextVar("dvd_vfx_vae_channels_last", default=False)
+# The same choice for compiled code (--compile): dynamo cannot trace ContextVar.get (a graph break at
+# every convolution: 107 graphs for a one-frame window instead of 4), so a compiled forward reads this
+# module global instead, which dynamo guards on (set and restored by `channels_last_3d` with the variable).
+_channels_last_compiled = False
+
+
+def _wants_channels_last() -> bool:
+    if torch.compiler.is_compiling():
+        return _channels_last_compiled
+    return _CHANNELS_LAST.get()
 
 
 def _padded_conv_forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,7 +92,7 @@ def _padded_conv_forward(self, x: torch.Tensor, cache_x: torch.Tensor | None = N
         time_pad -= cache_x.shape[2]
     if time_pad:
         x = F.pad(x, (0, 0, 0, 0, time_pad, 0))
-    if _CHANNELS_LAST.get():
+    if _wants_channels_last():
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return F.conv3d(x, self.weight, self.bias, self.stride, self._dvd_spatial_padding, self.dilation, self.groups)
 
@@ -112,11 +122,14 @@ def conv_padding(vae: torch.nn.Module) -> int:
 def channels_last_3d(on: bool = True):
     """Inside: the causal convolutions installed by `conv_padding` run in channels_last_3d (this
     thread/context only; the shared networks are not changed). Not bit-identical: an option."""
-    token = _CHANNELS_LAST.set(bool(on))
+    global _channels_last_compiled
+    token, before = _CHANNELS_LAST.set(bool(on)), _channels_last_compiled
+    _channels_last_compiled = bool(on)
     try:
         yield
     finally:
         _CHANNELS_LAST.reset(token)
+        _channels_last_compiled = before
 
 
 @contextlib.contextmanager
@@ -145,6 +158,9 @@ def rms_norm_silu(x: torch.Tensor, gamma: torch.Tensor, scale: float, bias, dim:
     """SiLU(WanRMS_norm(x)) with the stock's op order and dtypes and no intermediates but the output
     (and, for bf16/fp16, the float32 copy the stock normalises)."""
     xf = x if x.dtype == torch.float32 else x.float()
+    if torch.compiler.is_compiling():  # (--compile: the stock expression; inductor fuses it, and dynamo
+        # cannot trace an out= into a non-contiguous tensor)
+        return F.silu(F.normalize(xf, dim=dim).to(x.dtype) * scale * gamma + bias)
     norm = torch.linalg.vector_norm(xf, 2, dim=dim, keepdim=True).clamp_min_(1e-12)  # = F.normalize's
     y = torch.empty_like(x)
     torch.div(xf, norm, out=y)  # float32 quotient rounded once to x.dtype, as .to(x.dtype)
