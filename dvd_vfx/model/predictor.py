@@ -340,12 +340,17 @@ class DVDPredictor:
         try:
             return stager.stage(frames)
         except torch.OutOfMemoryError:  # (raised again on the render's thread: the same exit code as predict's)
+            raise self._out_of_memory("staging the next", frames.shape, "") from None
+
+    def _out_of_memory(self, what: str, shape: tuple, why: str, offload: str = "") -> DeviceMemoryError:
+        """The error for running out of device memory with a window of `shape` (its cached blocks freed)."""
+        if self.device.type == "cuda":
             torch.cuda.empty_cache()
-            t, h, w, _ = frames.shape
-            raise DeviceMemoryError(
-                f"out of {self.device.type.upper()} memory staging the next {t}-frame {w}x{h} window (exit code 75: "
-                "a farm retries it); if it keeps happening use --vae-tiling, a smaller --resolution or --window, "
-                "or --preset low-vram") from None
+        t, h, w = shape[:3]
+        return DeviceMemoryError(
+            f"out of {self.device.type.upper()} memory {what} {t}-frame {w}x{h} window (exit code 75: a farm "
+            f"retries it{why}); if it keeps happening use {offload}--vae-tiling, a smaller --resolution or --window, "
+            "or --preset low-vram")
 
     def _stager(self):
         """The CUDA stager, made on first use; None on CPU/MPS (tests may set self.__dict__["_staging"])."""
@@ -377,13 +382,8 @@ class DVDPredictor:
                     cudnn_benchmark(self.cudnn_benchmark, self.device), self._compiled(frames.shape):
                 return self._predict(frames)
         except torch.OutOfMemoryError:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            t, h, w, _ = frames.shape
-            raise DeviceMemoryError(
-                f"out of {self.device.type.upper()} memory for a {t}-frame {w}x{h} window (exit code 75: a farm "
-                "retries it, another process may have held the memory); if it keeps happening use --offload, "
-                "--vae-tiling, a smaller --resolution or --window, or --preset low-vram") from None
+            raise self._out_of_memory("for a", frames.shape, ", another process may have held the memory",
+                                      "--offload, ") from None
         except Exception as exc:
             if self.compile:
                 from dvd_vfx.model.compile import compile_failed
