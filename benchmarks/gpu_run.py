@@ -70,11 +70,13 @@ def build_predictor(args, device: torch.device) -> DVDPredictor:
         return DVDPredictor(folder, device=str(device), dtype=args.dtype, attention=args.attention,
                             vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
                             fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto,
+                            vae_channels_last=args.vae_channels_last, cudnn_benchmark=args.cudnn_benchmark,
                             compile=args.compile)
     dtype = resolve_dtype(args.dtype, device)
     return DVDPredictor(networks=full_networks(dtype, device), device=str(device), dtype=args.dtype,
                         attention=args.attention, vae_tiling=args.vae_tiling, fold_cross_attention=not args.no_fold,
                         fp32_decoder_head=args.fp32_decoder_head, vae_tiling_auto=args.vae_tiling_auto,
+                        vae_channels_last=args.vae_channels_last, cudnn_benchmark=args.cudnn_benchmark,
                         compile=args.compile)
 
 
@@ -137,6 +139,10 @@ def main() -> None:
     ap.add_argument("--compare-no-stage", action="store_true", help="also render with staging off")
     ap.add_argument("--no-fold", action="store_true", help="run the stock cross-attention (no fold)")
     ap.add_argument("--fp32-decoder-head", action="store_true", help="the decoder's last layer in float32")
+    ap.add_argument("--vae-channels-last", action="store_true",
+                    help="the VAE's causal convolutions in channels_last_3d (dvd-vfx --vae-channels-last)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="cuDNN picks its convolution algorithms by timing (dvd-vfx --cudnn-benchmark)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the DiT blocks and VAE chunks (compile_s: the warm-up window minus a steady one)")
     ap.add_argument("--compare-inline", action="store_true", help="also render with the host overlap off")
@@ -186,7 +192,8 @@ def main() -> None:
     result = {
         "size": args.size, "device": str(device), "dtype": str(predictor.dtype).removeprefix("torch."),
         "attention": args.attention, "cross_attention_fold": not args.no_fold,
-        "fp32_decoder_head": args.fp32_decoder_head,
+        "fp32_decoder_head": args.fp32_decoder_head, "vae_channels_last": args.vae_channels_last,
+        "cudnn_benchmark": args.cudnn_benchmark,
         "vae_tiling": "auto-memory" if args.vae_tiling_auto else {None: "auto", True: "on", False: "off"}[args.vae_tiling],
         "stage_identical": stage_identical,
         "clip": f"{args.frames} frames {args.source_size} H.264" if not args.clip else str(clip),

@@ -198,6 +198,24 @@ def test_fused_norm_needs_the_silu_right_after_the_norm():
     assert vae_ops._norms_before_silu(WanResidualBlock) == ("norm1", "norm2")
 
 
+def test_fused_norm_needs_a_norm_that_normalises_in_float32(monkeypatch):
+    """diffusers before its float32-normalise change normalised bf16 in bf16: the fused op (float32) would
+    change the bits there, so it is not installed and the VAE stays stock."""
+    import torch.nn.functional as F
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    class OldNorm(torch.nn.Module):  # the older diffusers' forward
+        def forward(self, x):
+            return F.normalize(x, dim=(1 if self.channel_first else -1)) * self.scale * self.gamma + self.bias
+
+    assert vae_ops._normalises_in_float32(WanRMS_norm)  # the installed diffusers
+    assert not vae_ops._normalises_in_float32(OldNorm)
+    monkeypatch.setitem(vae_ops._SOURCE_OK, WanRMS_norm, False)  # as if the installed norm were the old one
+    block = WanResidualBlock(8, 8)
+    assert vae_ops.fused_norm_silu(torch.nn.Sequential(block)) == 0
+    assert type(block.nonlinearity) is torch.nn.SiLU and "forward" not in block.norm1.__dict__
+
+
 # -- the whole VAE ---------------------------------------------------------------------------------
 
 

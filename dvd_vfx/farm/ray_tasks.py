@@ -245,8 +245,10 @@ def run_warm(spec: WarmSpec, relay):
             ray.get(relay.flush.remote(), timeout=30)
         except Exception:  # noqa: BLE001 - progress is best effort
             pass
-        if code != 0:
-            raise PartCrashed(_part_error(first, code, None, tail).message, code if code > 0 else 128 - code)
+        if code != 0:  # the process rendering every part: name the task and its shots, not the first part
+            shots = ", ".join(dict.fromkeys(f"{p.shot} {p.part}" for p in spec.parts))
+            raise PartCrashed(f"{spec.name} ({shots}) ended: {_part_error(first, code, None, tail).message}",
+                              code if code > 0 else 128 - code)
         results, payloads, predicted = [], [], set()
         for i, part in enumerate(spec.parts):
             kind, value = outcomes.get(item_job_id(i), ("error", None))

@@ -13,8 +13,8 @@ What is compiled, and why there:
   graphs per window size while the cache fills: 3 each (the first chunk: empty caches, the second:
   1-frame caches, every later chunk), so an 81-frame window compiles 8 graphs in all with the DiT's
   two, and its later chunks reuse them (tests/test_compile.py counts them).
-Shapes are static per shot (dynamic=False): the first window of a shot compiles (minutes on a CPU,
-tens of seconds on a GPU; said in the log), the next windows of the shot reuse the graphs. A new
+Shapes are static per shot (dynamic=False): the first window of a shot compiles (minutes on a CPU;
+not measured on a GPU; said in the log), the next windows of the shot reuse the graphs. A new
 window size (another shot) compiles its own graphs; up to RECOMPILE_LIMIT variants per function are
 kept (torch's own default of 8 would send a batch of differently sized shots back to eager code).
 
@@ -57,10 +57,24 @@ def cpp_compiler() -> str | None:
     """The C++ compiler TorchInductor would use for CPU kernels, or None when there is none."""
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # an older inductor (PyTorch before 2.5): look for the compiler it would run
+        import os
+        import shutil
 
+        return next((found for name in (os.environ.get("CXX"), "g++", "c++", "clang++")
+                     if name and (found := shutil.which(name))), None)
+    try:
         return get_cpp_compiler()
-    except Exception:  # InvalidCxxCompiler, or an inductor without this function
+    except Exception:  # InvalidCxxCompiler
         return None
+
+
+def _recompile_limit() -> dict:
+    """The dynamo setting that bounds graphs per function: `recompile_limit` (PyTorch 2.7 on), before
+    that `cache_size_limit`."""
+    config = torch._dynamo.config
+    key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    return {key: RECOMPILE_LIMIT}
 
 
 def check_compile(device: torch.device) -> None:
@@ -128,7 +142,7 @@ def compiled(transformer: torch.nn.Module, vae: torch.nn.Module):
             if isinstance(getattr(attn2, "processor", None), FoldedCrossAttention) and "forward" not in attn2.__dict__:
                 attn2.forward = _eager_attn2(attn2)
                 patched.append(attn2)
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+        with torch._dynamo.config.patch(**_recompile_limit()):
             yield
     finally:
         for module in patched:

@@ -189,6 +189,12 @@ class _FP32Head(torch.nn.Module):
 # Loaded networks are shared across predictors, windows and shots of one process.
 _LOADED: dict[tuple, tuple[DVDNetworks, dict]] = {}
 _LOAD_LOCK = threading.Lock()
+# One window at a time per process: the loaded networks are shared by every predictor (_LOADED), and
+# --compile (compiled forwards patched on them), --vae-channels-last (a global for compiled code) and
+# --cudnn-benchmark (torch's global flag) switch process-wide state for the window they run; a second
+# render in the same process must not run its window under the first one's switches. (One GPU runs
+# one window at a time anyway.)
+_WINDOW_LOCK = threading.Lock()
 
 
 class DVDPredictor:
@@ -378,7 +384,7 @@ class DVDPredictor:
             raise InputError(f"predict got a window staged on {frames.tensor.device} but this predictor runs on "
                              f"{self.device} without staging: pass it the frames, or what its own stage() returned")
         try:
-            with attention_backend(self.attention), channels_last_3d(self.vae_channels_last), \
+            with _WINDOW_LOCK, attention_backend(self.attention), channels_last_3d(self.vae_channels_last), \
                     cudnn_benchmark(self.cudnn_benchmark, self.device), self._compiled(frames.shape):
                 return self._predict(frames)
         except torch.OutOfMemoryError:

@@ -28,6 +28,7 @@ stand-ins; they are named as stand-ins there, and no CUDA run is claimed by them
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -133,7 +134,10 @@ class Stager:
         self._lock = threading.Lock()  # two renders sharing a predictor share its buffer
 
     def stage(self, frames: np.ndarray) -> StagedWindow:
-        with self._lock, torch.inference_mode():
+        # the prefetch thread's current CUDA device is 0 until set: pinning, the stream and the event are
+        # made for the predictor's device (no context on another GPU with --device cuda:N)
+        on_device = torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+        with self._lock, on_device, torch.inference_mode():
             host = self.buffer.fill(frames)
             side = self.streams.side()
             with self.streams.on(side):

@@ -199,6 +199,18 @@ def _norms_before_silu(cls: type) -> tuple[str, ...] | None:
     return tuple(norms) or None
 
 
+def _normalises_in_float32(cls: type) -> bool:
+    """Whether `cls.forward` (diffusers' WanRMS_norm) normalises bf16/fp16 inputs in float32 and rounds the
+    quotient back, as `rms_norm_silu` does. diffusers releases before that change normalised in the input's
+    dtype: there the fused op would give other bits, so it is not installed."""
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return False
+    compact = "".join(source.split())
+    return "F.normalize(x.float()" in compact and ".to(x.dtype)" in compact
+
+
 def fused_norm_silu(vae: torch.nn.Module) -> int:
     """Make every RMS norm that feeds a SiLU in `vae` (residual blocks, encoder and decoder heads) apply
     the SiLU itself, fused (`rms_norm_silu`), and the SiLU module an identity. Only where the installed
@@ -207,6 +219,10 @@ def fused_norm_silu(vae: torch.nn.Module) -> int:
     from diffusers.models.autoencoders.autoencoder_kl_wan import (WanDecoder3d, WanEncoder3d, WanResidualBlock,
                                                                   WanRMS_norm)
 
+    if WanRMS_norm not in _SOURCE_OK:
+        _SOURCE_OK[WanRMS_norm] = _normalises_in_float32(WanRMS_norm)
+    if not _SOURCE_OK[WanRMS_norm]:
+        return 0
     changed = 0
     for module in vae.modules():
         cls = type(module)
