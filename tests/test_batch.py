@@ -288,6 +288,30 @@ def test_shot_list_json_rows_and_errors(tmp_path, media, capsys):
     assert code == 2 and "per clip or row" in err
 
 
+def test_farm_openjd_gives_each_batch_row_its_own_model_settings(tmp_path, media, capsys):
+    """A row's preset or model columns reach its OpenJD tasks, as `dvd-vfx batch` and `farm ray --batch` use
+    them (the template used to give every row the command's model settings); a row the farm refuses is named."""
+    import yaml
+
+    shots = tmp_path / "shots.csv"
+    shots.write_text(f"source,shot,dtype\n{media['a']},hero,fp32\n{media['c']},plain,\n")
+    job = tmp_path / "job.yaml"
+    code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", "--batch", shots, "--output-dir", tmp_path / "{shot}",
+                           "--cache-dir", tmp_path / "cache", "--predictor", "luma", *FAST, "--dtype", "bf16", "-o", job)
+    assert code == 0, err
+    steps = {s["name"]: s["script"]["actions"]["onRun"]["args"] for s in yaml.safe_load(job.read_text())["steps"]}
+    for name, dtype in (("hero windows", "fp32"), ("hero assemble", "fp32"), ("plain windows", "bf16"),
+                        ("plain assemble", "bf16")):
+        args = steps[name]
+        assert args[args.index("--dtype") + 1] == dtype, name
+        assert args[args.index("--predictor") + 1] == "luma" and args[args.index("--device") + 1] == "cpu"
+    shots.write_text(f"source,shot,device\n{media['a']},hero,cuda\n")
+    code, _, err = run_cli(capsys, tmp_path, "farm", "openjd", "--batch", shots, "--output-dir", tmp_path / "{shot}",
+                           "--cache-dir", tmp_path / "cache", "--predictor", "luma", *FAST, "-o", tmp_path / "job2.yaml")
+    assert code == 2 and "shot hero: --device cuda needs --gpus-per-task" in err
+    assert not (tmp_path / "job2.yaml").exists()
+
+
 def test_farm_openjd_takes_the_batch_shots(tmp_path, media, capsys, monkeypatch):
     """`farm openjd --batch` plans the same shots (own output folder, frames with handles, row values);
     `openjd run` of the job writes what `dvd-vfx batch` writes."""

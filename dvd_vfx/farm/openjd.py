@@ -143,7 +143,7 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
     defaults that walk up out of it, so only paths inside `template_dir` get a default; every
     path is in the returned values (absolute), which `openjd run -p file://...` takes.
     """
-    from dvd_vfx.farm.plan import task_argv
+    from dvd_vfx.farm.plan import shot_task_model, task_argv
 
     for shot in shots:
         for what, count, flag in (("window", len(shot.window_chunks), "--windows-per-task"),
@@ -179,19 +179,29 @@ def build_template(shots, options, *, cache_dir: str, model, predictor=None, plu
     if model.weights:
         path_param("Weights", model.weights, "DVD weights folder", objectType="DIRECTORY", dataFlow="IN")
         model = dataclasses.replace(model, weights="{{Param.Weights}}")
+    weights = values.get("Weights")
     task_options = dataclasses.replace(options, out_dir=Path("{{Param.OutputDir}}"))
     steps = []
     for index, shot in enumerate(shots, 1):
         param = f"Shot{index}"
         path_param(param, shot.source,
                    f"plate of shot {shot.shot} (frames {shot.frame_range[0]}-{shot.frame_range[1]})")
-        shot_options = task_options
+        shot_options, shot_model, shot_predictor = task_options, model, predictor
+        if shot.model is not None:  # a batch's row: its preset's or columns' model settings, as `dvd-vfx batch`
+            shot_model, shot_predictor = shot_task_model(shot, gpus_per_task), shot.predictor or predictor
+            if shot_model.weights and os.path.abspath(shot_model.weights) == weights:
+                shot_model = dataclasses.replace(shot_model, weights="{{Param.Weights}}")
+            elif shot_model.weights:
+                path_param(f"{param}Weights", shot_model.weights, f"DVD weights folder of shot {shot.shot}",
+                           objectType="DIRECTORY", dataFlow="IN")
+                shot_model = dataclasses.replace(shot_model, weights="{{Param.%sWeights}}" % param)
         if shot.options is not None:  # a batch's shot: its own output folder, frames and settings
             path_param(f"{param}Output", shot.options.out_dir, f"where {shot.shot}.depth.####.exr are written",
                        objectType="DIRECTORY", dataFlow="OUT")
             shot_options = dataclasses.replace(shot.options, out_dir=Path("{{Param.%sOutput}}" % param))
-        base = task_argv("{{Param.%s}}" % param, shot_options, cache_dir="{{Param.CacheDir}}", predictor=predictor,
-                         model=model, plugins_dirs=plugins_dirs, cache_max_gb=cache_max_gb)
+        base = task_argv("{{Param.%s}}" % param, shot_options, cache_dir="{{Param.CacheDir}}",
+                         predictor=shot_predictor, model=shot_model, plugins_dirs=plugins_dirs,
+                         cache_max_gb=cache_max_gb)
         windows = _step_name(shot.shot, "windows", index)
         window_step = {
             "name": windows,

@@ -159,6 +159,17 @@ def task_model(model, gpus_per_task: float):
     return dataclasses.replace(model, device=device, weights=absolute(model.weights) if model.weights else None)
 
 
+def shot_task_model(shot, gpus_per_task: float):
+    """A batch shot's own model settings (its row's preset or columns) as its tasks get them, or None for a
+    shot that takes the command's; a refusal names the shot."""
+    if shot.model is None:
+        return None
+    try:
+        return task_model(shot.model, gpus_per_task)
+    except InputError as exc:
+        raise InputError(f"shot {shot.shot}: {exc}") from None
+
+
 def absolute(path) -> str:
     """An absolute path (~ expanded): what a task on another machine or in another folder needs."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))

@@ -154,12 +154,9 @@ def run(args, options) -> int:
 
 def _row_model(shot, settings: FarmSettings):
     """A batch shot's own model settings (its row's preset or columns) as its tasks get them."""
-    from dvd_vfx.farm.plan import task_model
+    from dvd_vfx.farm.plan import shot_task_model
 
-    try:
-        return task_model(shot.model, settings.gpus_per_task) if shot.model else None
-    except InputError as exc:
-        raise InputError(f"shot {shot.shot}: {exc}") from None
+    return shot_task_model(shot, settings.gpus_per_task)
 
 
 def import_ray():
