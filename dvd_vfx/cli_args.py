@@ -184,7 +184,7 @@ def render_options(args) -> RenderOptions:
 
 def model_settings(args) -> ModelSettings:
     """The ModelSettings of parsed add_model_args flags; unset ones take the defaults."""
-    from dvd_vfx.plugins import ModelSettings
+    from dvd_vfx.plugins import MODEL_SWITCHES, ModelSettings
     from dvd_vfx.presets import DEFAULTS
 
     def pick(key):
@@ -194,11 +194,7 @@ def model_settings(args) -> ModelSettings:
     return ModelSettings(weights=args.weights, device=pick("device"), dtype=pick("dtype"),
                          vae_tiling=pick("vae_tiling"), offload=bool(pick("offload")),
                          attention=getattr(args, "attention", None) or "auto",
-                         fp32_decoder_head=bool(getattr(args, "fp32_decoder_head", None)),
-                         vae_tiling_auto=bool(getattr(args, "vae_tiling_auto", None)),
-                         vae_channels_last=bool(getattr(args, "vae_channels_last", None)),
-                         cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", None)),
-                         compile=bool(getattr(args, "compile", None)))
+                         **{name: bool(getattr(args, name, None)) for name in MODEL_SWITCHES})
 
 
 def split_options(args) -> dict:
@@ -256,6 +252,8 @@ def render_flags(options: RenderOptions) -> list[str]:
 
 def model_flags(model: ModelSettings) -> list[str]:
     """`dvd-vfx render` flags that rebuild a dvd_vfx.plugins.ModelSettings (model_settings())."""
+    from dvd_vfx.plugins import MODEL_SWITCHES
+
     flags = []
     if model.weights:
         flags += ["--weights", str(model.weights)]
@@ -265,16 +263,7 @@ def model_flags(model: ModelSettings) -> list[str]:
         flags.append("--vae-tiling" if model.vae_tiling else "--no-vae-tiling")
     if model.attention != "auto":
         flags += ["--attention", model.attention]
-    if model.fp32_decoder_head:
-        flags.append("--fp32-decoder-head")
-    if model.vae_tiling_auto:
-        flags.append("--vae-tiling-auto")
-    if model.vae_channels_last:
-        flags.append("--vae-channels-last")
-    if model.cudnn_benchmark:
-        flags.append("--cudnn-benchmark")
-    if model.compile:
-        flags.append("--compile")
+    flags += ["--" + name.replace("_", "-") for name in MODEL_SWITCHES if getattr(model, name)]
     return flags
 
 

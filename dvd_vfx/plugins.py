@@ -63,6 +63,11 @@ class ModelSettings:
     compile: bool = False  # DVD: torch.compile of the DiT blocks and VAE chunks (recorded: kernels round differently)
 
 
+# The ModelSettings fields that are plain on/off switches, off by default, each the flag --NAME-WITH-DASHES
+# (dvd_vfx.cli_args parses and writes them, the DVD factory passes them on), in their flags' order.
+MODEL_SWITCHES = ("fp32_decoder_head", "vae_tiling_auto", "vae_channels_last", "cudnn_benchmark", "compile")
+
+
 @dataclass(frozen=True)
 class PredictorFactory:
     """A named way to build a predictor: ``create(settings: ModelSettings) -> predictor``.

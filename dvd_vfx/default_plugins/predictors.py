@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dvd_vfx.hookspecs import hookimpl
-from dvd_vfx.plugins import ModelSettings, PredictorFactory
+from dvd_vfx.plugins import MODEL_SWITCHES, ModelSettings, PredictorFactory
 
 
 def create_dvd(settings: ModelSettings):
@@ -12,11 +12,7 @@ def create_dvd(settings: ModelSettings):
     return DVDPredictor(settings.weights, device=settings.device, dtype=settings.dtype,
                         vae_tiling=settings.vae_tiling, offload=settings.offload,
                         attention=getattr(settings, "attention", "auto"),
-                        fp32_decoder_head=getattr(settings, "fp32_decoder_head", False),
-                        vae_tiling_auto=getattr(settings, "vae_tiling_auto", False),
-                        vae_channels_last=getattr(settings, "vae_channels_last", False),
-                        cudnn_benchmark=getattr(settings, "cudnn_benchmark", False),
-                        compile=getattr(settings, "compile", False))
+                        **{name: getattr(settings, name, False) for name in MODEL_SWITCHES})
 
 
 @hookimpl(trylast=True)
