@@ -298,6 +298,7 @@ def read_chan(path, size: tuple[int, int], *, focal_mm: float | None = None, fil
                          "36x24 or Nuke's default horizontal aperture 24.576)")
     frames, rotations, positions, intrinsics = [], [], [], []
     w, h = size
+    fixed = _mm_intrinsics(focal_mm, film_back[0], size, pixel_aspect) if focal_mm is not None else None
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -314,8 +315,8 @@ def read_chan(path, size: tuple[int, int], *, focal_mm: float | None = None, fil
         frame = values[0]
         if frame != int(frame):
             continue  # a sub-frame sample (motion blur): plates have whole frames
-        if focal_mm is not None:
-            fx, fy = _mm_intrinsics(focal_mm, film_back[0], size, pixel_aspect)
+        if fixed is not None:  # --focal: the same for every frame
+            fx, fy = fixed
         elif len(values) == 8:
             vfov = values[7]
             if not 0 < vfov < 180:

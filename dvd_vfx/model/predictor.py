@@ -223,6 +223,7 @@ class DVDPredictor:
         # near the ends of the range); departs from the official numerics on purpose, so it is recorded
         self.fp32_decoder_head = fp32_decoder_head and self.dtype != torch.float32
         self._heads: dict[int, torch.nn.Module] = {}
+        self._plans_said: set = set()  # the window sizes whose memory plan was said (memory_plan)
         # the VAE's causal convolutions in channels_last_3d: other kernels, other rounding (recorded)
         self.vae_channels_last = vae_channels_last
         # cuDNN times its convolution algorithms for the shot's shapes and may pick differently from run
@@ -473,7 +474,7 @@ class DVDPredictor:
     def _say_memory_plan(self, t: int, h: int, w: int, tiling: bool) -> None:
         """On CUDA, say the VAE's plan for this window size once (tiling, estimated memory) and warn when it
         will not fit the free memory (the choice itself is unchanged: it changes the output, see memory_plan)."""
-        said = self.__dict__.setdefault("_plans_said", set())
+        said = self._plans_said
         if (t, h, w, tiling) in said:
             return
         said.add((t, h, w, tiling))

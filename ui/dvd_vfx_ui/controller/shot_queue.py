@@ -300,8 +300,7 @@ class ShotQueue:
             shot.pattern = shot.on_disk["pattern"]
             first = S.parse_frames(values["frames"])[0] if values.get("frames") else shot.info.first_frame
             shot.differences = differences(shot.on_disk, values, first_frame=first)
-            if shot.status in (S.DONE, S.OUTDATED) or shot.differences or shot.status in (S.QUEUED, S.CACHED):
-                shot.status = S.OUTDATED if shot.differences else S.DONE
+            shot.status = S.OUTDATED if shot.differences else S.DONE
             if shot.status == S.DONE:
                 shot.fraction = 1.0
             return
