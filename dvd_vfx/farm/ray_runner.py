@@ -541,17 +541,24 @@ class RayFarm:
     def _submit(self, shot: _Shot, part: _Part, spec, gpus: float, *after, max_retries: int | None = None,
                 **kwargs) -> None:
         """One task of one shot; returns: the payload objects (ray_tasks.payload_count), then the receipt."""
-        from dvd_vfx.farm.ray_tasks import PartCrashed, payload_count, run_part
+        from dvd_vfx.farm.ray_tasks import run_part
+
+        refs = self._remote(run_part, spec, gpus, f"dvd-vfx {spec.shot} {part.name}", *after,
+                            max_retries=max_retries, **kwargs)
+        part.payload = refs[:-1]
+        self._track(shot, part, refs[-1])
+
+    def _remote(self, fn, spec, gpus: float, name: str, *after, max_retries: int | None = None, **kwargs) -> list:
+        """Submit `fn(spec, relay, *after, **kwargs)` as one Ray task: its refs, the payload objects
+        (ray_tasks.payload_count) then the receipt; a crash (PartCrashed) is retried."""
+        from dvd_vfx.farm.ray_tasks import PartCrashed, payload_count
 
         s = self.settings
         n = payload_count(spec)
-        refs = self.ray.remote(run_part).options(
+        refs = self.ray.remote(fn).options(
             num_cpus=s.cpus_per_task, num_gpus=gpus, max_retries=s.max_retries if max_retries is None else max_retries,
-            num_returns=n + 1, retry_exceptions=[PartCrashed], name=f"dvd-vfx {spec.shot} {part.name}").remote(
-            spec, self._relay, *after, **kwargs)
-        refs = list(refs) if n else [refs]
-        part.payload = refs[:-1]
-        self._track(shot, part, refs[-1])
+            num_returns=n + 1, retry_exceptions=[PartCrashed], name=name).remote(spec, self._relay, *after, **kwargs)
+        return list(refs) if n else [refs]
 
     def _submit_windows(self, shot: _Shot, part: _Part, *, max_retries: int | None = None) -> None:
         from dvd_vfx.farm.ray_tasks import PartSpec
@@ -584,11 +591,9 @@ class RayFarm:
         """The batch's windows in warm tasks: per model (predictor and settings), at most one task per
         task slot, each rendering windows of one or more shots in one process (plan.warm_tasks)."""
         from dvd_vfx.farm.plan import warm_tasks
-        from dvd_vfx.farm.ray_tasks import PartCrashed, PartSpec, WarmSpec, payload_count, run_warm
+        from dvd_vfx.farm.ray_tasks import PartSpec, WarmSpec, payload_count, run_warm
 
-        s = self.settings
         plan = warm_tasks([(self._model(shot.tasks), shot.tasks.n_windows) for shot in self.shots], self.slots)
-        remote = self.ray.remote(run_warm)
         for n, items in enumerate(plan, 1):
             warm = _Warm(name=f"warm task {n}/{len(plan)}", items=[])
             specs = []
@@ -599,12 +604,8 @@ class RayFarm:
                 shot.progress.add(part.name, part.kind, part.size)
                 specs.append(PartSpec(part=part.name, windows=(a, b), **shot.common))
                 warm.items.append((shot, part))
-            spec = WarmSpec(name=warm.name, parts=specs)
-            count = payload_count(spec)
-            refs = remote.options(num_cpus=s.cpus_per_task, num_gpus=s.gpus_per_task, max_retries=s.max_retries,
-                                  num_returns=count + 1, retry_exceptions=[PartCrashed],
-                                  name=f"dvd-vfx {warm.name}").remote(spec, self._relay)
-            refs = list(refs) if count else [refs]
+            refs = self._remote(run_warm, WarmSpec(name=warm.name, parts=specs), self.settings.gpus_per_task,
+                                f"dvd-vfx {warm.name}")
             at = 0
             for (shot, part), part_spec in zip(warm.items, specs):
                 k = payload_count(part_spec)
@@ -650,8 +651,7 @@ class RayFarm:
             code = error.get("exit_code") if isinstance(error.get("exit_code"), int) else 1
             left = self.settings.max_retries - 1
             if code in PERMANENT_EXIT_CODES or left < 0:
-                n = self.settings.max_retries + 1
-                tries = "" if code in PERMANENT_EXIT_CODES else f" (after {n} attempt{'s' if n != 1 else ''})"
+                tries = "" if code in PERMANENT_EXIT_CODES else self._after_attempts()
                 self._fail(shot, error_from_dict({**error, "message": f"{part.name}: {error.get('message')}{tries}",
                                                   "exit_code": code}))
                 continue
@@ -768,6 +768,11 @@ class RayFarm:
             write_atomic(shot.staging / name, data)
             del data
 
+    def _after_attempts(self) -> str:
+        """What an error that used up every retry says it took."""
+        n = self.settings.max_retries + 1
+        return f" (after {n} attempt{'s' if n != 1 else ''})"
+
     def _task_error(self, shot: _Shot, part: _Part, exc: BaseException) -> DvdError:
         from dvd_vfx.farm.ray_tasks import PartCrashed, PartFailed
         from dvd_vfx.jobs import error_from_dict
@@ -775,10 +780,7 @@ class RayFarm:
         cause = getattr(exc, "cause", None) or exc
         where = f"{part.name}"
         if isinstance(cause, PartFailed):
-            tries = ""
-            if isinstance(cause, PartCrashed):
-                n = self.settings.max_retries + 1
-                tries = f" (after {n} attempt{'s' if n != 1 else ''})"
+            tries = self._after_attempts() if isinstance(cause, PartCrashed) else ""
             return error_from_dict({"type": cause.error_type, "message": f"{where}: {cause.message}{tries}",
                                     "exit_code": cause.exit_code})
         if isinstance(cause, KeyboardInterrupt) or type(exc).__name__ == "TaskCancelledError":
