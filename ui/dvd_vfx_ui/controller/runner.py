@@ -462,10 +462,9 @@ class BatchRunner:
             shot.fraction = progress_fraction(stage, done, total)
             fraction, started = shot.fraction, shot.started
             version = self.ctx.next_version()
+        elapsed = time.time() - started
         self.ctx.events.emit("job.progress.changed", shot_id=shot_id, stage=stage, done=done, total=total,
-                             version=version,
-                             fraction=fraction, elapsed_s=time.time() - started,
-                             eta_s=shot_eta(time.time() - started, fraction))
+                             version=version, fraction=fraction, elapsed_s=elapsed, eta_s=shot_eta(elapsed, fraction))
         self._emit_batch_progress()
 
     def _on_log(self, job_id: str, level: str, message: str) -> None:
